@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// swift-allocation-tracking: an in-process native-heap profiler for Swift on Linux.
+//
+// `CAllocationTracking` (C) owns what must run inside malloc without Swift: the interposed malloc family,
+// the per-thread reentrancy guard and stack capture. `AllocationTracking` (Swift) owns the lock-free tables
+// and the public API. Only `AllocationTracking` imports the C target.
+//
+// No `unsafeFlags`: packages depended on by URL cannot use them. Everything the C code needs (initial-exec
+// TLS, frame pointers) is requested with attributes in the source.
+let package = Package(
+    name: "swift-allocation-tracking",
+    products: [
+        .library(name: "AllocationTracking", targets: ["AllocationTracking"]),
+    ],
+    targets: [
+        .target(
+            name: "CAllocationTracking",
+            linkerSettings: [.linkedLibrary("dl"), .linkedLibrary("pthread")]
+        ),
+        .target(
+            name: "AllocationTracking",
+            dependencies: ["CAllocationTracking"]
+        ),
+        .executableTarget(
+            name: "LeakyCacheDemo",
+            dependencies: ["AllocationTracking"],
+            path: "Examples/LeakyCacheDemo"
+        ),
+        // C helpers for the tests: allocations from a known C function, a second malloc interposer for the
+        // RTLD_NEXT chaining test, raw libc calls (strdup, getline) whose allocations must be seen.
+        .target(
+            name: "AllocationTrackingTestSupport",
+            path: "Tests/AllocationTrackingTestSupport"
+        ),
+        .testTarget(
+            name: "AllocationTrackingTests",
+            dependencies: ["AllocationTracking", "AllocationTrackingTestSupport"]
+        ),
+    ]
+)

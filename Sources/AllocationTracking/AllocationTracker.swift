@@ -1,0 +1,246 @@
+import CAllocationTracking
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The process's native-heap tracker: every malloc-family call in the process (the Swift runtime, Foundation,
+/// C and C++ libraries, libc itself) is seen while tracking is on.
+///
+/// ```swift
+/// import AllocationTracking
+///
+/// try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind))
+/// runWorkload()
+/// let snapshot = try AllocationTracker.takeSnapshot()
+/// for trace in snapshot.traces.sorted(by: { $0.size > $1.size }).prefix(10) { print(trace) }
+/// print(AllocationTracker.tracedMemory)     // current, peak, live blocks, totals, dropped
+/// AllocationTracker.stop()                  // stops and forgets everything
+/// ```
+///
+/// Semantics follow Python's tracemalloc: `start` while tracing is a no-op; sizes are requested sizes; the peak
+/// rises only when a block is added; `realloc` moves the whole block to the realloc call site; a 0-byte
+/// allocation is traced with size 0; blocks allocated before `start` (or before `clearTraces`) and freed later
+/// are ignored, so `current` never goes negative. The tracker's own allocations (snapshots, reports) are not
+/// traced.
+///
+/// All members are thread-safe. Tracking costs one predictable branch per malloc-family call while stopped.
+public enum AllocationTracker {
+    /// Whether this build can track: false in AddressSanitizer/ThreadSanitizer builds, whose runtimes own
+    /// malloc (the interposer is compiled out).
+    public static var isAvailable: Bool { cat_interposer_available() == 1 }
+
+    /// Whether allocations are being traced.
+    public static var isTracing: Bool { cat_is_active() == 1 }
+
+    /// The configuration tracking was started with, or nil while stopped.
+    public static var configuration: Configuration? {
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        return isTracing ? _TrackerSession.configuration : nil
+    }
+
+    /// `maxFrames` of the running tracker (0 while stopped), like tracemalloc's `get_traceback_limit`.
+    public static var tracebackLimit: Int { configuration?.maxFrames ?? 0 }
+
+    /// Starts tracing. A no-op while already tracing (the running configuration is kept).
+    ///
+    /// - Throws: `.invalidConfiguration` for out-of-range values, `.unavailable` in sanitizer builds,
+    ///   `.unwinderUnavailable` when libunwind is selected but not installed.
+    public static func start(_ configuration: Configuration = Configuration()) throws {
+        try configuration.validate()
+        guard isAvailable else {
+            throw AllocationTrackingError(
+                .unavailable,
+                "allocation tracking is unavailable in this build: AddressSanitizer/ThreadSanitizer own malloc")
+        }
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        if isTracing { return }
+        if configuration.unwinder == .libunwind {
+            var message = [CChar](repeating: 0, count: 512)
+            if cat_load_libunwind(&message, message.count) != 0 {
+                let bytes = message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+                throw AllocationTrackingError(.unwinderUnavailable, String(decoding: bytes, as: UTF8.self))
+            }
+        }
+        var recorder = _AllocationRecorder.table
+        cat_install_recorder(&recorder, UInt32(configuration.maxFrames),
+                             configuration.unwinder == .libunwind ? Int32(CAT_UNWINDER_LIBUNWIND)
+                                                                  : Int32(CAT_UNWINDER_FRAME_POINTERS))
+        let created = _withGateWriter { cat_tables_create(UInt64(configuration.maxTraces)) }
+        guard created == 0 else {
+            throw AllocationTrackingError(.unavailable, "could not map memory for the tracker's tables")
+        }
+        _TrackerSession.configuration = configuration
+        cat_install_fork_handlers()
+        cat_set_active(1)
+    }
+
+    /// Stops tracing and forgets every trace (current = peak = 0), like tracemalloc's `stop`. The tables'
+    /// memory is returned to the system. A no-op while stopped.
+    public static func stop() {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        guard isTracing else { return }
+        cat_set_active(0)
+        _withGateWriter { cat_tables_release() }
+        _TrackerSession.configuration = nil
+    }
+
+    /// Forgets every trace and resets current and peak to 0, and keeps tracing. Blocks allocated before the
+    /// call and freed after it are ignored.
+    public static func clearTraces() {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        guard isTracing else { return }
+        let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
+        _withGateWriter {
+            cat_tables_release()
+            if cat_tables_create(maxTraces) != 0 {
+                // Out of memory for even the smallest tables: stop rather than run with none.
+                cat_set_active(0)
+                _TrackerSession.configuration = nil
+            }
+        }
+    }
+
+    /// Sets the peak to the current traced size.
+    public static func resetPeak() {
+        let state = _UnsafeTrackerState.process
+        state.peak.atomicStore(state.current.atomicLoad())
+    }
+
+    /// The traced memory counters; all zero while stopped.
+    public static var tracedMemory: TracedMemory {
+        let state = _UnsafeTrackerState.process
+        return TracedMemory(
+            current: Int(truncatingIfNeeded: state.current.atomicLoad()),
+            peak: Int(truncatingIfNeeded: state.peak.atomicLoad()),
+            liveBlocks: Int(truncatingIfNeeded: state.shardSum(Int(CAT_S_LIVE_BLOCKS))),
+            totalAllocations: Int(truncatingIfNeeded: state.shardSum(Int(CAT_S_TOTAL_ALLOCATIONS))),
+            totalAllocatedBytes: Int(truncatingIfNeeded: state.shardSum(Int(CAT_S_TOTAL_BYTES))),
+            droppedAllocations: Int(truncatingIfNeeded: state.shardSum(Int(CAT_S_DROPPED))))
+    }
+
+    /// Bytes of memory the tracker's own tables use right now (tracemalloc's `get_tracemalloc_memory`).
+    public static var trackerMemory: Int {
+        Int(truncatingIfNeeded: _UnsafeTrackerState.process.word(Int(CAT_W_MAPPED_BYTES)).atomicLoad())
+    }
+
+    /// Takes a snapshot of the live traced blocks, one `Trace` per call stack. The copy is consistent: it is
+    /// made with allocation recording paused for the few microseconds it takes (other threads' mallocs wait).
+    ///
+    /// - Throws: `.notTracing` when tracking is stopped.
+    public static func takeSnapshot() throws -> Snapshot {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        guard isTracing, let configuration = _TrackerSession.configuration else {
+            throw AllocationTrackingError(.notTracing, "takeSnapshot() needs tracking on: call AllocationTracker.start() first")
+        }
+        let state = _UnsafeTrackerState.process
+        var raw: [_RawTrace] = []
+        raw.reserveCapacity(Int(truncatingIfNeeded: state.traceCount.atomicLoad()) + 64)
+        let dropped = _withGateWriter { () -> UInt64 in
+            let count = state.traceCount.atomicLoad()
+            var id: UInt64 = 0
+            while id < count {
+                if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoad() == 1 {
+                    let live = _UnsafeTraceTable.liveBlocks(entry).atomicLoad()
+                    if live != 0 {
+                        raw.append(_RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: live,
+                                             liveBytes: _UnsafeTraceTable.liveBytes(entry).atomicLoad()))
+                    }
+                }
+                id &+= 1
+            }
+            return state.shardSum(Int(CAT_S_DROPPED))
+        }
+        // Frames are immutable once published and stay mapped while the API lock is held.
+        let traces = raw.map { $0.trace() }
+        return Snapshot(traces: traces, tracebackLimit: configuration.maxFrames,
+                        droppedAllocations: Int(truncatingIfNeeded: dropped))
+    }
+
+    /// The call stack that allocated the live tracked block at `pointer`, or nil when the block is not traced
+    /// (tracemalloc's `get_object_traceback`).
+    public static func traceback(of pointer: UnsafeRawPointer) -> Traceback? {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        guard isTracing else { return nil }
+        let state = _UnsafeTrackerState.process
+        let shard = cat_thread_shard()
+        cat_gate_enter(shard)
+        let value = _UnsafePointerTable.lookup(state, key: UInt64(UInt(bitPattern: pointer)))
+        let entry = value == 0 ? nil : _UnsafeTraceTable.entry(state, _UnsafePointerTable.traceID(of: value))
+        cat_gate_exit(shard)
+        guard let entry else { return nil }
+        return _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).trace().traceback
+    }
+}
+
+/// A trace entry copied out under the gate; turned into a `Trace` after the gate is released.
+struct _RawTrace {
+    var frames: UInt
+    var shape: UInt64  // frame count | total frames << 32
+    var liveBlocks: UInt64
+    var liveBytes: UInt64
+
+    func trace() -> Trace {
+        let count = Int(truncatingIfNeeded: shape & 0xFFFF_FFFF)
+        let total = Int(truncatingIfNeeded: shape >> 32)
+        var list: [Frame] = []
+        list.reserveCapacity(count)
+        if count > 0, let words = UnsafePointer<UInt64>(bitPattern: frames) {
+            for i in 0..<count { list.append(Frame(address: UInt(words[i]))) }
+        }
+        return Trace(traceback: Traceback(frames: list, totalFrames: total),
+                     size: Int(truncatingIfNeeded: liveBytes), count: Int(truncatingIfNeeded: liveBlocks))
+    }
+}
+
+/// Session state owned by the API (guarded by the API mutex, never read inside malloc).
+enum _TrackerSession {
+    nonisolated(unsafe) static var configuration: AllocationTracker.Configuration?
+}
+
+/// Runs `body` with the gate's writer side held (allocation recording paused in other threads) and the calling
+/// thread in internal state, so its own allocations pass straight through instead of waiting for itself.
+func _withGateWriter<R>(_ body: () throws -> R) rethrows -> R {
+    let previous = cat_thread_set_state(Int32(CAT_THREAD_INTERNAL))
+    cat_gate_lock_writer()
+    defer {
+        cat_gate_unlock_writer()
+        _ = cat_thread_set_state(previous)
+    }
+    return try body()
+}
+
+// MARK: - ALLOCATION_TRACKING
+
+/// Called once at process start by a constructor in the C target when `ALLOCATION_TRACKING` is set. A
+/// malformed value prints one line to stderr and leaves tracking off; the process runs on.
+@_cdecl("cat_swift_start_from_environment_impl")
+public func _startFromEnvironment() {
+    guard let raw = getenv("ALLOCATION_TRACKING") else { return }
+    let value = String(cString: raw)
+    do {
+        guard let configuration = try AllocationTracker.Configuration.parse(environmentValue: value) else { return }
+        try AllocationTracker.start(configuration)
+    } catch let error as AllocationTrackingError {
+        let line = "swift-allocation-tracking: ALLOCATION_TRACKING=\(value): \(error.message); tracking is off\n"
+        line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+    } catch {}
+}

@@ -1,0 +1,30 @@
+/// Traced memory counters (all zero while tracking is stopped). Sizes are the sizes callers requested.
+public struct TracedMemory: Hashable, Sendable, CustomStringConvertible {
+    /// Bytes in live tracked blocks.
+    public var current: Int
+    /// The highest `current` since start, `clearTraces` or `resetPeak` (rises only when a block is added).
+    public var peak: Int
+    /// Live tracked blocks.
+    public var liveBlocks: Int
+    /// Blocks allocated while tracking (freed or not).
+    public var totalAllocations: Int
+    /// Bytes allocated while tracking (freed or not).
+    public var totalAllocatedBytes: Int
+    /// Allocations that succeeded but could not be recorded (a table was full). Every report shows it.
+    public var droppedAllocations: Int
+
+    public init(current: Int = 0, peak: Int = 0, liveBlocks: Int = 0, totalAllocations: Int = 0,
+                totalAllocatedBytes: Int = 0, droppedAllocations: Int = 0) {
+        self.current = current
+        self.peak = peak
+        self.liveBlocks = liveBlocks
+        self.totalAllocations = totalAllocations
+        self.totalAllocatedBytes = totalAllocatedBytes
+        self.droppedAllocations = droppedAllocations
+    }
+
+    public var description: String {
+        "current=\(current) B, peak=\(peak) B, liveBlocks=\(liveBlocks), totalAllocations=\(totalAllocations), "
+            + "totalAllocatedBytes=\(totalAllocatedBytes) B, droppedAllocations=\(droppedAllocations)"
+    }
+}

@@ -1,0 +1,557 @@
+import CAllocationTracking
+import Synchronization
+
+// Everything that runs inside malloc, in one file on purpose: the `@_noLocks` checker needs the bodies of the
+// functions it checks, and a debug build (one compiler job per file, no whole-module optimisation, which a
+// package depended on by URL cannot turn on) only has the bodies of its own file. Splitting this file by type
+// would make the compiler unable to prove the allocation path lock- and allocation-free.
+//
+// Contents: `_AllocationRecorder` (the entry points the C interposer calls), `_UnsafeTrackerState` (the shared
+// state words), `_UnsafePointerTable` (live pointer -> trace, size), `_UnsafeTraceTable` (interned stacks and
+// per-site counters), and atomics on plain words.
+
+// MARK: - _AllocationRecorder
+
+// The table logic the C interposer calls (`cat_recorder`). RUNS INSIDE MALLOC: every function here is
+// `@_noLocks`, so the compiler proves that nothing reachable from it takes a lock, allocates, or touches
+// metadata or a lazily initialised global — in debug builds too, where unspecialised code would otherwise take
+// the runtime's metadata lock from inside malloc and deadlock. The C side has set the thread's reentrancy
+// guard, saved errno and entered the gate; it passes the state words in, so nothing here reads a global.
+enum _AllocationRecorder {
+    @_noLocks
+    static func recordAllocation(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32,
+                                 _ pointer: UnsafeMutableRawPointer, _ size: Int, _ frames: UnsafePointer<UInt>,
+                                 _ frameCount: UInt32, _ totalFrames: UInt32, _ lastAttempt: UInt32) -> UInt32 {
+        let state = _UnsafeTrackerState(words: words)
+        let shard = Int(shard)
+        guard state.ready.atomicLoadAcquire() == 1 else { return UInt32(CAT_RECORD_DONE) }
+        let bytes = UInt64(UInt(bitPattern: size))
+        guard bytes <= _UnsafePointerTable.maximumSize,
+              let traceID = _UnsafeTraceTable.intern(state, frames: frames, count: Int(frameCount), total: totalFrames),
+              let entry = _UnsafeTraceTable.entry(state, traceID)
+        else {
+            state.shard(shard, Int(CAT_S_DROPPED)).atomicAdd(1)
+            return UInt32(CAT_RECORD_DONE)
+        }
+        let key = UInt64(UInt(bitPattern: pointer))
+        let probes = _UnsafePointerTable.insert(state, key: key, value: _UnsafePointerTable.pack(traceID: traceID, size: bytes),
+                                                shard: shard)
+        if probes < 0 {
+            state.request(Int(CAT_NEED_POINTER_REBUILD))
+            if lastAttempt == 0 { return UInt32(CAT_RECORD_RETRY) }
+            state.shard(shard, Int(CAT_S_DROPPED)).atomicAdd(1)
+            return UInt32(CAT_RECORD_DONE)
+        }
+        addLive(state, entry: entry, shard: shard, bytes: bytes, isNewAllocation: true)
+        let operations = state.shard(shard, Int(CAT_S_OPERATIONS)).atomicAdd(1)
+        if probes > _UnsafePointerTable.longProbe || operations & 255 == 0,
+           _UnsafePointerTable.needsRebuild(state) {
+            state.request(Int(CAT_NEED_POINTER_REBUILD))
+        }
+        return UInt32(CAT_RECORD_DONE)
+    }
+
+    @_noLocks
+    @inline(__always)
+    static func addLive(_ state: _UnsafeTrackerState, entry: UnsafeMutablePointer<UInt64>, shard: Int, bytes: UInt64,
+                        isNewAllocation: Bool) {
+        _UnsafeTraceTable.liveBlocks(entry).atomicAdd(1)
+        _UnsafeTraceTable.liveBytes(entry).atomicAdd(bytes)
+        state.shard(shard, Int(CAT_S_LIVE_BLOCKS)).atomicAdd(1)
+        if isNewAllocation {
+            _UnsafeTraceTable.totalBlocks(entry).atomicAdd(1)
+            _UnsafeTraceTable.totalBytes(entry).atomicAdd(bytes)
+            state.shard(shard, Int(CAT_S_TOTAL_ALLOCATIONS)).atomicAdd(1)
+            state.shard(shard, Int(CAT_S_TOTAL_BYTES)).atomicAdd(bytes)
+        }
+        let current = state.current.atomicAdd(bytes) &+ bytes
+        let peakWord = state.peak
+        var peak = peakWord.atomicLoad()
+        while current > peak {  // tracemalloc: the peak only rises when a block is added
+            if peakWord.atomicCompareExchange(expected: &peak, desired: current) { break }
+        }
+    }
+
+    @_noLocks
+    static func recordFree(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32,
+                           _ pointer: UnsafeMutableRawPointer) -> UInt64 {
+        let state = _UnsafeTrackerState(words: words)
+        guard state.ready.atomicLoadAcquire() == 1 else { return 0 }
+        let value = _UnsafePointerTable.remove(state, key: UInt64(UInt(bitPattern: pointer)))
+        guard value != 0, let entry = _UnsafeTraceTable.entry(state, _UnsafePointerTable.traceID(of: value)) else {
+            return 0
+        }
+        let bytes = _UnsafePointerTable.size(of: value)
+        _UnsafeTraceTable.liveBlocks(entry).atomicSubtract(1)
+        _UnsafeTraceTable.liveBytes(entry).atomicSubtract(bytes)
+        state.shard(Int(shard), Int(CAT_S_LIVE_BLOCKS)).atomicSubtract(1)
+        state.current.atomicSubtract(bytes)
+        return value
+    }
+
+    /// Puts back an entry removed by a realloc whose real realloc failed (the old block is still live).
+    @_noLocks
+    static func restore(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32, _ pointer: UnsafeMutableRawPointer,
+                        _ value: UInt64) {
+        let state = _UnsafeTrackerState(words: words)
+        let traceID = _UnsafePointerTable.traceID(of: value)
+        guard state.ready.atomicLoadAcquire() == 1, value != 0, traceID < state.traceCount.atomicLoad(),
+              let entry = _UnsafeTraceTable.entry(state, traceID),
+              _UnsafePointerTable.insert(state, key: UInt64(UInt(bitPattern: pointer)), value: value, shard: Int(shard)) >= 0
+        else { return }
+        addLive(state, entry: entry, shard: Int(shard), bytes: _UnsafePointerTable.size(of: value), isNewAllocation: false)
+    }
+
+    /// The function table handed to `cat_install_recorder`.
+    static var table: cat_recorder {
+        cat_recorder(
+            recordAllocation: { _AllocationRecorder.recordAllocation($0, $1, $2, $3, $4, $5, $6, $7) },
+            recordFree: { _AllocationRecorder.recordFree($0, $1, $2) },
+            restore: { _AllocationRecorder.restore($0, $1, $2, $3) },
+            pointerCapacityNeeded: { _UnsafePointerTable.capacityNeeded(_UnsafeTrackerState(words: $0)) },
+            rebuildPointerTable: { _UnsafePointerTable.rebuild(_UnsafeTrackerState(words: $0), into: $1, capacity: $2) },
+            indexCapacityNeeded: { _UnsafeTraceTable.indexCapacityNeeded(_UnsafeTrackerState(words: $0)) },
+            rebuildIndex: { _UnsafeTraceTable.rebuildIndex(_UnsafeTrackerState(words: $0), into: $1, capacity: $2) })
+    }
+}
+
+// MARK: - _UnsafeTrackerState
+
+/// A view of the tracker's shared state words (layout: `CAT_W_*` / `CAT_S_*` in CAllocationTracking.h). The C
+/// interposer passes the base pointer into every call, so code inside malloc never touches a Swift global.
+///
+/// RUNS INSIDE MALLOC: pointer arithmetic and atomics only.
+struct _UnsafeTrackerState {
+    let words: UnsafeMutablePointer<UInt64>
+
+    @inline(__always) init(words: UnsafeMutablePointer<UInt64>) { self.words = words }
+
+    /// The process's state (for the public API; the hooks get `words` from C).
+    static var process: _UnsafeTrackerState { _UnsafeTrackerState(words: cat_state_words()) }
+
+    @inline(__always) func word(_ index: Int) -> UnsafeMutablePointer<UInt64> { words + index }
+    @inline(__always) func shard(_ shard: Int, _ counter: Int) -> UnsafeMutablePointer<UInt64> {
+        words + (shard &* Int(CAT_SHARD_WORDS) &+ counter)
+    }
+
+    @inline(__always) var current: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_CURRENT)) }
+    @inline(__always) var peak: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_PEAK)) }
+    @inline(__always) var ready: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_READY)) }
+    @inline(__always) var requests: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_REQUESTS)) }
+    @inline(__always) var traceCount: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_TRACE_COUNT)) }
+
+    /// Asks the C side for memory or a rebuild (serviced after the gate is left).
+    @_noLocks
+    @inline(__always)
+    func request(_ bits: Int) {
+        let requests = self.requests
+        if requests.atomicLoad() & UInt64(bits) != UInt64(bits) { requests.atomicOr(UInt64(bits)) }
+    }
+
+    /// The sum of one per-shard counter (`CAT_S_*`). Counters use wrapping arithmetic (a block may be freed on
+    /// another shard than it was allocated on); only the sum is meaningful.
+    @_noLocks
+    func shardSum(_ counter: Int) -> UInt64 {
+        var total: UInt64 = 0
+        for s in 0..<Int(CAT_SHARDS) { total &+= shard(s, counter).atomicLoad() }
+        return total
+    }
+
+    @_noLocks
+    func resetShardCounter(_ counter: Int) {
+        for s in 0..<Int(CAT_SHARDS) { shard(s, counter).atomicStore(0) }
+    }
+}
+
+// Atomic operations on plain words laid out by C (the Synchronization module's `Atomic`, whose operations
+// are inlinable builtins the `@_noLocks` checker can see through).
+extension UnsafeMutablePointer where Pointee == UInt64 {
+    @inline(__always)
+    var _atomic: UnsafeMutablePointer<Atomic<UInt64>> {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: Atomic<UInt64>.self)
+    }
+    @inline(__always) func atomicLoad() -> UInt64 { _atomic.pointee.load(ordering: .relaxed) }
+    @inline(__always) func atomicLoadAcquire() -> UInt64 { _atomic.pointee.load(ordering: .acquiring) }
+    @inline(__always) func atomicStore(_ value: UInt64) { _atomic.pointee.store(value, ordering: .relaxed) }
+    @inline(__always) func atomicStoreRelease(_ value: UInt64) { _atomic.pointee.store(value, ordering: .releasing) }
+    @inline(__always) @discardableResult
+    func atomicAdd(_ value: UInt64) -> UInt64 { _atomic.pointee.wrappingAdd(value, ordering: .relaxed).oldValue }
+    @inline(__always) @discardableResult
+    func atomicSubtract(_ value: UInt64) -> UInt64 {
+        _atomic.pointee.wrappingSubtract(value, ordering: .relaxed).oldValue
+    }
+    @inline(__always) func atomicOr(_ value: UInt64) { _ = _atomic.pointee.bitwiseOr(value, ordering: .acquiringAndReleasing) }
+    /// Compare-and-swap; on failure `expected` receives the current value.
+    @inline(__always)
+    func atomicCompareExchange(expected: inout UInt64, desired: UInt64) -> Bool {
+        let (exchanged, original) = _atomic.pointee.compareExchange(
+            expected: expected, desired: desired, ordering: .acquiringAndReleasing)
+        expected = original
+        return exchanged
+    }
+}
+
+extension UnsafeMutablePointer where Pointee == UInt32 {
+    @inline(__always)
+    var _atomic: UnsafeMutablePointer<Atomic<UInt32>> {
+        UnsafeMutableRawPointer(self).assumingMemoryBound(to: Atomic<UInt32>.self)
+    }
+    @inline(__always) func atomicLoadAcquire() -> UInt32 { _atomic.pointee.load(ordering: .acquiring) }
+    @inline(__always)
+    func atomicCompareExchange(expected: inout UInt32, desired: UInt32) -> Bool {
+        let (exchanged, original) = _atomic.pointee.compareExchange(
+            expected: expected, desired: desired, ordering: .acquiringAndReleasing)
+        expected = original
+        return exchanged
+    }
+}
+
+// MARK: - _UnsafePointerTable
+
+/// Live pointer → (trace id, requested size): a lock-free open-addressed table of 16-byte slots.
+///
+/// Slot: `key` (the block's address; 0 empty, 1 tombstone) and `value` (`(traceID + 1) << 40 | size`, never 0).
+/// Inserts claim the first empty-or-tombstone slot on the probe path with a CAS; a block's address cannot be in
+/// the table twice (its previous life was removed before the real free), so reusing tombstones is safe. Removes
+/// probe until the key or an empty slot. The table is rebuilt (grown, shrunk, or purged of tombstones) under
+/// the writer side of `_QuiescenceGate` when more than 3/4 of its slots have been used, to twice the live count
+/// — so it holds between 21 and 32 bytes per live block, and a small program pays for a small table.
+///
+/// RUNS INSIDE MALLOC: nothing here allocates or locks (`@_noLocks`). Memory comes from the C side
+/// (`cat_service_requests`), which calls `capacityNeeded` and `rebuild` with the gate's writer side held.
+enum _UnsafePointerTable {
+    @inline(__always) static var empty: UInt64 { 0 }
+    @inline(__always) static var tombstone: UInt64 { 1 }
+    @inline(__always) static var sizeBits: UInt64 { 40 }
+    /// Largest requested size a slot can hold (1 TiB - 1); larger blocks are counted as dropped.
+    @inline(__always) static var maximumSize: UInt64 { (1 << 40) - 1 }
+    /// Largest trace id a slot can hold.
+    @inline(__always) static var maximumTraceID: UInt64 { (1 << 24) - 2 }
+    @inline(__always) static var minimumCapacity: UInt64 { 4096 }
+    /// An insert that probes further than this asks for a rebuild.
+    @inline(__always) static var longProbe: Int { 32 }
+
+    @inline(__always)
+    static func pack(traceID: UInt64, size: UInt64) -> UInt64 { ((traceID &+ 1) << sizeBits) | size }
+    @inline(__always)
+    static func traceID(of value: UInt64) -> UInt64 { (value >> sizeBits) &- 1 }
+    @inline(__always)
+    static func size(of value: UInt64) -> UInt64 { value & maximumSize }
+
+    @inline(__always)
+    static func home(_ key: UInt64, capacity: UInt64) -> UInt64 {
+        // Fibonacci hashing then Lemire's range reduction: any capacity, no division.
+        (key &* 0x9E37_79B9_7F4A_7C15).multipliedFullWidth(by: capacity).high
+    }
+
+    @inline(__always)
+    static func slots(_ state: _UnsafeTrackerState) -> (UnsafeMutablePointer<UInt64>, UInt64)? {
+        let capacity = state.word(Int(CAT_W_POINTER_CAPACITY)).atomicLoad()
+        guard capacity != 0,
+              let base = UnsafeMutablePointer<UInt64>(bitPattern: UInt(state.word(Int(CAT_W_POINTER_BASE)).atomicLoad()))
+        else { return nil }
+        return (base, capacity)
+    }
+
+    /// Inserts `key → value`. Returns the number of probes, or -1 when no free slot was found within the
+    /// table (the caller rebuilds and retries, then counts the block as dropped). Caller holds the gate's
+    /// reader side.
+    @_noLocks
+    static func insert(_ state: _UnsafeTrackerState, key: UInt64, value: UInt64, shard: Int) -> Int {
+        guard case let (base, capacity)? = slots(state) else { return -1 }
+        var index = home(key, capacity: capacity)
+        var probes = 0
+        let limit = Int(truncatingIfNeeded: capacity)
+        while probes < limit {
+            let slot = base + Int(truncatingIfNeeded: index) &* 2
+            var seen = slot.atomicLoad()
+            if seen == empty || seen == tombstone {
+                let wasEmpty = seen == empty
+                if slot.atomicCompareExchange(expected: &seen, desired: key) {
+                    (slot + 1).atomicStore(value)
+                    if wasEmpty { state.shard(shard, Int(CAT_S_POINTER_SLOTS_USED)).atomicAdd(1) }
+                    return probes
+                }
+                continue  // lost the slot to another thread: look at it again
+            }
+            index &+= 1
+            if index == capacity { index = 0 }
+            probes &+= 1
+        }
+        return -1
+    }
+
+    /// Removes `key` and returns its value, or 0 when the block is not tracked (allocated before start or
+    /// before clearTraces, or dropped). Caller holds the gate's reader side.
+    @_noLocks
+    static func remove(_ state: _UnsafeTrackerState, key: UInt64) -> UInt64 {
+        guard case let (base, capacity)? = slots(state) else { return 0 }
+        var index = home(key, capacity: capacity)
+        var probes: UInt64 = 0
+        while probes < capacity {
+            let slot = base + Int(truncatingIfNeeded: index) &* 2
+            let seen = slot.atomicLoadAcquire()
+            if seen == key {
+                let value = (slot + 1).atomicLoad()
+                slot.atomicStoreRelease(tombstone)
+                return value
+            }
+            if seen == empty { return 0 }
+            index &+= 1
+            if index == capacity { index = 0 }
+            probes &+= 1
+        }
+        return 0
+    }
+
+    /// The value stored for `key`, or 0. Caller holds the gate's reader side.
+    @_noLocks
+    static func lookup(_ state: _UnsafeTrackerState, key: UInt64) -> UInt64 {
+        guard case let (base, capacity)? = slots(state) else { return 0 }
+        var index = home(key, capacity: capacity)
+        var probes: UInt64 = 0
+        while probes < capacity {
+            let slot = base + Int(truncatingIfNeeded: index) &* 2
+            let seen = slot.atomicLoadAcquire()
+            if seen == key { return (slot + 1).atomicLoad() }
+            if seen == empty { return 0 }
+            index &+= 1
+            if index == capacity { index = 0 }
+            probes &+= 1
+        }
+        return 0
+    }
+
+    /// Whether more than 3/4 of the slots have been used (live or tombstone).
+    @_noLocks
+    static func needsRebuild(_ state: _UnsafeTrackerState) -> Bool {
+        let capacity = state.word(Int(CAT_W_POINTER_CAPACITY)).atomicLoad()
+        return state.shardSum(Int(CAT_S_POINTER_SLOTS_USED)) &* 4 > capacity &* 3
+    }
+
+    /// Slots for a rebuild: twice the live count, at least `minimumCapacity`. Writer side held.
+    @_noLocks
+    static func capacityNeeded(_ state: _UnsafeTrackerState) -> UInt64 {
+        var live: UInt64 = 0
+        if case let (base, capacity)? = slots(state) {
+            for index in 0..<Int(truncatingIfNeeded: capacity) {
+                let key = base[index &* 2]
+                if key != empty && key != tombstone { live &+= 1 }
+            }
+        }
+        return max(minimumCapacity, live &* 2)
+    }
+
+    /// Rehashes the live entries into `raw` (zeroed, `capacity` slots) and installs it; the C caller unmaps the
+    /// old table. Writer side held.
+    @_noLocks
+    static func rebuild(_ state: _UnsafeTrackerState, into raw: UnsafeMutableRawPointer, capacity: UInt64) {
+        let base = raw.assumingMemoryBound(to: UInt64.self)
+        var live: UInt64 = 0
+        if case let (oldBase, oldCapacity)? = slots(state) {
+            for index in 0..<Int(truncatingIfNeeded: oldCapacity) {
+                let key = oldBase[index &* 2]
+                guard key != empty && key != tombstone else { continue }
+                var slot = home(key, capacity: capacity)
+                while base[Int(truncatingIfNeeded: slot) &* 2] != empty {
+                    slot &+= 1
+                    if slot == capacity { slot = 0 }
+                }
+                base[Int(truncatingIfNeeded: slot) &* 2] = key
+                base[Int(truncatingIfNeeded: slot) &* 2 &+ 1] = oldBase[index &* 2 &+ 1]
+                live &+= 1
+            }
+        }
+        state.word(Int(CAT_W_POINTER_BASE)).atomicStore(UInt64(UInt(bitPattern: base)))
+        state.word(Int(CAT_W_POINTER_CAPACITY)).atomicStore(capacity)
+        state.resetShardCounter(Int(CAT_S_POINTER_SLOTS_USED))
+        state.shard(0, Int(CAT_S_POINTER_SLOTS_USED)).atomicStore(live)
+    }
+}
+
+// MARK: - _UnsafeTraceTable
+
+/// Interned call stacks ("traces") and their per-site counters.
+///
+/// - Entries are 64 bytes, in chunks of 4096 (`CAT_W_TRACE_CHUNKS`), so they never move: a trace's id is its
+///   position, and a pointer-table value names it until clear/stop. Entry words: 0 hash, 1 frames (arena
+///   pointer), 2 frame count | total frames << 32, 3 live blocks, 4 live bytes, 5 total blocks, 6 total bytes,
+///   7 published (1 once the entry is in the index).
+/// - Frames (raw return addresses, symbolicated later, outside malloc) live in an append-only arena of 1 MiB
+///   chunks, bump-allocated with a CAS on a cursor.
+/// - The index is an open-addressed array of 32-bit entry ids (+1; 0 empty), inserted into with a CAS and
+///   rebuilt under the gate's writer side when it is half full.
+///
+/// The counters are unsampled byte and block counts (exact under full tracking); a sampling mode can add
+/// weights without changing the layout.
+///
+/// RUNS INSIDE MALLOC: nothing here allocates or locks (`@_noLocks`). Chunks are mapped ahead by the C side
+/// (`cat_service_requests`) when asked through `CAT_W_REQUESTS`; a missing chunk drops the allocation (counted).
+enum _UnsafeTraceTable {
+    @inline(__always) static var entryWords: Int { Int(CAT_TRACE_ENTRY_WORDS) }
+    @inline(__always) static var minimumIndexCapacity: UInt64 { 1024 }
+
+    @inline(__always)
+    static func entry(_ state: _UnsafeTrackerState, _ id: UInt64) -> UnsafeMutablePointer<UInt64>? {
+        let chunk = Int(truncatingIfNeeded: id >> 12)
+        guard chunk < Int(CAT_TRACE_CHUNK_LIMIT),
+              let base = UnsafeMutablePointer<UInt64>(
+                  bitPattern: UInt(state.word(Int(CAT_W_TRACE_CHUNKS) &+ chunk).atomicLoadAcquire()))
+        else { return nil }
+        return base + Int(truncatingIfNeeded: id & 4095) &* entryWords
+    }
+
+    @inline(__always) static func liveBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 3 }
+    @inline(__always) static func liveBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 4 }
+    @inline(__always) static func totalBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 5 }
+    @inline(__always) static func totalBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 6 }
+    @inline(__always) static func published(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 7 }
+
+    @_noLocks
+    @inline(__always)
+    static func hash(_ frames: UnsafePointer<UInt>, count: Int, total: UInt32) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ (UInt64(total) << 32 | UInt64(count))
+        for i in 0..<count {
+            h = (h ^ UInt64(frames[i])) &* 0x0000_0100_0000_01B3
+            h ^= h >> 29
+        }
+        h = (h ^ (h >> 32)) &* 0x9E37_79B9_7F4A_7C15
+        return h | 1  // never 0
+    }
+
+    /// Reserves `words` words in the frame arena, or nil when the next chunk is not mapped yet.
+    @_noLocks
+    static func arenaAllocate(_ state: _UnsafeTrackerState, words: UInt64) -> UnsafeMutablePointer<UInt64>? {
+        let cursorWord = state.word(Int(CAT_W_ARENA_CURSOR))
+        let chunkWords = UInt64(CAT_ARENA_CHUNK_WORDS)
+        while true {
+            var cursor = cursorWord.atomicLoadAcquire()
+            let chunk = Int(truncatingIfNeeded: cursor >> 32)
+            let offset = cursor & 0xFFFF_FFFF
+            guard chunk < Int(CAT_ARENA_CHUNK_LIMIT) else { return nil }
+            if offset &+ words <= chunkWords {
+                guard let base = UnsafeMutablePointer<UInt64>(
+                    bitPattern: UInt(state.word(Int(CAT_W_ARENA_CHUNKS) &+ chunk).atomicLoadAcquire()))
+                else {
+                    state.request(Int(CAT_NEED_ARENA_CHUNK))
+                    return nil
+                }
+                if cursorWord.atomicCompareExchange(expected: &cursor, desired: cursor &+ words) {
+                    if offset < chunkWords / 2, offset &+ words >= chunkWords / 2 {
+                        state.request(Int(CAT_NEED_ARENA_CHUNK))  // map the next chunk ahead
+                    }
+                    return base + Int(truncatingIfNeeded: offset)
+                }
+            } else {
+                // Move on to the next chunk (the tail of this one stays unused).
+                guard chunk &+ 1 < Int(CAT_ARENA_CHUNK_LIMIT) else { return nil }
+                _ = cursorWord.atomicCompareExchange(expected: &cursor, desired: UInt64(chunk &+ 1) << 32)
+            }
+        }
+    }
+
+    @_noLocks
+    @inline(__always)
+    static func matches(_ entry: UnsafeMutablePointer<UInt64>, hash: UInt64, frames: UnsafePointer<UInt>,
+                        count: Int, total: UInt32) -> Bool {
+        guard entry[0] == hash, entry[2] == (UInt64(total) << 32 | UInt64(count)),
+              let stored = UnsafeMutablePointer<UInt64>(bitPattern: UInt(entry[1]))
+        else { return false }
+        for i in 0..<count where stored[i] != UInt64(frames[i]) { return false }
+        return true
+    }
+
+    /// Finds or adds the trace for `frames`; returns its id, or nil when it cannot be stored (the caller counts
+    /// the allocation as dropped). Caller holds the gate's reader side.
+    @_noLocks
+    static func intern(_ state: _UnsafeTrackerState, frames: UnsafePointer<UInt>, count: Int, total: UInt32) -> UInt64? {
+        let h = hash(frames, count: count, total: total)
+        let capacity = state.word(Int(CAT_W_INDEX_CAPACITY)).atomicLoad()
+        guard capacity != 0,
+              let index = UnsafeMutablePointer<UInt32>(bitPattern: UInt(state.word(Int(CAT_W_INDEX_BASE)).atomicLoad()))
+        else { return nil }
+        let mask = capacity &- 1
+        var slot = h & mask
+        var reserved: UInt64? = nil  // an entry we filled but lost the race to publish (stays invisible)
+        var probes: UInt64 = 0
+        while probes < capacity {
+            let cell = index + Int(truncatingIfNeeded: slot)
+            var seen = cell.atomicLoadAcquire()
+            if seen == 0 {
+                let id: UInt64
+                if let reserved { id = reserved } else {
+                    guard let fresh = newEntry(state, hash: h, frames: frames, count: count, total: total) else {
+                        return nil
+                    }
+                    id = fresh
+                    reserved = fresh
+                }
+                if cell.atomicCompareExchange(expected: &seen, desired: UInt32(truncatingIfNeeded: id &+ 1)) {
+                    if let entry = entry(state, id) { published(entry).atomicStoreRelease(1) }
+                    if state.traceCount.atomicLoad() &* 2 > capacity { state.request(Int(CAT_NEED_INDEX_REBUILD)) }
+                    return id
+                }
+                // Lost the cell: `seen` now holds the winner; compare with it below.
+            }
+            if let candidate = entry(state, UInt64(seen) &- 1),
+               matches(candidate, hash: h, frames: frames, count: count, total: total) {
+                return UInt64(seen) &- 1
+            }
+            slot = (slot &+ 1) & mask
+            probes &+= 1
+        }
+        state.request(Int(CAT_NEED_INDEX_REBUILD))
+        return nil
+    }
+
+    @_noLocks
+    static func newEntry(_ state: _UnsafeTrackerState, hash: UInt64, frames: UnsafePointer<UInt>, count: Int,
+                         total: UInt32) -> UInt64? {
+        let id = state.traceCount.atomicAdd(1)
+        guard id < state.word(Int(CAT_W_MAX_TRACES)).atomicLoad(), id <= _UnsafePointerTable.maximumTraceID else {
+            state.traceCount.atomicSubtract(1)
+            return nil
+        }
+        if id & 4095 == 2048 { state.request(Int(CAT_NEED_TRACE_CHUNK)) }  // map the next chunk ahead
+        guard let entry = entry(state, id) else {
+            state.request(Int(CAT_NEED_TRACE_CHUNK))
+            return nil  // this id stays an unpublished hole
+        }
+        guard let stored = arenaAllocate(state, words: UInt64(count)) else { return nil }
+        for i in 0..<count { stored[i] = UInt64(frames[i]) }
+        entry[0] = hash
+        entry[1] = UInt64(UInt(bitPattern: stored))
+        entry[2] = UInt64(total) << 32 | UInt64(count)
+        return id
+    }
+
+    /// Index cells for four times the trace count (a power of two), or 0 when the index is big enough.
+    /// Writer side held.
+    @_noLocks
+    static func indexCapacityNeeded(_ state: _UnsafeTrackerState) -> UInt64 {
+        let count = state.traceCount.atomicLoad()
+        var capacity = minimumIndexCapacity
+        while capacity < count &* 4 { capacity &*= 2 }
+        return capacity == state.word(Int(CAT_W_INDEX_CAPACITY)).atomicLoad() ? 0 : capacity
+    }
+
+    /// Re-inserts every published trace into `raw` (zeroed, `capacity` cells) and installs it; the C caller
+    /// unmaps the old index. Writer side held.
+    @_noLocks
+    static func rebuildIndex(_ state: _UnsafeTrackerState, into raw: UnsafeMutableRawPointer, capacity: UInt64) {
+        let index = raw.assumingMemoryBound(to: UInt32.self)
+        let mask = capacity &- 1
+        let count = state.traceCount.atomicLoad()
+        var id: UInt64 = 0
+        while id < count {
+            if let e = entry(state, id), published(e).atomicLoad() == 1 {
+                var slot = e[0] & mask
+                while index[Int(truncatingIfNeeded: slot)] != 0 { slot = (slot &+ 1) & mask }
+                index[Int(truncatingIfNeeded: slot)] = UInt32(truncatingIfNeeded: id &+ 1)
+            }
+            id &+= 1
+        }
+        state.word(Int(CAT_W_INDEX_BASE)).atomicStore(UInt64(UInt(bitPattern: index)))
+        state.word(Int(CAT_W_INDEX_CAPACITY)).atomicStore(capacity)
+    }
+}

@@ -1,0 +1,239 @@
+// CAllocationTracking: the part of swift-allocation-tracking that must be C.
+//
+// - The interposed malloc family (interposer.c). Linking this target into an executable replaces malloc, free,
+//   calloc, realloc, reallocarray, posix_memalign, aligned_alloc, memalign, valloc and pvalloc for the whole
+//   process; each forwards to the next definition found with dlsym(RTLD_NEXT) (libc, or a preloaded jemalloc /
+//   tcmalloc / another interposer), and never changes the block layout.
+// - The per-thread reentrancy guard (initial-exec TLS, so reading it never allocates).
+// - Stack capture (stack_capture.c): libunwind's unw_backtrace, loaded with dlopen(RTLD_LOCAL), or a
+//   frame-pointer walk bounded by the thread's stack.
+// - Atomics on plain memory for the Swift tables (this header, static inline).
+//
+// The tables themselves live in Swift (module AllocationTracking). The interposer calls them through the
+// function pointers installed with cat_install_recorder(); they must not allocate, lock or touch lazily
+// initialised globals (see the Swift side's `@_noLocks` entry points).
+//
+// All symbols are prefixed `cat_` (CAllocationTracking); globals `g_cat_`, thread-locals `t_cat_`.
+#ifndef C_ALLOCATION_TRACKING_H
+#define C_ALLOCATION_TRACKING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#pragma clang assume_nonnull begin
+
+// MARK: - Atomics on plain memory
+//
+// Thin wrappers over the compiler builtins so Swift can operate atomically on memory it laid out itself
+// (mmap'd tables). Orderings are in the names; `seq_cst` is used only where a Dekker-style handshake needs
+// it (the quiescence gate). All are async-signal-safe and lock-free on x86_64 and arm64.
+
+static inline uint64_t cat_load_relaxed(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline uint64_t cat_load_acquire(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline uint64_t cat_load_seq_cst(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline void cat_store_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
+static inline void cat_store_release(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline void cat_store_seq_cst(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t cat_add_relaxed(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t cat_sub_relaxed(uint64_t *p, uint64_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELAXED); }
+static inline uint64_t cat_add_seq_cst(uint64_t *p, uint64_t v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t cat_sub_release(uint64_t *p, uint64_t v) { return __atomic_fetch_sub(p, v, __ATOMIC_RELEASE); }
+/// Compare-and-swap; returns true on success. On failure `*expected` receives the current value.
+static inline bool cat_cas_acq_rel(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline bool cat_cas_seq_cst(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+static inline uint32_t cat_load32_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline bool cat_cas32_acq_rel(uint32_t *p, uint32_t *expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+static inline void cat_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+// MARK: - Shared state layout
+//
+// The tracker's state lives in one static array of 64-bit words (cat_state_words()), zero at process start, so
+// code inside malloc reaches it without running any initialiser. Both languages use these offsets: Swift for the
+// table logic (atomics from the Synchronization module), C for the gate and the table memory.
+enum {
+    CAT_SHARDS = 64,       // per-thread-group counters, one 64-byte line each (cat_thread_shard())
+    CAT_SHARD_WORDS = 8,
+    CAT_S_READERS = 0,     // gate readers inside
+    CAT_S_LIVE_BLOCKS = 1, // wrapping deltas: only the sum over shards is meaningful
+    CAT_S_TOTAL_ALLOCATIONS = 2,
+    CAT_S_TOTAL_BYTES = 3,
+    CAT_S_POINTER_SLOTS_USED = 4,
+    CAT_S_DROPPED = 5,
+    CAT_S_OPERATIONS = 6,
+
+    CAT_W_GATE_WRITER = 512,
+    CAT_W_CURRENT = 520,   // traced bytes now
+    CAT_W_PEAK = 521,
+    CAT_W_POINTER_BASE = 528,
+    CAT_W_POINTER_CAPACITY = 529,
+    CAT_W_INDEX_BASE = 530,
+    CAT_W_INDEX_CAPACITY = 531,
+    CAT_W_READY = 532,     // 1 while tables exist (checked inside the gate)
+    CAT_W_MAX_TRACES = 533,
+    CAT_W_REQUESTS = 534,  // CAT_NEED_* bits set by Swift, serviced by C outside the gate
+    CAT_W_MAPPED_BYTES = 535,
+    CAT_W_TRACE_COUNT = 536,
+    CAT_W_ARENA_CURSOR = 544,  // chunk << 32 | word offset
+    CAT_W_TRACE_CHUNKS = 576,
+    CAT_TRACE_CHUNK_LIMIT = 4096,
+    CAT_W_ARENA_CHUNKS = 4672,
+    CAT_ARENA_CHUNK_LIMIT = 1024,
+    CAT_STATE_WORDS = 5760,
+
+    CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
+    CAT_TRACE_ENTRY_WORDS = 8,
+    CAT_TRACE_CHUNK_BYTES = 4096 * 64,
+    CAT_ARENA_CHUNK_WORDS = 131072,  // 1 MiB
+};
+
+/// Requests from the table logic to the memory owner (bits of CAT_W_REQUESTS).
+enum {
+    CAT_NEED_POINTER_REBUILD = 1,
+    CAT_NEED_INDEX_REBUILD = 2,
+    CAT_NEED_TRACE_CHUNK = 4,
+    CAT_NEED_ARENA_CHUNK = 8,
+};
+
+/// Result of recordAllocation: the pointer table had no free slot; rebuild and call again.
+enum { CAT_RECORD_DONE = 0, CAT_RECORD_RETRY = 1 };
+
+uint64_t *_Nonnull cat_state_words(void);
+
+// MARK: - Table memory and the quiescence gate (table_memory.c)
+
+/// The table logic, implemented in Swift (`@_noLocks`: proven not to allocate, lock, or touch metadata or
+/// lazily initialised globals). The interposer calls the first three inside malloc, between
+/// cat_gate_enter/cat_gate_exit; the rest run with the gate's writer side held.
+typedef struct {
+    uint32_t (*recordAllocation)(uint64_t *words, uint32_t shard, void *ptr, size_t size, const uintptr_t *frames,
+                                 uint32_t frameCount, uint32_t totalFrames, uint32_t lastAttempt);
+    /// Before the real free. Returns the removed packed value (0 when the block was not tracked).
+    uint64_t (*recordFree)(uint64_t *words, uint32_t shard, void *ptr);
+    /// Puts back an entry removed by a realloc whose real realloc failed.
+    void (*restore)(uint64_t *words, uint32_t shard, void *ptr, uint64_t value);
+    /// Slots the pointer table should have after a rebuild (2 x live, at least the minimum).
+    uint64_t (*pointerCapacityNeeded)(uint64_t *words);
+    /// Rehashes the live entries into `slots` (zeroed, capacity x 16 bytes) and installs it.
+    void (*rebuildPointerTable)(uint64_t *words, void *slots, uint64_t capacity);
+    /// Cells the trace index should have (a power of two), or 0 when it needs no rebuild.
+    uint64_t (*indexCapacityNeeded)(uint64_t *words);
+    /// Re-inserts every published trace into `cells` (zeroed, capacity x 4 bytes) and installs it.
+    void (*rebuildIndex)(uint64_t *words, void *cells, uint64_t capacity);
+} cat_recorder;
+
+/// Installs the table logic and the capture settings (`maxFrames` 1…256, `unwinder` CAT_UNWINDER_*). Call with
+/// tracking disarmed.
+void cat_install_recorder(const cat_recorder *recorder, uint32_t maxFrames, int unwinder);
+
+/// Reader side of the gate, taken by every table operation inside malloc (a per-shard counter: readers never
+/// wait for each other). Waits (sched_yield) only while a writer holds the gate: the documented rare path.
+void cat_gate_enter(uint32_t shard);
+void cat_gate_exit(uint32_t shard);
+/// Writer side: waits until no reader is inside. The calling thread must be CAT_THREAD_INTERNAL (its own
+/// allocations would otherwise wait for itself).
+void cat_gate_lock_writer(void);
+void cat_gate_unlock_writer(void);
+
+/// Maps the initial tables (writer side held). Returns 0, or -1 when memory cannot be mapped.
+int cat_tables_create(uint64_t maxTraces);
+/// Unmaps every table and zeroes the counters (writer side held).
+void cat_tables_release(void);
+/// Services CAT_W_REQUESTS: maps the next chunks, rebuilds tables (takes the writer side). Outside the gate.
+void cat_service_requests(void);
+
+/// sched_yield().
+void cat_yield(void);
+/// A process-wide mutex serialising the public API (start/stop/clear/snapshot) and fork(). Never taken inside
+/// the allocation path.
+void cat_api_lock(void);
+void cat_api_unlock(void);
+/// Writes `length` bytes to stderr with write(2) (no stdio, no allocation).
+void cat_write_stderr(const char *text, size_t length);
+
+// MARK: - Availability
+
+/// 1 when the interposer is compiled in; 0 under AddressSanitizer / ThreadSanitizer, whose runtimes own malloc.
+/// Thread-safe; never allocates.
+int cat_interposer_available(void);
+
+// MARK: - Arming
+
+/// Arms (1) or disarms (0) the hooks. When disarmed, every interposed call costs one predictable branch.
+void cat_set_active(int active);
+int cat_is_active(void);
+
+// MARK: - Per-thread state (the reentrancy guard)
+
+/// The calling thread's state. NORMAL: allocations tracked. SUSPENDED: allocations untracked, frees still
+/// recorded (a suspended thread may free a block it allocated while tracked). INTERNAL: everything passes
+/// straight through (the tracker's own work: inside the hook, or while it holds the table gate).
+enum { CAT_THREAD_NORMAL = 0, CAT_THREAD_SUSPENDED = 1, CAT_THREAD_INTERNAL = 2 };
+/// Sets the calling thread's state and returns the previous one. Async-signal-safe, never allocates.
+int cat_thread_set_state(int state);
+int cat_thread_state(void);
+/// A small per-thread number in 1…63 (assigned on first use, reused round-robin), used to shard counters so
+/// threads do not contend on one cache line. Never allocates.
+uint32_t cat_thread_shard(void);
+
+// MARK: - Stack capture
+
+enum { CAT_UNWINDER_LIBUNWIND = 0, CAT_UNWINDER_FRAME_POINTERS = 1 };
+enum { CAT_MAX_FRAMES = 256 };
+
+/// Loads libunwind with dlopen(RTLD_LOCAL) (never linked: libunwind.so.8 exports _Unwind_* and a weak
+/// `backtrace`, which would replace the process's C++ exception unwinder) and resolves unw_backtrace.
+/// Returns 0 on success; otherwise writes a message into `error`. Idempotent. Call outside the allocation path.
+int cat_load_libunwind(char *error, size_t errorSize);
+
+/// Captures the calling thread's stack. `frameAddress` is __builtin_frame_address(0) of the interposed
+/// function and `returnAddress` its __builtin_return_address(0): both unwinders start at that caller, so the
+/// tracker's own frames are skipped. Writes at most `maxFrames` return addresses into `out` and returns how
+/// many; `*totalFrames` receives the true depth (saturating at CAT_TOTAL_FRAMES_LIMIT for libunwind).
+/// Runs inside malloc: never allocates (the first call on a thread reads the thread's stack bounds with
+/// pthread_getattr_np, a documented rare path whose own allocations pass through the reentrancy guard).
+enum { CAT_TOTAL_FRAMES_LIMIT = 1024 };
+uint32_t cat_capture_stack(int unwinder, void *frameAddress, void *returnAddress, uintptr_t *out, uint32_t maxFrames,
+                           uint32_t *totalFrames);
+
+// MARK: - Process events
+
+/// Registers (once) pthread_atfork handlers that hold the API mutex and the gate's writer side around fork(),
+/// so the child inherits a consistent tracker.
+void cat_install_fork_handlers(void);
+
+/// ALLOCATION_TRACKING is read once at process start by a constructor in interposer.c, which calls the Swift
+/// function `cat_swift_start_from_environment_impl` (defined with @_cdecl in the AllocationTracking module).
+
+// MARK: - Test support (package-internal use by the tests)
+
+/// Number of calls that went through each interposed function since process start (relaxed counters, only
+/// incremented while tracking is armed), so tests can prove every entry point is interposed.
+uint64_t cat_debug_interposed_calls(void);
+/// Allocations made by the calling thread while it was inside the tracker's own hook (they pass through
+/// untracked). The tests assert this stays 0: the hook itself never allocates.
+uint64_t cat_debug_internal_allocations(void);
+
+#pragma clang assume_nonnull end
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

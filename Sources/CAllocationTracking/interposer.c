@@ -1,0 +1,464 @@
+// The interposed malloc family and the per-thread reentrancy guard.
+//
+// Every replacement forwards to the *next* definition of the same function (dlsym(RTLD_NEXT)), not to
+// __libc_malloc: a process that preloads jemalloc/tcmalloc keeps its allocator, and another interposer (such as
+// ordo-one's malloc-interposer, a shared library) keeps seeing every call. Block layout is never changed: the
+// tracker never reads or writes memory outside what it allocated itself.
+//
+// Hot-path contract (tracking off): one relaxed load and one predictable branch, then a tail call through the
+// resolved function pointer. free() adds one unsigned compare for the bootstrap buffer.
+//
+// Code that runs inside malloc (everything below that is reached with g_cat_active set) must not allocate,
+// lock, or touch lazily initialised globals. Thread-locals are initial-exec so reading them never calls
+// __tls_get_addr (which may allocate).
+#define _GNU_SOURCE
+#include "CAllocationTracking.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define CAT_SANITIZER 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define CAT_SANITIZER 1
+#endif
+
+#define CAT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define CAT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define CAT_TLS __thread __attribute__((tls_model("initial-exec")))
+
+// MARK: - Per-thread state (reentrancy guard)
+
+static CAT_TLS int t_cat_state;       // CAT_THREAD_*
+static CAT_TLS int t_cat_in_hook;     // 1 while this thread runs the tracker's hook
+static CAT_TLS int t_cat_rare_path;   // 1 during a documented rare path that may allocate (stack bounds)
+static CAT_TLS uint32_t t_cat_shard;  // 0 until assigned
+static uint64_t g_cat_next_shard;
+static uint64_t g_cat_internal_allocations;
+static uint64_t g_cat_interposed_calls;
+
+int cat_thread_set_state(int state) {
+    int previous = t_cat_state;
+    t_cat_state = state;
+    return previous;
+}
+
+int cat_thread_state(void) { return t_cat_state; }
+
+uint32_t cat_thread_shard(void) {
+    uint32_t shard = t_cat_shard;
+    if (CAT_UNLIKELY(shard == 0)) {
+        shard = (uint32_t)(cat_add_relaxed(&g_cat_next_shard, 1) % 63) + 1;
+        t_cat_shard = shard;
+    }
+    return shard;
+}
+
+uint64_t cat_debug_internal_allocations(void) { return cat_load_relaxed(&g_cat_internal_allocations); }
+uint64_t cat_debug_interposed_calls(void) { return cat_load_relaxed(&g_cat_interposed_calls); }
+
+// Called by stack_capture.c around pthread_getattr_np (the one rare path inside the hook that may allocate).
+void cat_enter_rare_path(void) { t_cat_rare_path = 1; }
+void cat_leave_rare_path(void) { t_cat_rare_path = 0; }
+
+// MARK: - Recorder (installed by Swift)
+
+static uint64_t g_cat_active;  // 0/1, relaxed: the single branch of the disarmed hot path
+static uint32_t g_cat_max_frames = 32;
+static int g_cat_unwinder = CAT_UNWINDER_FRAME_POINTERS;
+
+const cat_recorder *cat_current_recorder(void);
+void cat_install_recorder_ops(const cat_recorder *recorder);
+
+void cat_install_recorder(const cat_recorder *recorder, uint32_t maxFrames, int unwinder) {
+    cat_install_recorder_ops(recorder);
+    g_cat_max_frames = maxFrames < 1 ? 1 : (maxFrames > CAT_MAX_FRAMES ? CAT_MAX_FRAMES : maxFrames);
+    g_cat_unwinder = unwinder;
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+
+void cat_set_active(int active) {
+#ifdef CAT_SANITIZER
+    (void)active;
+#else
+    cat_store_seq_cst(&g_cat_active, active ? 1 : 0);
+#endif
+}
+
+int cat_is_active(void) { return (int)cat_load_relaxed(&g_cat_active); }
+
+int cat_interposer_available(void) {
+#ifdef CAT_SANITIZER
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+#ifndef CAT_SANITIZER
+
+// MARK: - Resolving the next allocator
+
+typedef struct {
+    void *(*malloc)(size_t);
+    void (*free)(void *);
+    void *(*calloc)(size_t, size_t);
+    void *(*realloc)(void *, size_t);
+    void *(*reallocarray)(void *, size_t, size_t);
+    int (*posix_memalign)(void **, size_t, size_t);
+    void *(*aligned_alloc)(size_t, size_t);
+    void *(*memalign)(size_t, size_t);
+    void *(*valloc)(size_t);
+    void *(*pvalloc)(size_t);
+    size_t (*malloc_usable_size)(void *);
+} cat_allocator;
+
+// Bootstrap allocator: serves the allocations dlsym itself makes while we resolve the next allocator (and any
+// other thread's, should one race the very first call). Blocks carry a 16-byte header holding their size; they
+// are never freed (the buffer is static).
+static _Alignas(16) unsigned char g_cat_bootstrap[64 * 1024];
+static uint64_t g_cat_bootstrap_used;
+
+static inline int cat_is_bootstrap(const void *p) {
+    return CAT_UNLIKELY((uintptr_t)p - (uintptr_t)g_cat_bootstrap < sizeof(g_cat_bootstrap));
+}
+
+static void *cat_bootstrap_alloc(size_t size, size_t alignment) {
+    if (alignment < 16) alignment = 16;
+    if (size > sizeof(g_cat_bootstrap)) { errno = ENOMEM; return NULL; }
+    for (;;) {
+        uint64_t used = cat_load_relaxed(&g_cat_bootstrap_used);
+        uint64_t start = (used + 16 + alignment - 1) & ~(uint64_t)(alignment - 1);
+        uint64_t end = start + ((size + 15) & ~(size_t)15);
+        if (end > sizeof(g_cat_bootstrap)) { errno = ENOMEM; return NULL; }
+        if (cat_cas_acq_rel(&g_cat_bootstrap_used, &used, end)) {
+            memcpy(g_cat_bootstrap + start - 16, &size, sizeof(size));
+            return g_cat_bootstrap + start;  // static storage: already zeroed
+        }
+    }
+}
+
+static size_t cat_bootstrap_size(const void *p) {
+    size_t size;
+    memcpy(&size, (const unsigned char *)p - 16, sizeof(size));
+    return size;
+}
+
+static void cat_resolve(void);
+
+static void *cat_boot_malloc(size_t n) { cat_resolve(); return malloc(n); }
+static void cat_boot_free(void *p) { cat_resolve(); free(p); }
+static void *cat_boot_calloc(size_t n, size_t m) { cat_resolve(); return calloc(n, m); }
+static void *cat_boot_realloc(void *p, size_t n) { cat_resolve(); return realloc(p, n); }
+static void *cat_boot_reallocarray(void *p, size_t n, size_t m) { cat_resolve(); return reallocarray(p, n, m); }
+static int cat_boot_posix_memalign(void **p, size_t a, size_t n) { cat_resolve(); return posix_memalign(p, a, n); }
+static void *cat_boot_aligned_alloc(size_t a, size_t n) { cat_resolve(); return aligned_alloc(a, n); }
+static void *cat_boot_memalign(size_t a, size_t n) { cat_resolve(); return memalign(a, n); }
+static void *cat_boot_valloc(size_t n) { cat_resolve(); return valloc(n); }
+static void *cat_boot_pvalloc(size_t n) { cat_resolve(); return pvalloc(n); }
+static size_t cat_boot_malloc_usable_size(void *p) { cat_resolve(); return malloc_usable_size(p); }
+
+static cat_allocator g_cat_next = {
+    cat_boot_malloc, cat_boot_free, cat_boot_calloc, cat_boot_realloc, cat_boot_reallocarray,
+    cat_boot_posix_memalign, cat_boot_aligned_alloc, cat_boot_memalign, cat_boot_valloc, cat_boot_pvalloc,
+    cat_boot_malloc_usable_size,
+};
+
+static uint64_t g_cat_resolve_state;  // 0 unresolved, 1 resolving, 2 resolved
+static CAT_TLS int t_cat_resolving;
+
+// While resolving, this thread's allocations come from the bootstrap buffer.
+static void *cat_resolving_malloc(size_t n) { return cat_bootstrap_alloc(n, 16); }
+static void cat_resolving_free(void *p) { (void)p; }
+static void *cat_resolving_calloc(size_t n, size_t m) {
+    size_t total;
+    if (__builtin_mul_overflow(n, m, &total)) { errno = ENOMEM; return NULL; }
+    return cat_bootstrap_alloc(total, 16);
+}
+
+#define CAT_NEXT(name) ((__typeof__(g_cat_next.name))dlsym(RTLD_NEXT, #name))
+
+static void cat_resolve(void) {
+    uint64_t expected = 0;
+    if (cat_load_acquire(&g_cat_resolve_state) == 2) return;
+    if (t_cat_resolving) return;  // re-entered from dlsym: callers below use the bootstrap buffer
+    if (!cat_cas_acq_rel(&g_cat_resolve_state, &expected, 1)) {
+        while (cat_load_acquire(&g_cat_resolve_state) != 2) cat_cpu_relax();
+        return;
+    }
+    t_cat_resolving = 1;
+    cat_allocator next;
+    next.malloc = CAT_NEXT(malloc);
+    next.free = CAT_NEXT(free);
+    next.calloc = CAT_NEXT(calloc);
+    next.realloc = CAT_NEXT(realloc);
+    next.reallocarray = CAT_NEXT(reallocarray);
+    next.posix_memalign = CAT_NEXT(posix_memalign);
+    next.aligned_alloc = CAT_NEXT(aligned_alloc);
+    next.memalign = CAT_NEXT(memalign);
+    next.valloc = CAT_NEXT(valloc);
+    next.pvalloc = CAT_NEXT(pvalloc);
+    next.malloc_usable_size = CAT_NEXT(malloc_usable_size);
+    t_cat_resolving = 0;
+    if (!next.malloc || !next.free || !next.calloc || !next.realloc || !next.posix_memalign || !next.memalign ||
+        !next.malloc_usable_size) {
+        static const char message[] = "swift-allocation-tracking: cannot resolve the next malloc with dlsym(RTLD_NEXT)\n";
+        write(2, message, sizeof(message) - 1);
+        abort();
+    }
+    g_cat_next = next;
+    cat_store_release(&g_cat_resolve_state, 2);
+}
+
+// Dispatch that tolerates being called while this very thread is resolving (dlsym allocating).
+#define CAT_RESOLVING() CAT_UNLIKELY(t_cat_resolving)
+
+// MARK: - The hook (runs inside malloc)
+
+// Inside malloc. Never allocates: the frame buffer is on the stack (CAT_MAX_FRAMES words); the table logic is
+// `@_noLocks` Swift; the gate waits only while a writer holds it. Preserves errno.
+static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t size, void *frameAddress,
+                                                            void *returnAddress) {
+    if (t_cat_in_hook) {
+        if (!t_cat_rare_path) cat_add_relaxed(&g_cat_internal_allocations, 1);
+        return;
+    }
+    if (ptr == NULL || t_cat_state != CAT_THREAD_NORMAL) return;
+    int savedErrno = errno;
+    t_cat_in_hook = 1;
+    cat_add_relaxed(&g_cat_interposed_calls, 1);
+    uintptr_t frames[CAT_MAX_FRAMES];
+    uint32_t total = 0;
+    uint32_t count = cat_capture_stack(g_cat_unwinder, frameAddress, returnAddress, frames, g_cat_max_frames, &total);
+    const cat_recorder *recorder = cat_current_recorder();
+    uint64_t *words = cat_state_words();
+    uint32_t shard = cat_thread_shard();
+    for (uint32_t attempt = 0; attempt < 2; attempt++) {
+        cat_gate_enter(shard);
+        uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1);
+        cat_gate_exit(shard);
+        cat_service_requests();  // rare: table memory and rebuilds, outside the gate
+        if (result != CAT_RECORD_RETRY) break;
+    }
+    t_cat_in_hook = 0;
+    errno = savedErrno;
+}
+
+// Inside free/realloc, before the real free. Returns the removed table value (0 if untracked).
+static __attribute__((noinline)) uint64_t cat_record_free(void *ptr) {
+    if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return 0;
+    int savedErrno = errno;
+    t_cat_in_hook = 1;
+    cat_add_relaxed(&g_cat_interposed_calls, 1);
+    uint32_t shard = cat_thread_shard();
+    cat_gate_enter(shard);
+    uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), shard, ptr);
+    cat_gate_exit(shard);
+    t_cat_in_hook = 0;
+    errno = savedErrno;
+    return removed;
+}
+
+static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
+    if (removed == 0) return;
+    int savedErrno = errno;
+    t_cat_in_hook = 1;
+    uint32_t shard = cat_thread_shard();
+    cat_gate_enter(shard);
+    cat_current_recorder()->restore(cat_state_words(), shard, ptr, removed);
+    cat_gate_exit(shard);
+    t_cat_in_hook = 0;
+    errno = savedErrno;
+}
+
+#define CAT_ARMED() CAT_UNLIKELY(cat_load_relaxed(&g_cat_active))
+
+// MARK: - The malloc family
+
+void *malloc(size_t size) {
+    if (CAT_RESOLVING()) return cat_resolving_malloc(size);
+    void *ptr = g_cat_next.malloc(size);
+    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return ptr;
+}
+
+void free(void *ptr) {
+    if (CAT_ARMED() && ptr) cat_record_free(ptr);
+    if (cat_is_bootstrap(ptr) || CAT_RESOLVING()) return;
+    g_cat_next.free(ptr);
+}
+
+void *calloc(size_t count, size_t size) {
+    if (CAT_RESOLVING()) return cat_resolving_calloc(count, size);
+    void *ptr = g_cat_next.calloc(count, size);
+    if (CAT_ARMED()) {
+        size_t total = 0;
+        if (!__builtin_mul_overflow(count, size, &total))
+            cat_record_allocation(ptr, total, __builtin_frame_address(0), __builtin_return_address(0));
+    }
+    return ptr;
+}
+
+// realloc of a bootstrap block: move it to the real allocator.
+static void *cat_realloc_bootstrap(void *ptr, size_t size) {
+    void *moved = malloc(size);
+    if (moved) {
+        size_t old = cat_bootstrap_size(ptr);
+        memcpy(moved, ptr, old < size ? old : size);
+    }
+    return moved;
+}
+
+void *realloc(void *ptr, size_t size) {
+    if (CAT_RESOLVING()) return cat_resolving_malloc(size);
+    if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, size);
+    if (!CAT_ARMED()) return g_cat_next.realloc(ptr, size);
+    // Remove the old entry first (the real realloc may free it and the address be reused at once), restore it
+    // if the real realloc fails and the old block is still live.
+    uint64_t removed = ptr ? cat_record_free(ptr) : 0;
+    void *moved = g_cat_next.realloc(ptr, size);
+    if (moved) {
+        cat_record_allocation(moved, size, __builtin_frame_address(0), __builtin_return_address(0));
+    } else if (ptr && size != 0) {
+        cat_restore(ptr, removed);  // failed: the old block is untouched
+    }                               // size 0 with NULL result: the old block was freed (glibc semantics)
+    return moved;
+}
+
+void *reallocarray(void *ptr, size_t count, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) {
+        errno = ENOMEM;  // as glibc: the old block is untouched
+        return NULL;
+    }
+    if (CAT_RESOLVING()) return cat_resolving_malloc(total);
+    if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, total);
+    if (!CAT_ARMED() || !g_cat_next.reallocarray) {
+        if (!g_cat_next.reallocarray) return realloc(ptr, total);
+        return g_cat_next.reallocarray(ptr, count, size);
+    }
+    uint64_t removed = ptr ? cat_record_free(ptr) : 0;
+    void *moved = g_cat_next.reallocarray(ptr, count, size);
+    if (moved) {
+        cat_record_allocation(moved, total, __builtin_frame_address(0), __builtin_return_address(0));
+    } else if (ptr && total != 0) {
+        cat_restore(ptr, removed);
+    }
+    return moved;
+}
+
+int posix_memalign(void **out, size_t alignment, size_t size) {
+    if (CAT_RESOLVING()) {
+        if (alignment < sizeof(void *) || (alignment & (alignment - 1))) return EINVAL;
+        *out = cat_bootstrap_alloc(size, alignment);
+        return *out ? 0 : ENOMEM;
+    }
+    int result = g_cat_next.posix_memalign(out, alignment, size);
+    if (CAT_ARMED() && result == 0)
+        cat_record_allocation(*out, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return result;
+}
+
+void *aligned_alloc(size_t alignment, size_t size) {
+    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
+    void *ptr = g_cat_next.aligned_alloc ? g_cat_next.aligned_alloc(alignment, size)
+                                         : g_cat_next.memalign(alignment, size);
+    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return ptr;
+}
+
+void *memalign(size_t alignment, size_t size) {
+    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
+    void *ptr = g_cat_next.memalign(alignment, size);
+    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return ptr;
+}
+
+void *valloc(size_t size) {
+    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
+    void *ptr = g_cat_next.valloc ? g_cat_next.valloc(size) : g_cat_next.memalign((size_t)getpagesize(), size);
+    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return ptr;
+}
+
+void *pvalloc(size_t size) {
+    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
+    void *ptr;
+    if (g_cat_next.pvalloc) {
+        ptr = g_cat_next.pvalloc(size);
+    } else {
+        size_t page = (size_t)getpagesize();
+        size_t rounded;
+        if (__builtin_add_overflow(size, page - 1, &rounded)) { errno = ENOMEM; return NULL; }
+        rounded &= ~(page - 1);
+        ptr = g_cat_next.memalign(page, rounded ? rounded : page);
+    }
+    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return ptr;
+}
+
+size_t malloc_usable_size(void *ptr) {
+    if (ptr && cat_is_bootstrap(ptr)) return cat_bootstrap_size(ptr);
+    if (CAT_RESOLVING()) return 0;
+    return g_cat_next.malloc_usable_size(ptr);
+}
+
+#endif  // CAT_SANITIZER
+
+// MARK: - Process events
+
+void cat_api_reinit_in_child(void);
+void cat_gate_reset_in_child(void);
+static uint64_t g_cat_fork_installed;
+static int g_cat_fork_held_gate;
+static int g_cat_fork_saved_state;
+
+// Around fork(): hold the API mutex and the gate's writer side, so the child inherits tables at rest.
+static void cat_on_fork_prepare(void) {
+    cat_api_lock();
+    g_cat_fork_held_gate = cat_load_acquire(cat_state_words() + CAT_W_READY) != 0;
+    if (g_cat_fork_held_gate) {
+        g_cat_fork_saved_state = cat_thread_set_state(CAT_THREAD_INTERNAL);
+        cat_gate_lock_writer();
+    }
+}
+
+static void cat_on_fork_parent(void) {
+    if (g_cat_fork_held_gate) {
+        cat_gate_unlock_writer();
+        cat_thread_set_state(g_cat_fork_saved_state);
+    }
+    cat_api_unlock();
+}
+
+static void cat_on_fork_child(void) {
+    // Only the forking thread exists in the child: other threads' reader counts are void.
+    if (g_cat_fork_held_gate) {
+        cat_gate_reset_in_child();
+        cat_thread_set_state(g_cat_fork_saved_state);
+    }
+    cat_api_reinit_in_child();
+}
+
+void cat_install_fork_handlers(void) {
+    uint64_t expected = 0;
+    if (cat_cas_acq_rel(&g_cat_fork_installed, &expected, 1))
+        pthread_atfork(cat_on_fork_prepare, cat_on_fork_parent, cat_on_fork_child);
+}
+
+// Read ALLOCATION_TRACKING once at process start. The Swift module parses it (one clear stderr line and
+// tracking left off when it is malformed).
+extern void cat_swift_start_from_environment_impl(void);
+
+__attribute__((constructor)) static void cat_start_from_environment(void) {
+    const char *value = getenv("ALLOCATION_TRACKING");
+    if (value && *value) cat_swift_start_from_environment_impl();
+}

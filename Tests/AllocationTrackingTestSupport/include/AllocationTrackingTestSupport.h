@@ -1,0 +1,2 @@
+#include <stddef.h>
+void *ats_placeholder(size_t n);
