@@ -34,9 +34,16 @@ let package = Package(
             name: "AllocationTrackingTestSupport",
             path: "Tests/AllocationTrackingTestSupport"
         ),
+        // Scenarios that need a process of their own (fork, environment start-up, LD_PRELOAD chaining, a
+        // missing libunwind); the tests spawn it and assert on what it prints.
+        .executableTarget(
+            name: "TrackerScenarios",
+            dependencies: ["AllocationTracking", "AllocationTrackingTestSupport"],
+            path: "Tests/TrackerScenarios"
+        ),
         .testTarget(
             name: "AllocationTrackingTests",
-            dependencies: ["AllocationTracking", "AllocationTrackingTestSupport"]
+            dependencies: ["AllocationTracking", "AllocationTrackingTestSupport", "TrackerScenarios"]
         ),
     ]
 )

@@ -112,7 +112,6 @@ typedef struct {
     void (*free)(void *);
     void *(*calloc)(size_t, size_t);
     void *(*realloc)(void *, size_t);
-    void *(*reallocarray)(void *, size_t, size_t);
     int (*posix_memalign)(void **, size_t, size_t);
     void *(*aligned_alloc)(size_t, size_t);
     void *(*memalign)(size_t, size_t);
@@ -158,7 +157,6 @@ static void *cat_boot_malloc(size_t n) { cat_resolve(); return malloc(n); }
 static void cat_boot_free(void *p) { cat_resolve(); free(p); }
 static void *cat_boot_calloc(size_t n, size_t m) { cat_resolve(); return calloc(n, m); }
 static void *cat_boot_realloc(void *p, size_t n) { cat_resolve(); return realloc(p, n); }
-static void *cat_boot_reallocarray(void *p, size_t n, size_t m) { cat_resolve(); return reallocarray(p, n, m); }
 static int cat_boot_posix_memalign(void **p, size_t a, size_t n) { cat_resolve(); return posix_memalign(p, a, n); }
 static void *cat_boot_aligned_alloc(size_t a, size_t n) { cat_resolve(); return aligned_alloc(a, n); }
 static void *cat_boot_memalign(size_t a, size_t n) { cat_resolve(); return memalign(a, n); }
@@ -167,7 +165,7 @@ static void *cat_boot_pvalloc(size_t n) { cat_resolve(); return pvalloc(n); }
 static size_t cat_boot_malloc_usable_size(void *p) { cat_resolve(); return malloc_usable_size(p); }
 
 static cat_allocator g_cat_next = {
-    cat_boot_malloc, cat_boot_free, cat_boot_calloc, cat_boot_realloc, cat_boot_reallocarray,
+    cat_boot_malloc, cat_boot_free, cat_boot_calloc, cat_boot_realloc,
     cat_boot_posix_memalign, cat_boot_aligned_alloc, cat_boot_memalign, cat_boot_valloc, cat_boot_pvalloc,
     cat_boot_malloc_usable_size,
 };
@@ -200,7 +198,6 @@ static void cat_resolve(void) {
     next.free = CAT_NEXT(free);
     next.calloc = CAT_NEXT(calloc);
     next.realloc = CAT_NEXT(realloc);
-    next.reallocarray = CAT_NEXT(reallocarray);
     next.posix_memalign = CAT_NEXT(posix_memalign);
     next.aligned_alloc = CAT_NEXT(aligned_alloc);
     next.memalign = CAT_NEXT(memalign);
@@ -317,7 +314,9 @@ static void *cat_realloc_bootstrap(void *ptr, size_t size) {
     return moved;
 }
 
-void *realloc(void *ptr, size_t size) {
+// realloc and reallocarray share this body; each passes its own frame so the stack starts at its caller.
+static inline __attribute__((always_inline)) void *cat_realloc(void *ptr, size_t size, void *frameAddress,
+                                                               void *returnAddress) {
     if (CAT_RESOLVING()) return cat_resolving_malloc(size);
     if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, size);
     if (!CAT_ARMED()) return g_cat_next.realloc(ptr, size);
@@ -326,33 +325,26 @@ void *realloc(void *ptr, size_t size) {
     uint64_t removed = ptr ? cat_record_free(ptr) : 0;
     void *moved = g_cat_next.realloc(ptr, size);
     if (moved) {
-        cat_record_allocation(moved, size, __builtin_frame_address(0), __builtin_return_address(0));
+        cat_record_allocation(moved, size, frameAddress, returnAddress);
     } else if (ptr && size != 0) {
         cat_restore(ptr, removed);  // failed: the old block is untouched
     }                               // size 0 with NULL result: the old block was freed (glibc semantics)
     return moved;
 }
 
+void *realloc(void *ptr, size_t size) {
+    return cat_realloc(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+}
+
+// As glibc implements it: an overflow check, then realloc. Not forwarded: glibc's reallocarray calls the public
+// realloc, which would come back through this interposer and count the block twice.
 void *reallocarray(void *ptr, size_t count, size_t size) {
     size_t total;
     if (__builtin_mul_overflow(count, size, &total)) {
-        errno = ENOMEM;  // as glibc: the old block is untouched
+        errno = ENOMEM;  // the old block is untouched
         return NULL;
     }
-    if (CAT_RESOLVING()) return cat_resolving_malloc(total);
-    if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, total);
-    if (!CAT_ARMED() || !g_cat_next.reallocarray) {
-        if (!g_cat_next.reallocarray) return realloc(ptr, total);
-        return g_cat_next.reallocarray(ptr, count, size);
-    }
-    uint64_t removed = ptr ? cat_record_free(ptr) : 0;
-    void *moved = g_cat_next.reallocarray(ptr, count, size);
-    if (moved) {
-        cat_record_allocation(moved, total, __builtin_frame_address(0), __builtin_return_address(0));
-    } else if (ptr && total != 0) {
-        cat_restore(ptr, removed);
-    }
-    return moved;
+    return cat_realloc(ptr, total, __builtin_frame_address(0), __builtin_return_address(0));
 }
 
 int posix_memalign(void **out, size_t alignment, size_t size) {

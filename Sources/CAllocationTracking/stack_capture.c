@@ -15,6 +15,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CAT_TLS __thread __attribute__((tls_model("initial-exec")))
@@ -28,10 +29,16 @@ static void *g_cat_libunwind_handle;
 
 int cat_load_libunwind(char *error, size_t errorSize) {
     if (g_cat_unw_backtrace) return 0;
-    static const char *const names[] = {"libunwind.so.8", "libunwind.so"};
+    // ALLOCATION_TRACKING_LIBUNWIND names another libunwind (a path, for installs outside the loader's path).
+    const char *override = getenv("ALLOCATION_TRACKING_LIBUNWIND");
+    const char *names[] = {"libunwind.so.8", "libunwind.so"};
+    size_t nameCount = 2;
+    if (override && *override) {
+        names[0] = override;
+        nameCount = 1;
+    }
     void *handle = NULL;
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && !handle; i++)
-        handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    for (size_t i = 0; i < nameCount && !handle; i++) handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
         const char *reason = dlerror();
         snprintf(error, errorSize,
@@ -107,11 +114,22 @@ static uint32_t cat_walk_frame_pointers(uintptr_t frame, uintptr_t returnAddress
 // MARK: - libunwind
 
 static CAT_TLS void *t_cat_unwind_buffer[CAT_TOTAL_FRAMES_LIMIT + 16];
+static CAT_TLS int t_cat_unwind_warm;
 
 static uint32_t cat_walk_libunwind(uintptr_t returnAddress, uintptr_t *out, uint32_t maxFrames, uint32_t *totalFrames) {
     cat_unw_backtrace_fn fn = __atomic_load_n(&g_cat_unw_backtrace, __ATOMIC_ACQUIRE);
     if (!fn) { *totalFrames = 1; out[0] = returnAddress; return 1; }
-    int n = fn(t_cat_unwind_buffer, CAT_TOTAL_FRAMES_LIMIT + 16);
+    int n;
+    if (__builtin_expect(t_cat_unwind_warm, 1)) {
+        n = fn(t_cat_unwind_buffer, CAT_TOTAL_FRAMES_LIMIT + 16);
+    } else {
+        // Documented rare path: libunwind's first backtrace on a thread creates its per-thread trace cache
+        // (pthread_setspecific and a small allocation); those allocations pass through the guard untracked.
+        cat_enter_rare_path();
+        n = fn(t_cat_unwind_buffer, CAT_TOTAL_FRAMES_LIMIT + 16);
+        cat_leave_rare_path();
+        t_cat_unwind_warm = 1;
+    }
     // Skip our own frames: everything up to the interposed function's return address into its caller.
     int skip = -1;
     for (int i = 0; i < n && i < 16; i++) {

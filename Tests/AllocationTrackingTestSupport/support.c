@@ -1,3 +1,106 @@
+#define _GNU_SOURCE
 #include "AllocationTrackingTestSupport.h"
+
+#include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
-void *ats_placeholder(size_t n) { return malloc(n); }
+#include <string.h>
+
+#define ATS_SECTION __attribute__((section("ats_alloc_text"), noinline, used))
+
+extern char __start_ats_alloc_text[];
+extern char __stop_ats_alloc_text[];
+uintptr_t ats_alloc_text_start(void) { return (uintptr_t)__start_ats_alloc_text; }
+uintptr_t ats_alloc_text_end(void) { return (uintptr_t)__stop_ats_alloc_text; }
+
+ATS_SECTION static void *ats_one(const char *function, size_t size) {
+    void *block = NULL;
+    if (strcmp(function, "malloc") == 0) return malloc(size);
+    if (strcmp(function, "calloc") == 0) return calloc(size, 1);
+    if (strcmp(function, "realloc") == 0) return realloc(NULL, size);
+    if (strcmp(function, "reallocarray") == 0) return reallocarray(NULL, size, 1);
+    if (strcmp(function, "posix_memalign") == 0) return posix_memalign(&block, 64, size) == 0 ? block : NULL;
+    if (strcmp(function, "aligned_alloc") == 0) return aligned_alloc(64, size);
+    if (strcmp(function, "memalign") == 0) return memalign(128, size);
+    if (strcmp(function, "valloc") == 0) return valloc(size);
+    if (strcmp(function, "pvalloc") == 0) return pvalloc(size);
+    if (strcmp(function, "strdup") == 0) {
+        char text[4096];
+        size_t n = size > 0 ? size - 1 : 0;
+        if (n >= sizeof(text)) n = sizeof(text) - 1;
+        memset(text, 'x', n);
+        text[n] = 0;
+        return strdup(text);  // allocates strlen + 1 == size bytes inside libc
+    }
+    if (strcmp(function, "new") == 0) return ats_cxx_new(size);
+    return NULL;
+}
+
+ATS_SECTION int ats_allocate(const char *function, size_t count, size_t size, void **out) {
+    int ok = 0;
+    for (size_t i = 0; i < count; i++) {
+        out[i] = ats_one(function, size);
+        if (out[i]) ok++;
+    }
+    return ok;
+}
+
+ATS_SECTION char *ats_getline(FILE *file) {
+    char *line = NULL;
+    size_t capacity = 0;
+    if (getline(&line, &capacity, file) < 0) { free(line); return NULL; }
+    return line;
+}
+
+void ats_free_all(void **blocks, size_t count) {
+    for (size_t i = 0; i < count; i++) free(blocks[i]);
+}
+
+void ats_delete_all(void **blocks, size_t count) {
+    for (size_t i = 0; i < count; i++) ats_cxx_delete(blocks[i]);
+}
+
+ATS_SECTION void *ats_realloc(void *block, size_t size) { return realloc(block, size); }
+
+ATS_SECTION void *ats_malloc_at_depth(size_t size, int depth) {
+    if (depth <= 1) return malloc(size);
+    void *result = ats_malloc_at_depth(size, depth - 1);
+    __asm__ __volatile__("" ::: "memory");  // no tail call
+    return result;
+}
+
+static uint64_t ats_next(uint64_t *state) {
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    return x;
+}
+
+ATS_SECTION void ats_stress_step(void **slots, size_t *sizes, size_t slotCount, uint64_t *rng, size_t *heldBytes) {
+    uint64_t r = ats_next(rng);
+    size_t slot = (size_t)(r % slotCount);
+    size_t size = (size_t)((r >> 20) % 2048);
+    if (!slots[slot]) {
+        slots[slot] = malloc(size);
+        if (slots[slot]) { sizes[slot] = size; *heldBytes += size; }
+    } else if ((r >> 40) % 3 == 0) {
+        void *moved = realloc(slots[slot], size + 1);
+        if (moved) { *heldBytes += size + 1; *heldBytes -= sizes[slot]; slots[slot] = moved; sizes[slot] = size + 1; }
+    } else {
+        free(slots[slot]);
+        *heldBytes -= sizes[slot];
+        slots[slot] = NULL;
+        sizes[slot] = 0;
+    }
+}
+
+int ats_errno_after_free(void *ptr, int value) {
+    errno = value;
+    free(ptr);
+    return errno;
+}
+
+void *ats_memalign(size_t alignment, size_t size) { return memalign(alignment, size); }
+size_t ats_usable_size(void *block) { return malloc_usable_size(block); }

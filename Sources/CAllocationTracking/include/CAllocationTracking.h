@@ -200,6 +200,7 @@ enum { CAT_MAX_FRAMES = 256 };
 /// Loads libunwind with dlopen(RTLD_LOCAL) (never linked: libunwind.so.8 exports _Unwind_* and a weak
 /// `backtrace`, which would replace the process's C++ exception unwinder) and resolves unw_backtrace.
 /// Returns 0 on success; otherwise writes a message into `error`. Idempotent. Call outside the allocation path.
+/// `ALLOCATION_TRACKING_LIBUNWIND`, when set, names the library to load instead (a path).
 int cat_load_libunwind(char *error, size_t errorSize);
 
 /// Captures the calling thread's stack. `frameAddress` is __builtin_frame_address(0) of the interposed

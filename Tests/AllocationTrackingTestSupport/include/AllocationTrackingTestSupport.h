@@ -1,2 +1,34 @@
+// Allocation helpers for the tests. Their code is placed in the `ats_alloc_text` section, so a test can check that
+// a captured stack has a frame inside them: [ats_alloc_text_start(), ats_alloc_text_end()).
 #include <stddef.h>
-void *ats_placeholder(size_t n);
+#include <stdint.h>
+#include <stdio.h>
+
+uintptr_t ats_alloc_text_start(void);
+uintptr_t ats_alloc_text_end(void);
+
+/// Calls the named malloc-family function (`malloc`, `calloc`, `realloc`, `reallocarray`, `posix_memalign`,
+/// `aligned_alloc`, `memalign`, `valloc`, `pvalloc`, `strdup`, `getline`, `new`) `count` times, each allocating
+/// `size` bytes, storing the blocks in `out`. Returns the number of successful allocations.
+int ats_allocate(const char *function, size_t count, size_t size, void **out);
+/// getline() from `file` into a fresh buffer (libc allocates it); returns the buffer.
+char *ats_getline(FILE *file);
+/// free() each block.
+void ats_free_all(void **blocks, size_t count);
+/// delete[] each block (for `new`).
+void ats_delete_all(void **blocks, size_t count);
+/// realloc from inside the helper section.
+void *ats_realloc(void *block, size_t size);
+/// malloc at a given call depth (recursion inside the helper section).
+void *ats_malloc_at_depth(size_t size, int depth);
+/// One random stress step on `slots` (malloc/realloc/free), using and updating `*rng`; keeps `*heldBytes` equal
+/// to the requested bytes of the blocks currently held in `slots` (sizes tracked in `sizes`).
+void ats_stress_step(void **slots, size_t *sizes, size_t slotCount, uint64_t *rng, size_t *heldBytes);
+/// errno after free(ptr) when errno was set to `value` before.
+int ats_errno_after_free(void *ptr, int value);
+/// memalign and malloc_usable_size (glibc's <malloc.h>, not imported into Swift by Glibc).
+void *ats_memalign(size_t alignment, size_t size);
+size_t ats_usable_size(void *block);
+/// malloc from a C++ translation unit with operator new[].
+void *ats_cxx_new(size_t size);
+void ats_cxx_delete(void *block);

@@ -1,0 +1,118 @@
+// Overhead of swift-allocation-tracking on two workloads, in one run of the benchmark tool:
+//
+//   M/off, W/off                        library linked, tracking stopped (the baseline for the ratios)
+//   M/framePointers, W/framePointers    tracking on, .framePointers, maxFrames 32
+//   M/libunwind, W/libunwind            tracking on, .libunwind, maxFrames 32
+//
+// Tracking is started in the benchmark's setup and stopped in its teardown, so start/stop costs are excluded.
+// The same workloads with the library not linked at all are in the NotLinkedBaseline target.
+//
+// MallocCount/* checks that ordo-one/benchmark's own malloc counting (.mallocCountTotal, from its
+// MallocInterposer trait: a second malloc interposer, a shared library that our interposer forwards to with
+// dlsym(RTLD_NEXT)) still reports exactly 1000 mallocs per iteration for a body that makes exactly 1000.
+
+import AllocationTracking
+import Benchmark
+import CWorkloads
+import Workloads
+
+typealias Unwinder = AllocationTracker.Configuration.Unwinder
+
+let timeMetrics: [BenchmarkMetric] = [.wallClock, .cpuTotal]
+let mallocsMetric = BenchmarkMetric.custom("workload mallocs", useScalingFactor: false)
+let tracedMetric = BenchmarkMetric.custom("traced allocations", useScalingFactor: false)
+let droppedMetric = BenchmarkMetric.custom("dropped allocations", useScalingFactor: false)
+
+/// Setup/teardown that start and stop tracking (nil: tracking stays off).
+func trackingHooks(_ unwinder: Unwinder?) -> (setup: Benchmark.BenchmarkSetupHook, teardown: Benchmark.BenchmarkTeardownHook) {
+    let setup: Benchmark.BenchmarkSetupHook = {
+        AllocationTracker.stop()
+        if let unwinder {
+            try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder))
+            precondition(AllocationTracker.isTracing, "tracking did not start")
+        }
+    }
+    let teardown: Benchmark.BenchmarkTeardownHook = {
+        AllocationTracker.stop()
+    }
+    return (setup, teardown)
+}
+
+let modes: [(name: String, unwinder: Unwinder?)] = [("off", nil), ("framePointers", .framePointers), ("libunwind", .libunwind)]
+
+let benchmarks: @Sendable () -> Void = {
+    // The number of mallocs of one M run (deterministic), reported alongside the timings.
+    let stormMallocs = MallocStorm.mallocCount()
+
+    for mode in modes {
+        let hooks = trackingHooks(mode.unwinder)
+        let tracked = mode.unwinder != nil
+
+        // M: malloc storm, 2 threads x 2,000,000 steps over 1024 slots each.
+        Benchmark(
+            "M/\(mode.name)",
+            configuration: .init(
+                metrics: timeMetrics + [mallocsMetric] + (tracked ? [tracedMetric, droppedMetric] : []),
+                warmupIterations: 1,
+                scalingFactor: .one,
+                maxDuration: .seconds(tracked ? 8 : 3),
+                maxIterations: tracked ? 5 : 11
+            ),
+            closure: { benchmark in
+                let before = AllocationTracker.tracedMemory
+                let mallocs = MallocStorm.run()
+                let after = AllocationTracker.tracedMemory
+                benchmark.stopMeasurement()
+                if mallocs != stormMallocs { benchmark.error("M made \(mallocs) mallocs, expected \(stormMallocs)") }
+                benchmark.measurement(mallocsMetric, mallocs)
+                if tracked {
+                    benchmark.measurement(tracedMetric, after.totalAllocations - before.totalAllocations)
+                    benchmark.measurement(droppedMetric, after.droppedAllocations - before.droppedAllocations)
+                }
+            },
+            setup: hooks.setup,
+            teardown: hooks.teardown
+        )
+
+        // W: service-like Swift code (JSON coding of nested Codable values, dictionaries, arrays, strings).
+        Benchmark(
+            "W/\(mode.name)",
+            configuration: .init(
+                metrics: timeMetrics + (tracked ? [tracedMetric, droppedMetric] : []),
+                warmupIterations: 1,
+                scalingFactor: .one,
+                maxDuration: .seconds(tracked ? 8 : 3),
+                maxIterations: tracked ? 5 : 11
+            ),
+            closure: { benchmark in
+                let before = AllocationTracker.tracedMemory
+                blackHole(ServiceWorkload.run())
+                let after = AllocationTracker.tracedMemory
+                benchmark.stopMeasurement()
+                if tracked {
+                    benchmark.measurement(tracedMetric, after.totalAllocations - before.totalAllocations)
+                    benchmark.measurement(droppedMetric, after.droppedAllocations - before.droppedAllocations)
+                }
+            },
+            setup: hooks.setup,
+            teardown: hooks.teardown
+        )
+
+        // mallocCountTotal check: exactly 1000 malloc (and 1000 free) calls per iteration.
+        Benchmark(
+            "MallocCount/\(mode.name)",
+            configuration: .init(
+                metrics: [.mallocCountTotal, .freeCountTotal],
+                warmupIterations: 1,
+                scalingFactor: .one,
+                maxDuration: .seconds(1),
+                maxIterations: 200
+            ),
+            closure: { _ in
+                cw_malloc_free_n(1000, 64)
+            },
+            setup: hooks.setup,
+            teardown: hooks.teardown
+        )
+    }
+}

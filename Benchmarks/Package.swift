@@ -1,0 +1,59 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Benchmarks for swift-allocation-tracking, run with ordo-one/benchmark:
+//
+//     cd Benchmarks && swift package --disable-sandbox benchmark
+//
+// Targets:
+// - `TrackingOverhead` (links AllocationTracking): workloads M (malloc storm) and W (service-like Swift code),
+//   each untracked ("off": library linked, tracking stopped), tracked with `.framePointers` and tracked with
+//   `.libunwind`; plus the mallocCountTotal check (N = 1000 malloc calls per iteration).
+// - `NotLinkedBaseline` (does NOT link AllocationTracking): the same workloads with the library absent, so
+//   "linked but off" can be compared with "not linked" in the same run.
+// - `TrackerMemory` (plain executable, not a benchmark): tracker metadata bytes per live block
+//   (`swift run -c release TrackerMemory`).
+//
+// Only the MallocInterposer trait of ordo-one/benchmark is enabled: its default traits also pull in
+// swift-runtime-interposer (ARC counters on Swift 6.3), which is not needed here.
+let package = Package(
+    name: "swift-allocation-tracking-benchmarks",
+    dependencies: [
+        // The checkout directory may have any name (a path dependency's identity is its directory name), so the
+        // package is named explicitly.
+        .package(name: "swift-allocation-tracking", path: ".."),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The workloads, shared by both benchmark targets (no dependency on AllocationTracking).
+        .target(name: "CWorkloads"),
+        .target(name: "Workloads", dependencies: ["CWorkloads"]),
+        .executableTarget(
+            name: "TrackingOverhead",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                "Workloads",
+                "CWorkloads",
+            ],
+            path: "Benchmarks/TrackingOverhead",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "NotLinkedBaseline",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                "Workloads",
+                "CWorkloads",
+            ],
+            path: "Benchmarks/NotLinkedBaseline",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "TrackerMemory",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,8 @@
+// operator new from libstdc++ (which calls malloc inside libstdc++, without frame pointers).
+#include <cstddef>
+
+extern "C" __attribute__((section("ats_alloc_text"), noinline, used)) void *ats_cxx_new(std::size_t size) {
+    return new char[size];
+}
+
+extern "C" void ats_cxx_delete(void *block) { delete[] static_cast<char *>(block); }

@@ -1,0 +1,91 @@
+import AllocationTracking
+import Foundation
+import Testing
+
+extension TrackerTests {
+    /// Scenarios that need a process of their own (see Tests/TrackerScenarios).
+    @Suite struct Processes {
+        let scenarios = productURL("TrackerScenarios")
+
+        @Test(arguments: ["libunwind", "framepointers"])
+        func forkChildKeepsAConsistentTracker(unwinder: String) throws {
+            let result = try runChild(scenarios, ["fork", unwinder])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            #expect(result.output.contains("forks=20 ok"))
+        }
+
+        @Test func environmentStartsTracking() throws {
+            let result = try runChild(scenarios, ["env"],
+                                      environment: ["ALLOCATION_TRACKING": "frames=24,unwinder=framepointers"])
+            #expect(result.output.contains("tracing=true"))
+            #expect(result.output.contains("configuration=frames=24,unwinder=framepointers"))
+            #expect(result.error.isEmpty)
+            let defaults = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": "1"])
+            #expect(defaults.output.contains("configuration=frames=32,unwinder=libunwind"))
+        }
+
+        @Test(arguments: ["frames=999", "unwinder=dwarf", "verbose=yes", "frames"])
+        func malformedEnvironmentLeavesTrackingOffWithOneLine(value: String) throws {
+            let result = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": value])
+            #expect(result.status == 0)
+            #expect(result.output.contains("tracing=false"))
+            let lines = result.error.split(separator: "\n")
+            #expect(lines.count == 1)
+            #expect(lines.first?.hasPrefix("swift-allocation-tracking: ALLOCATION_TRACKING=\(value):") == true)
+            #expect(lines.first?.hasSuffix("tracking is off") == true)
+        }
+
+        @Test func missingLibunwindIsAClearError() throws {
+            let result = try runChild(scenarios, ["libunwind"],
+                                      environment: ["ALLOCATION_TRACKING_LIBUNWIND": "/nonexistent/libunwind.so.8"])
+            #expect(result.output.contains("code=unwinderUnavailable"))
+            #expect(result.output.contains("apt-get install -y libunwind8"))
+            #expect(result.output.contains("tracing=false"))
+        }
+
+        /// Another interposer below us (as a preloaded jemalloc, or ordo-one's malloc-interposer, would be) keeps
+        /// seeing every call: we forward with dlsym(RTLD_NEXT), not to glibc directly.
+        @Test func chainsToTheNextInterposer() throws {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-chain-\(getpid())")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let source = directory.appendingPathComponent("counting.c")
+            let library = directory.appendingPathComponent("libcounting.so")
+            try countingInterposer.write(to: source, atomically: true, encoding: .utf8)
+            let compiler = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first {
+                FileManager.default.isExecutableFile(atPath: $0)
+            }
+            let cc = try #require(compiler, "a C compiler is needed to build the second interposer")
+            let build = try runChild(URL(fileURLWithPath: cc),
+                                     ["-shared", "-fPIC", "-O2", "-o", library.path, source.path, "-ldl"])
+            try #require(build.status == 0, "\(build.error)")
+            let result = try runChild(scenarios, ["chain"], environment: ["LD_PRELOAD": library.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            #expect(result.output.contains("next_allocator_mallocs=1000\n"))
+            #expect(result.output.contains("tracked_allocations=1000\n"))
+            #expect(result.output.contains("helper_bytes=48000 helper_blocks=1000"))
+        }
+    }
+}
+
+/// A minimal malloc interposer that counts malloc calls and forwards to the next one.
+let countingInterposer = """
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stddef.h>
+#include <stdint.h>
+uint64_t counting_interposer_mallocs;
+static void *(*next_malloc)(size_t);
+static char bootstrap[4096];
+static int resolving;
+void *malloc(size_t size) {
+    if (!next_malloc) {
+        if (resolving) return bootstrap;
+        resolving = 1;
+        next_malloc = (void *(*)(size_t))dlsym(RTLD_NEXT, "malloc");
+        resolving = 0;
+    }
+    __atomic_fetch_add(&counting_interposer_mallocs, 1, __ATOMIC_RELAXED);
+    return next_malloc(size);
+}
+"""

@@ -1,0 +1,71 @@
+import AllocationTracking
+import AllocationTrackingTestSupport
+import Foundation
+import Testing
+
+/// Every suite that starts the process-wide tracker nests in this one, so they run one at a time.
+@Suite(.serialized) enum TrackerTests {}
+
+/// Both unwinders, for parameterised tests.
+let allUnwinders: [AllocationTracker.Configuration.Unwinder] = [.libunwind, .framePointers]
+
+/// Runs `body` with tracking on, and stops afterwards.
+func withTracking<R>(_ configuration: AllocationTracker.Configuration = .init(),
+                     _ body: () throws -> R) throws -> R {
+    try AllocationTracker.start(configuration)
+    defer { AllocationTracker.stop() }
+    return try body()
+}
+
+/// The address range of the C test helpers (their own section).
+let helperText = ats_alloc_text_start()..<ats_alloc_text_end()
+
+/// Live bytes and blocks of the traces that have a frame inside the C test helpers.
+func helperTotals(_ snapshot: Snapshot) -> Totals {
+    var totals = Totals(size: 0, count: 0)
+    for trace in helperTraces(snapshot) {
+        totals.size += trace.size
+        totals.count += trace.count
+    }
+    return totals
+}
+
+struct Totals: Equatable {
+    var size: Int
+    var count: Int
+}
+
+func helperTraces(_ snapshot: Snapshot) -> [Trace] {
+    snapshot.traces.filter { $0.traceback.frames.contains { helperText.contains($0.address) } }
+}
+
+/// An executable built next to the test bundle.
+func productURL(_ name: String) -> URL {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name)
+}
+
+struct ChildResult {
+    var status: Int32
+    var output: String
+    var error: String
+}
+
+/// Runs `TrackerScenarios` (or another program) and collects its output.
+func runChild(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> ChildResult {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    var env = ProcessInfo.processInfo.environment
+    env.removeValue(forKey: "ALLOCATION_TRACKING")
+    for (key, value) in environment { env[key] = value }
+    process.environment = env
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return ChildResult(status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self),
+                       error: String(decoding: errData, as: UTF8.self))
+}

@@ -1,0 +1,188 @@
+// Scenarios run in a process of their own; AllocationTrackingTests spawns this executable and asserts on its
+// output and exit status. Each prints `key=value` lines.
+import AllocationTracking
+import AllocationTrackingTestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+nonisolated(unsafe) var scenarioRunning = true
+
+/// A thread that allocates and frees until `scenarioRunning` is cleared.
+func churn(_: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 64)
+    var i = 0
+    while scenarioRunning {
+        i = (i + 1) & 63
+        blocks[i].map { free($0) }
+        blocks[i] = malloc(32 + i)
+    }
+    for block in blocks { free(block) }
+    return nil
+}
+
+func fail(_ message: String) -> Never {
+    print("FAIL \(message)")
+    exit(1)
+}
+
+func helperBytes(_ snapshot: Snapshot) -> (size: Int, count: Int) {
+    let range = ats_alloc_text_start()..<ats_alloc_text_end()
+    var size = 0, count = 0
+    for trace in snapshot.traces where trace.traceback.frames.contains(where: { range.contains($0.address) }) {
+        size += trace.size
+        count += trace.count
+    }
+    return (size, count)
+}
+
+let arguments = CommandLine.arguments.dropFirst()
+switch arguments.first {
+case "env":
+    // Started (or not) by ALLOCATION_TRACKING before main.
+    print("tracing=\(AllocationTracker.isTracing)")
+    print("configuration=\(AllocationTracker.configuration.map { "\($0)" } ?? "none")")
+
+case "fork":
+    let unwinder: AllocationTracker.Configuration.Unwinder = arguments.dropFirst().first == "framepointers"
+        ? .framePointers : .libunwind
+    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: unwinder)) } catch { fail("\(error)") }
+    // Other threads allocate and free while we fork.
+    var threads: [pthread_t] = []
+    for _ in 0..<2 {
+        var thread = pthread_t()
+        pthread_create(&thread, nil, churn, nil)
+        threads.append(thread)
+    }
+    var parentBlocks = [UnsafeMutableRawPointer?](repeating: nil, count: 10)
+    _ = ats_allocate("malloc", 10, 100, &parentBlocks)
+    let parentBefore = helperBytes(try! AllocationTracker.takeSnapshot())
+    for round in 0..<20 {
+        let pid = fork()
+        if pid == 0 {
+            // Child: only this thread exists now.
+            var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 7)
+            let before = AllocationTracker.tracedMemory.current
+            guard ats_allocate("malloc", 7, 333, &blocks) == 7 else { _exit(2) }
+            let during = AllocationTracker.tracedMemory.current
+            guard let snapshot = try? AllocationTracker.takeSnapshot() else { _exit(3) }
+            let held = helperBytes(snapshot)
+            ats_free_all(&blocks, 7)
+            let after = AllocationTracker.tracedMemory.current
+            // Inherited: the parent's 10 x 100 bytes; added: 7 x 333.
+            guard held.size == 1000 + 7 * 333, held.count == 17, during - before == 7 * 333, after == before else {
+                _exit(4)
+            }
+            AllocationTracker.stop()
+            _exit(0)
+        }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        guard status == 0 else { fail("child \(round) exited with status \(status)") }
+    }
+    scenarioRunning = false
+    for thread in threads { pthread_join(thread, nil) }
+    let parentAfter = helperBytes(try! AllocationTracker.takeSnapshot())
+    guard parentAfter == parentBefore, parentAfter.size == 1000 else {
+        fail("parent changed: \(parentBefore) -> \(parentAfter)")
+    }
+    ats_free_all(&parentBlocks, 10)
+    print("forks=20 ok")
+
+case "chain":
+    // Run with LD_PRELOAD of a counting interposer: its malloc is the "next" one we forward to.
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "counting_interposer_mallocs") else {
+        fail("counting interposer not preloaded")
+    }
+    let counter = symbol.assumingMemoryBound(to: UInt64.self)
+    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: .framePointers)) } catch { fail("\(error)") }
+    var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 1000)
+    // Warm up once: the first capture on a thread reads its stack bounds (pthread_getattr_np allocates,
+    // untracked), and first calls do one-time lazy work.
+    _ = ats_allocate("malloc", 1000, 48, &blocks)
+    ats_free_all(&blocks, 1000)
+    let seenBefore = counter.pointee
+    let trackedBefore = AllocationTracker.tracedMemory.totalAllocations
+    _ = ats_allocate("malloc", 1000, 48, &blocks)
+    let seen = counter.pointee - seenBefore
+    let tracked = AllocationTracker.tracedMemory.totalAllocations - trackedBefore
+    let held = helperBytes(try! AllocationTracker.takeSnapshot())
+    ats_free_all(&blocks, 1000)
+    print("next_allocator_mallocs=\(seen)")
+    print("tracked_allocations=\(tracked)")
+    print("helper_bytes=\(held.size) helper_blocks=\(held.count)")
+
+case "accounting":
+    // Exact process-wide counters: nothing else in this process allocates between the readings.
+    var checks = 0
+    func check(_ condition: Bool, _ what: @autoclosure () -> String) {
+        checks += 1
+        if !condition { fail(what()) }
+    }
+    let functions = ["malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign",
+                     "valloc", "pvalloc", "strdup", "new"]
+    for unwinder in [AllocationTracker.Configuration.Unwinder.libunwind, .framePointers] {
+        do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder)) } catch { fail("\(error)") }
+        var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 40)
+        // Warm-up: the first capture on a thread, and one-time lazy work of the first calls, happen here.
+        for function in functions {
+            let name = strdup(function)
+            _ = ats_allocate(name, 1, 8, &blocks)
+            if function == "new" { ats_delete_all(&blocks, 1) } else { ats_free_all(&blocks, 1) }
+            free(name)
+        }
+        for function in functions {
+            let count = 40, size = 1001
+            // The C string is made before the first reading (bridging a Swift string may allocate).
+            let name = strdup(function)
+            defer { free(name) }
+            let before = AllocationTracker.tracedMemory
+            _ = ats_allocate(name, count, size, &blocks)
+            let during = AllocationTracker.tracedMemory
+            let grew = during.current - before.current == count * size
+                && during.liveBlocks - before.liveBlocks == count
+                && during.totalAllocations - before.totalAllocations == count
+                && during.totalAllocatedBytes - before.totalAllocatedBytes == count * size
+                && during.peak >= during.current
+            check(grew, "\(function)/\(unwinder): \(before) -> \(during)")
+            if function == "new" { ats_delete_all(&blocks, count) } else { ats_free_all(&blocks, count) }
+            let after = AllocationTracker.tracedMemory
+            check(after.current == before.current && after.liveBlocks == before.liveBlocks
+                  && after.peak == during.peak && after.droppedAllocations == 0,
+                  "\(function)/\(unwinder) after free: \(before) -> \(after)")
+        }
+        AllocationTracker.stop()
+    }
+    // Peak: rises only when blocks are added; resetPeak sets it to current; clearTraces zeroes both.
+    do { try AllocationTracker.start(.init(unwinder: .framePointers)) } catch { fail("\(error)") }
+    let base = AllocationTracker.tracedMemory
+    let big = ats_malloc_at_depth(1 << 20, 1)
+    let high = AllocationTracker.tracedMemory
+    free(big)
+    let low = AllocationTracker.tracedMemory
+    check(high.peak == base.current + (1 << 20) && low.peak == high.peak && low.current == base.current,
+          "peak: \(base) \(high) \(low)")
+    AllocationTracker.resetPeak()
+    check(AllocationTracker.tracedMemory.peak == low.current, "resetPeak")
+    let held = ats_malloc_at_depth(100, 1)
+    AllocationTracker.clearTraces()
+    let cleared = AllocationTracker.tracedMemory
+    check(cleared.current == 0 && cleared.peak == 0 && cleared.liveBlocks == 0, "clearTraces: \(cleared)")
+    free(held)
+    check(AllocationTracker.tracedMemory.current == 0, "free after clearTraces")
+    AllocationTracker.stop()
+    print("accounting ok checks=\(checks)")
+
+case "libunwind":
+    do {
+        try AllocationTracker.start(.init(unwinder: .libunwind))
+        print("started=true")
+    } catch let error as AllocationTrackingError {
+        print("code=\(error.code)")
+        print("message=\(error.message)")
+    }
+    print("tracing=\(AllocationTracker.isTracing)")
+
+default:
+    fail("unknown scenario \(arguments.first ?? "<none>")")
+}
