@@ -276,7 +276,10 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
     errno = savedErrno;
 }
 
-#define CAT_ARMED() CAT_UNLIKELY(cat_load_relaxed(&g_cat_active))
+// Deliberately no __builtin_expect: with an "unlikely" weight, clang's hot/cold splitting outlines the armed
+// branch into `malloc.cold.1`, where __builtin_frame_address/__builtin_return_address would describe the
+// outlined function instead of malloc's caller. The release-build tests check the first frame is the caller.
+#define CAT_ARMED() (cat_load_relaxed(&g_cat_active) != 0)
 
 // MARK: - The malloc family
 

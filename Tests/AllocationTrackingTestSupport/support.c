@@ -7,6 +7,13 @@
 #include <string.h>
 
 #define ATS_SECTION __attribute__((section("ats_alloc_text"), noinline, used))
+// Keeps the helper's frame on the stack in optimised builds (no tail call into the allocator).
+#define ATS_RETURN(expression)                              \
+    do {                                                    \
+        void *ats_result = (void *)(expression);            \
+        __asm__ __volatile__("" : : "r"(ats_result) : "memory"); \
+        return ats_result;                                  \
+    } while (0)
 
 extern char __start_ats_alloc_text[];
 extern char __stop_ats_alloc_text[];
@@ -15,24 +22,24 @@ uintptr_t ats_alloc_text_end(void) { return (uintptr_t)__stop_ats_alloc_text; }
 
 ATS_SECTION static void *ats_one(const char *function, size_t size) {
     void *block = NULL;
-    if (strcmp(function, "malloc") == 0) return malloc(size);
-    if (strcmp(function, "calloc") == 0) return calloc(size, 1);
-    if (strcmp(function, "realloc") == 0) return realloc(NULL, size);
-    if (strcmp(function, "reallocarray") == 0) return reallocarray(NULL, size, 1);
-    if (strcmp(function, "posix_memalign") == 0) return posix_memalign(&block, 64, size) == 0 ? block : NULL;
-    if (strcmp(function, "aligned_alloc") == 0) return aligned_alloc(64, size);
-    if (strcmp(function, "memalign") == 0) return memalign(128, size);
-    if (strcmp(function, "valloc") == 0) return valloc(size);
-    if (strcmp(function, "pvalloc") == 0) return pvalloc(size);
+    if (strcmp(function, "malloc") == 0) ATS_RETURN(malloc(size));
+    if (strcmp(function, "calloc") == 0) ATS_RETURN(calloc(size, 1));
+    if (strcmp(function, "realloc") == 0) ATS_RETURN(realloc(NULL, size));
+    if (strcmp(function, "reallocarray") == 0) ATS_RETURN(reallocarray(NULL, size, 1));
+    if (strcmp(function, "posix_memalign") == 0) { int code = posix_memalign(&block, 64, size); __asm__ __volatile__("" : : "r"(code) : "memory"); return code == 0 ? block : NULL; }
+    if (strcmp(function, "aligned_alloc") == 0) ATS_RETURN(aligned_alloc(64, size));
+    if (strcmp(function, "memalign") == 0) ATS_RETURN(memalign(128, size));
+    if (strcmp(function, "valloc") == 0) ATS_RETURN(valloc(size));
+    if (strcmp(function, "pvalloc") == 0) ATS_RETURN(pvalloc(size));
     if (strcmp(function, "strdup") == 0) {
         char text[4096];
         size_t n = size > 0 ? size - 1 : 0;
         if (n >= sizeof(text)) n = sizeof(text) - 1;
         memset(text, 'x', n);
         text[n] = 0;
-        return strdup(text);  // allocates strlen + 1 == size bytes inside libc
+        ATS_RETURN(strdup(text));  // allocates strlen + 1 == size bytes inside libc
     }
-    if (strcmp(function, "new") == 0) return ats_cxx_new(size);
+    if (strcmp(function, "new") == 0) ATS_RETURN(ats_cxx_new(size));
     return NULL;
 }
 
@@ -48,7 +55,9 @@ ATS_SECTION int ats_allocate(const char *function, size_t count, size_t size, vo
 ATS_SECTION char *ats_getline(FILE *file) {
     char *line = NULL;
     size_t capacity = 0;
-    if (getline(&line, &capacity, file) < 0) { free(line); return NULL; }
+    ssize_t length = getline(&line, &capacity, file);
+    __asm__ __volatile__("" : : "r"(length) : "memory");
+    if (length < 0) { free(line); return NULL; }
     return line;
 }
 
@@ -60,10 +69,10 @@ void ats_delete_all(void **blocks, size_t count) {
     for (size_t i = 0; i < count; i++) ats_cxx_delete(blocks[i]);
 }
 
-ATS_SECTION void *ats_realloc(void *block, size_t size) { return realloc(block, size); }
+ATS_SECTION void *ats_realloc(void *block, size_t size) { ATS_RETURN(realloc(block, size)); }
 
 ATS_SECTION void *ats_malloc_at_depth(size_t size, int depth) {
-    if (depth <= 1) return malloc(size);
+    if (depth <= 1) ATS_RETURN(malloc(size));
     void *result = ats_malloc_at_depth(size, depth - 1);
     __asm__ __volatile__("" ::: "memory");  // no tail call
     return result;

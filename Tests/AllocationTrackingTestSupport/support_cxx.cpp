@@ -2,7 +2,9 @@
 #include <cstddef>
 
 extern "C" __attribute__((section("ats_alloc_text"), noinline, used)) void *ats_cxx_new(std::size_t size) {
-    return new char[size];
+    char *block = new char[size];
+    __asm__ __volatile__("" : : "r"(block) : "memory");
+    return block;
 }
 
 extern "C" void ats_cxx_delete(void *block) { delete[] static_cast<char *>(block); }
