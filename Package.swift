@@ -23,11 +23,6 @@ let package = Package(
             name: "AllocationTracking",
             dependencies: ["CAllocationTracking"]
         ),
-        .executableTarget(
-            name: "LeakyCacheDemo",
-            dependencies: ["AllocationTracking"],
-            path: "Examples/LeakyCacheDemo"
-        ),
         // C helpers for the tests: allocations from a known C function, a second malloc interposer for the
         // RTLD_NEXT chaining test, raw libc calls (strdup, getline) whose allocations must be seen.
         .target(

@@ -377,7 +377,7 @@ enum _UnsafePointerTable {
 ///   position, and a pointer-table value names it until clear/stop. Entry words: 0 hash, 1 frames (arena
 ///   pointer), 2 frame count | total frames << 32, 3 live blocks, 4 live bytes, 5 total blocks, 6 total bytes,
 ///   7 published (1 once the entry is in the index).
-/// - Frames (raw return addresses, symbolicated later, outside malloc) live in an append-only arena of 1 MiB
+/// - Frames (raw return addresses, symbolicated later, outside malloc) live in an append-only arena of 256 KiB
 ///   chunks, bump-allocated with a CAS on a cursor.
 /// - The index is an open-addressed array of 32-bit entry ids (+1; 0 empty), inserted into with a CAS and
 ///   rebuilt under the gate's writer side when it is half full.

@@ -112,18 +112,22 @@ static int cat_install_chunk(uint64_t *slot, size_t bytes) {
     return 0;
 }
 
-// The chunk the next trace / frame will land in, and the one after it, so the Swift side rarely finds a chunk
-// missing (it then drops the allocation and counts it).
+// The chunk the next trace / frame will land in, and the one after it once the current one is half used, so
+// the Swift side rarely finds a chunk missing (it then drops the allocation and counts it) and a small program
+// maps one chunk of each.
 static void cat_install_next_chunks(void) {
     uint64_t traces = cat_load_relaxed(W(CAT_W_TRACE_COUNT));
-    uint64_t chunk = traces / CAT_TRACE_ENTRIES_PER_CHUNK;
     uint64_t maxTraces = cat_load_relaxed(W(CAT_W_MAX_TRACES));
-    for (uint64_t c = chunk; c <= chunk + 1 && c < CAT_TRACE_CHUNK_LIMIT; c++) {
+    uint64_t chunk = traces / CAT_TRACE_ENTRIES_PER_CHUNK;
+    uint64_t lastTrace = (traces % CAT_TRACE_ENTRIES_PER_CHUNK) >= CAT_TRACE_ENTRIES_PER_CHUNK / 2 ? chunk + 1 : chunk;
+    for (uint64_t c = chunk; c <= lastTrace && c < CAT_TRACE_CHUNK_LIMIT; c++) {
         if (c * CAT_TRACE_ENTRIES_PER_CHUNK >= maxTraces) break;
         cat_install_chunk(W(CAT_W_TRACE_CHUNKS + c), CAT_TRACE_CHUNK_BYTES);
     }
-    uint64_t arena = cat_load_relaxed(W(CAT_W_ARENA_CURSOR)) >> 32;
-    for (uint64_t c = arena; c <= arena + 1 && c < CAT_ARENA_CHUNK_LIMIT; c++)
+    uint64_t cursor = cat_load_relaxed(W(CAT_W_ARENA_CURSOR));
+    uint64_t arena = cursor >> 32;
+    uint64_t lastArena = (cursor & 0xFFFFFFFFu) >= CAT_ARENA_CHUNK_WORDS / 2 ? arena + 1 : arena;
+    for (uint64_t c = arena; c <= lastArena && c < CAT_ARENA_CHUNK_LIMIT; c++)
         cat_install_chunk(W(CAT_W_ARENA_CHUNKS + c), (size_t)CAT_ARENA_CHUNK_WORDS * 8);
 }
 

@@ -100,7 +100,7 @@ enum {
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
     CAT_TRACE_ENTRY_WORDS = 8,
     CAT_TRACE_CHUNK_BYTES = 4096 * 64,
-    CAT_ARENA_CHUNK_WORDS = 131072,  // 1 MiB
+    CAT_ARENA_CHUNK_WORDS = 32768,  // 256 KiB (1024 chunks: 256 MiB of frames at most)
 };
 
 /// Requests from the table logic to the memory owner (bits of CAT_W_REQUESTS).
