@@ -13,6 +13,8 @@ import PackageDescription
 //   "linked but off" can be compared with "not linked" in the same run.
 // - `TrackerMemory` (plain executable, not a benchmark): tracker metadata bytes per live block
 //   (`swift run -c release TrackerMemory`).
+// - `WorkloadTiming` (plain executable): the same workloads timed without ordo-one/benchmark in the process,
+//   with 1 and 2 threads (`swift run -c release WorkloadTiming`).
 //
 // Only the MallocInterposer trait of ordo-one/benchmark is enabled: its default traits also pull in
 // swift-runtime-interposer (ARC counters on Swift 6.3), which is not needed here.
@@ -53,6 +55,14 @@ let package = Package(
             name: "TrackerMemory",
             dependencies: [
                 .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+            ]
+        ),
+        // Plain timing of the workloads without ordo-one/benchmark (and its malloc interposer) in the process.
+        .executableTarget(
+            name: "WorkloadTiming",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                "Workloads",
             ]
         ),
     ]

@@ -175,6 +175,16 @@ case "accounting":
     AllocationTracker.stop()
     print("accounting ok checks=\(checks)")
 
+case "availability":
+    // Built with --sanitize=address/thread, the interposer is compiled out and start() says so.
+    print("available=\(AllocationTracker.isAvailable)")
+    do {
+        try AllocationTracker.start()
+        print("started=true")
+    } catch let error as AllocationTrackingError {
+        print("code=\(error.code)")
+    }
+
 case "libunwind":
     do {
         try AllocationTracker.start(.init(unwinder: .libunwind))

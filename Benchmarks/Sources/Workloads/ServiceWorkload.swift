@@ -5,7 +5,7 @@ import Foundation
 /// lines — the allocation mix of a typical request handler. Deterministic for a given `requests`.
 public enum ServiceWorkload {
     public static let defaultThreads = 2
-    public static let defaultRequests = 2_000  // per thread
+    public static let defaultRequests = 800  // per thread
 
     public struct Address: Codable, Hashable, Sendable {
         public var street: String

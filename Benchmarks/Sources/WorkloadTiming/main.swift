@@ -1,0 +1,63 @@
+// Cross-check of the benchmark numbers without ordo-one/benchmark in the process (its malloc interposer adds a
+// header to every block and an extra call to every malloc/free): times workloads M and W with tracking off,
+// .framePointers and .libunwind (maxFrames 32), with 1 and 2 threads, and prints wall and CPU time medians.
+//
+//     swift run -c release WorkloadTiming [repetitions]     (default 5)
+
+import AllocationTracking
+import Workloads
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+func now(_ clock: clockid_t) -> Double {
+    var ts = timespec()
+    clock_gettime(clock, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted[sorted.count / 2]
+}
+
+let repetitions = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 5 : 5
+let modes: [(String, AllocationTracker.Configuration.Unwinder?)] = [("off", nil), ("framePointers", .framePointers),
+                                                                    ("libunwind", .libunwind)]
+let workloads: [(String, (Int) -> Int)] = [
+    ("M", { MallocStorm.run(threads: $0) }),
+    ("W", { ServiceWorkload.run(threads: $0) }),
+]
+
+print("| workload | threads | mode | wall p50 (ms) | CPU p50 (ms) | wall ratio vs off | CPU ratio vs off | traced allocations / run |")
+print("|---|---:|---|---:|---:|---:|---:|---:|")
+for (name, workload) in workloads {
+    for threads in [1, 2] {
+        var offWall = 0.0, offCPU = 0.0
+        for (modeName, unwinder) in modes {
+            AllocationTracker.stop()
+            if let unwinder { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder)) }
+            _ = workload(threads)  // warm-up
+            var walls: [Double] = [], cpus: [Double] = []
+            var traced = 0
+            for _ in 0..<repetitions {
+                let before = AllocationTracker.tracedMemory.totalAllocations
+                let w0 = now(CLOCK_MONOTONIC), c0 = now(CLOCK_PROCESS_CPUTIME_ID)
+                _ = workload(threads)
+                walls.append((now(CLOCK_MONOTONIC) - w0) * 1000)
+                cpus.append((now(CLOCK_PROCESS_CPUTIME_ID) - c0) * 1000)
+                traced = AllocationTracker.tracedMemory.totalAllocations - before
+            }
+            AllocationTracker.stop()
+            let wall = median(walls), cpu = median(cpus)
+            if unwinder == nil { offWall = wall; offCPU = cpu }
+            func f(_ x: Double) -> String { String(Int(x.rounded())) }
+            func r(_ x: Double) -> String { String((x * 100).rounded() / 100) }
+            print("| \(name) | \(threads) | \(modeName) | \(f(wall)) | \(f(cpu)) | \(r(wall / offWall)) | \(r(cpu / offCPU)) | \(traced) |")
+        }
+    }
+}
+print("M mallocs per run (2 threads): \(MallocStorm.mallocCount()), (1 thread): \(MallocStorm.mallocCount(threads: 1))")
