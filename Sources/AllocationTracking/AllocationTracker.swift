@@ -149,23 +149,25 @@ public enum AllocationTracker {
             throw AllocationTrackingError(.notTracing, "takeSnapshot() needs tracking on: call AllocationTracker.start() first")
         }
         let state = _UnsafeTrackerState.process
-        var raw: [_RawTrace] = []
-        raw.reserveCapacity(Int(truncatingIfNeeded: state.traceCount.atomicLoad()) + 64)
-        let dropped = _withGateWriter { () -> UInt64 in
-            let count = state.traceCount.atomicLoad()
-            var id: UInt64 = 0
-            while id < count {
-                if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoad() == 1 {
-                    let live = _UnsafeTraceTable.liveBlocks(entry).atomicLoad()
-                    if live != 0 {
-                        raw.append(_RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: live,
-                                             liveBytes: _UnsafeTraceTable.liveBytes(entry).atomicLoad()))
-                    }
-                }
-                id &+= 1
+        // While the gate's writer side is held, other threads may be parked in it while holding locks of their
+        // own (a runtime lock, say), so the copy does nothing but plain stores into a buffer allocated before.
+        var capacity = Int(truncatingIfNeeded: state.traceCount.atomicLoad()) + 256
+        var buffer = UnsafeMutablePointer<_RawTrace>.allocate(capacity: capacity)
+        defer { buffer.deallocate() }
+        var copied = 0
+        var dropped: UInt64 = 0
+        while true {
+            let complete = _withGateWriter { () -> Bool in
+                copied = _RawTrace.copyLive(state, into: buffer, capacity: capacity)
+                dropped = state.shardSum(Int(CAT_S_DROPPED))
+                return copied <= capacity
             }
-            return state.shardSum(Int(CAT_S_DROPPED))
+            if complete { break }
+            buffer.deallocate()  // new sites appeared since the buffer was sized: retry with room for them
+            capacity = copied + 256
+            buffer = UnsafeMutablePointer<_RawTrace>.allocate(capacity: capacity)
         }
+        let raw = UnsafeBufferPointer(start: buffer, count: copied)
         // Frames are immutable once published and stay mapped while the API lock is held.
         let traces = raw.map { $0.trace() }
         return Snapshot(traces: traces, tracebackLimit: configuration.maxFrames,
@@ -197,6 +199,30 @@ struct _RawTrace {
     var shape: UInt64  // frame count | total frames << 32
     var liveBlocks: UInt64
     var liveBytes: UInt64
+
+    /// Copies the live traces into `buffer` (at most `capacity`); returns how many there are (more than
+    /// `capacity` when the buffer was too small). Writer side held: plain loads and stores only.
+    static func copyLive(_ state: _UnsafeTrackerState, into buffer: UnsafeMutablePointer<_RawTrace>,
+                         capacity: Int) -> Int {
+        let count = state.traceCount.atomicLoad()
+        var live = 0
+        var id: UInt64 = 0
+        while id < count {
+            if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoad() == 1 {
+                let blocks = _UnsafeTraceTable.liveBlocks(entry).atomicLoad()
+                if blocks != 0 {
+                    if live < capacity {
+                        (buffer + live).initialize(to: _RawTrace(
+                            frames: UInt(entry[1]), shape: entry[2], liveBlocks: blocks,
+                            liveBytes: _UnsafeTraceTable.liveBytes(entry).atomicLoad()))
+                    }
+                    live += 1
+                }
+            }
+            id &+= 1
+        }
+        return live
+    }
 
     func trace() -> Trace {
         let count = Int(truncatingIfNeeded: shape & 0xFFFF_FFFF)
