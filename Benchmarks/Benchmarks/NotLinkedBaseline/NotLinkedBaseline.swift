@@ -9,11 +9,14 @@ import Workloads
 let benchmarks: @Sendable () -> Void = {
     let stormMallocs = MallocStorm.mallocCount()
     let mallocsMetric = BenchmarkMetric.custom("workload mallocs", useScalingFactor: false)
+    let exactUnits: [BenchmarkMetric: BenchmarkUnits] = [.mallocCountTotal: .count, .freeCountTotal: .count,
+                                                         mallocsMetric: .count]
 
     Benchmark(
         "M/notLinked",
-        configuration: .init(metrics: [.wallClock, .cpuTotal, mallocsMetric], warmupIterations: 1,
-                             scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 11),
+        configuration: .init(metrics: [.wallClock, .cpuTotal, mallocsMetric], timeUnits: .milliseconds,
+                             units: exactUnits, warmupIterations: 1,
+                             scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 21),
         closure: { benchmark in
             let mallocs = MallocStorm.run()
             benchmark.stopMeasurement()
@@ -24,8 +27,9 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark(
         "W/notLinked",
-        configuration: .init(metrics: [.wallClock, .cpuTotal], warmupIterations: 1,
-                             scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 11),
+        configuration: .init(metrics: [.wallClock, .cpuTotal], timeUnits: .milliseconds,
+                             units: exactUnits, warmupIterations: 1,
+                             scalingFactor: .one, maxDuration: .seconds(3), maxIterations: 21),
         closure: { _ in
             blackHole(ServiceWorkload.run())
         }
@@ -33,10 +37,21 @@ let benchmarks: @Sendable () -> Void = {
 
     Benchmark(
         "MallocCount/notLinked",
-        configuration: .init(metrics: [.mallocCountTotal, .freeCountTotal], warmupIterations: 1,
+        configuration: .init(metrics: [.mallocCountTotal, .freeCountTotal], timeUnits: .milliseconds,
+                             units: exactUnits, warmupIterations: 1,
                              scalingFactor: .one, maxDuration: .seconds(1), maxIterations: 200),
         closure: { _ in
             cw_malloc_free_n(1000, 64)
+        }
+    )
+
+    Benchmark(
+        "MallocCountW/notLinked",
+        configuration: .init(metrics: [.mallocCountTotal, .freeCountTotal], timeUnits: .milliseconds,
+                             units: exactUnits, warmupIterations: 1,
+                             scalingFactor: .one, maxDuration: .seconds(1), maxIterations: 20),
+        closure: { _ in
+            blackHole(ServiceWorkload.run(requests: 50))
         }
     )
 }

@@ -10,6 +10,7 @@
 // MallocCount/* checks that ordo-one/benchmark's own malloc counting (.mallocCountTotal, from its
 // MallocInterposer trait: a second malloc interposer, a shared library that our interposer forwards to with
 // dlsym(RTLD_NEXT)) still reports exactly 1000 mallocs per iteration for a body that makes exactly 1000.
+// MallocCountW/* compares the same counters on a small W run across the modes.
 
 import AllocationTracking
 import Benchmark
@@ -22,6 +23,10 @@ let timeMetrics: [BenchmarkMetric] = [.wallClock, .cpuTotal]
 let mallocsMetric = BenchmarkMetric.custom("workload mallocs", useScalingFactor: false)
 let tracedMetric = BenchmarkMetric.custom("traced allocations", useScalingFactor: false)
 let droppedMetric = BenchmarkMetric.custom("dropped allocations", useScalingFactor: false)
+/// Exact counts (not K/M) and milliseconds, so the text output can be read off directly.
+var exactUnits: [BenchmarkMetric: BenchmarkUnits] { [
+    .mallocCountTotal: .count, .freeCountTotal: .count, mallocsMetric: .count, tracedMetric: .count, droppedMetric: .count,
+] }
 
 /// Setup/teardown that start and stop tracking (nil: tracking stays off).
 func trackingHooks(_ unwinder: Unwinder?) -> (setup: Benchmark.BenchmarkSetupHook, teardown: Benchmark.BenchmarkTeardownHook) {
@@ -53,10 +58,12 @@ let benchmarks: @Sendable () -> Void = {
             "M/\(mode.name)",
             configuration: .init(
                 metrics: timeMetrics + [mallocsMetric] + (tracked ? [tracedMetric, droppedMetric] : []),
+                timeUnits: .milliseconds,
+                units: exactUnits,
                 warmupIterations: 1,
                 scalingFactor: .one,
-                maxDuration: .seconds(tracked ? 8 : 3),
-                maxIterations: tracked ? 5 : 11
+                maxDuration: .seconds(tracked ? 10 : 3),
+                maxIterations: tracked ? 7 : 21
             ),
             closure: { benchmark in
                 let before = AllocationTracker.tracedMemory
@@ -79,10 +86,12 @@ let benchmarks: @Sendable () -> Void = {
             "W/\(mode.name)",
             configuration: .init(
                 metrics: timeMetrics + (tracked ? [tracedMetric, droppedMetric] : []),
+                timeUnits: .milliseconds,
+                units: exactUnits,
                 warmupIterations: 1,
                 scalingFactor: .one,
-                maxDuration: .seconds(tracked ? 8 : 3),
-                maxIterations: tracked ? 5 : 11
+                maxDuration: .seconds(tracked ? 10 : 3),
+                maxIterations: tracked ? 7 : 21
             ),
             closure: { benchmark in
                 let before = AllocationTracker.tracedMemory
@@ -103,6 +112,8 @@ let benchmarks: @Sendable () -> Void = {
             "MallocCount/\(mode.name)",
             configuration: .init(
                 metrics: [.mallocCountTotal, .freeCountTotal],
+                timeUnits: .milliseconds,
+                units: exactUnits,
                 warmupIterations: 1,
                 scalingFactor: .one,
                 maxDuration: .seconds(1),
@@ -110,6 +121,25 @@ let benchmarks: @Sendable () -> Void = {
             ),
             closure: { _ in
                 cw_malloc_free_n(1000, 64)
+            },
+            setup: hooks.setup,
+            teardown: hooks.teardown
+        )
+
+        // The same counters on a small W run (2 threads x 50 requests): the count should not depend on the mode.
+        Benchmark(
+            "MallocCountW/\(mode.name)",
+            configuration: .init(
+                metrics: [.mallocCountTotal, .freeCountTotal],
+                timeUnits: .milliseconds,
+                units: exactUnits,
+                warmupIterations: 1,
+                scalingFactor: .one,
+                maxDuration: .seconds(1),
+                maxIterations: 20
+            ),
+            closure: { _ in
+                blackHole(ServiceWorkload.run(requests: 50))
             },
             setup: hooks.setup,
             teardown: hooks.teardown

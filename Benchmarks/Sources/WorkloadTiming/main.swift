@@ -2,7 +2,9 @@
 // header to every block and an extra call to every malloc/free): times workloads M and W with tracking off,
 // .framePointers and .libunwind (maxFrames 32), with 1 and 2 threads, and prints wall and CPU time medians.
 //
-//     swift run -c release WorkloadTiming [repetitions]     (default 5)
+//     swift run -c release WorkloadTiming [repetitions [workload]]     (defaults: 5, both M and W)
+//
+// Prints a markdown table, then every sample (ms, in order) so drift across repetitions is visible.
 
 import AllocationTracking
 import Workloads
@@ -27,10 +29,12 @@ func median(_ values: [Double]) -> Double {
 let repetitions = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 5 : 5
 let modes: [(String, AllocationTracker.Configuration.Unwinder?)] = [("off", nil), ("framePointers", .framePointers),
                                                                     ("libunwind", .libunwind)]
+let only = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : nil
 let workloads: [(String, (Int) -> Int)] = [
     ("M", { MallocStorm.run(threads: $0) }),
     ("W", { ServiceWorkload.run(threads: $0) }),
-]
+].filter { only == nil || $0.0 == only }
+var samples: [String] = []
 
 print("| workload | threads | mode | wall p50 (ms) | CPU p50 (ms) | wall ratio vs off | CPU ratio vs off | traced allocations / run |")
 print("|---|---:|---|---:|---:|---:|---:|---:|")
@@ -56,8 +60,11 @@ for (name, workload) in workloads {
             if unwinder == nil { offWall = wall; offCPU = cpu }
             func f(_ x: Double) -> String { String(Int(x.rounded())) }
             func r(_ x: Double) -> String { String((x * 100).rounded() / 100) }
+            samples.append("\(name) \(threads) thread(s) \(modeName): wall \(walls.map(f)) CPU \(cpus.map(f))")
             print("| \(name) | \(threads) | \(modeName) | \(f(wall)) | \(f(cpu)) | \(r(wall / offWall)) | \(r(cpu / offCPU)) | \(traced) |")
         }
     }
 }
+print()
+for line in samples { print(line) }
 print("M mallocs per run (2 threads): \(MallocStorm.mallocCount()), (1 thread): \(MallocStorm.mallocCount(threads: 1))")
