@@ -214,7 +214,7 @@ extension UnsafeMutablePointer where Pointee == UInt32 {
 /// Inserts claim the first empty-or-tombstone slot on the probe path with a CAS; a block's address cannot be in
 /// the table twice (its previous life was removed before the real free), so reusing tombstones is safe. Removes
 /// probe until the key or an empty slot. The table is rebuilt (grown, shrunk, or purged of tombstones) under
-/// the writer side of `_QuiescenceGate` when more than 3/4 of its slots have been used, to twice the live count
+/// the writer side of the gate (`cat_gate_lock_writer`) when more than 3/4 of its slots have been used, to twice the live count
 /// — so it holds between 21 and 32 bytes per live block, and a small program pays for a small table.
 ///
 /// RUNS INSIDE MALLOC: nothing here allocates or locks (`@_noLocks`). Memory comes from the C side

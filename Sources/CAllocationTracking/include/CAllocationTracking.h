@@ -3,15 +3,18 @@
 // - The interposed malloc family (interposer.c). Linking this target into an executable replaces malloc, free,
 //   calloc, realloc, reallocarray, posix_memalign, aligned_alloc, memalign, valloc and pvalloc for the whole
 //   process; each forwards to the next definition found with dlsym(RTLD_NEXT) (libc, or a preloaded jemalloc /
-//   tcmalloc / another interposer), and never changes the block layout.
+//   tcmalloc / another interposer; reallocarray goes through realloc, as glibc's does), and never changes the
+//   block layout.
 // - The per-thread reentrancy guard (initial-exec TLS, so reading it never allocates).
 // - Stack capture (stack_capture.c): libunwind's unw_backtrace, loaded with dlopen(RTLD_LOCAL), or a
 //   frame-pointer walk bounded by the thread's stack.
-// - Atomics on plain memory for the Swift tables (this header, static inline).
+// - The memory under the tables and the quiescence gate that lets them be rebuilt, cleared and copied
+//   (table_memory.c): every system call the tables need, so the Swift side can be proven call-free.
+// - Atomics on plain memory for the C side (this header, static inline; Swift uses Synchronization.Atomic).
 //
-// The tables themselves live in Swift (module AllocationTracking). The interposer calls them through the
-// function pointers installed with cat_install_recorder(); they must not allocate, lock or touch lazily
-// initialised globals (see the Swift side's `@_noLocks` entry points).
+// The table logic lives in Swift (module AllocationTracking, _AllocationRecorder.swift). The interposer calls it
+// through the function pointers installed with cat_install_recorder(); those functions are `@_noLocks`: the
+// compiler proves they do not allocate, lock or touch metadata or lazily initialised globals.
 //
 // All symbols are prefixed `cat_` (CAllocationTracking); globals `g_cat_`, thread-locals `t_cat_`.
 #ifndef C_ALLOCATION_TRACKING_H
