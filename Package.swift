@@ -7,7 +7,7 @@ import PackageDescription
 // the per-thread reentrancy guard and stack capture. `AllocationTracking` (Swift) owns the lock-free tables
 // and the public API. Only `AllocationTracking` imports the C target.
 //
-// No `unsafeFlags`: packages depended on by URL cannot use them. Everything the C code needs (initial-exec
+// No unsafe compiler or linker flags: packages depended on by URL cannot use them. Everything the C code needs (initial-exec
 // TLS, frame pointers) is requested with attributes in the source.
 let package = Package(
     name: "swift-allocation-tracking",
