@@ -43,6 +43,26 @@ func trackingHooks(_ unwinder: Unwinder?) -> (setup: Benchmark.BenchmarkSetupHoo
     return (setup, teardown)
 }
 
+/// The timed workloads' configuration: tracked modes run fewer, longer iterations.
+func workloadConfiguration(_ metrics: [BenchmarkMetric], tracked: Bool) -> Benchmark.Configuration {
+    .init(
+        metrics: timeMetrics + metrics + (tracked ? [tracedMetric, droppedMetric] : []),
+        timeUnits: .milliseconds,
+        units: exactUnits,
+        warmupIterations: 1,
+        scalingFactor: .one,
+        maxDuration: .seconds(tracked ? 10 : 3),
+        maxIterations: tracked ? 7 : 21
+    )
+}
+
+/// Records the tracker's counters for one iteration (tracked modes only).
+func recordTracking(_ benchmark: Benchmark, from before: TracedMemory, to after: TracedMemory, tracked: Bool) {
+    guard tracked else { return }
+    benchmark.measurement(tracedMetric, after.totalAllocations - before.totalAllocations)
+    benchmark.measurement(droppedMetric, after.droppedAllocations - before.droppedAllocations)
+}
+
 let modes: [(name: String, unwinder: Unwinder?)] = [("off", nil), ("framePointers", .framePointers), ("libunwind", .libunwind)]
 
 let benchmarks: @Sendable () -> Void = {
@@ -56,15 +76,7 @@ let benchmarks: @Sendable () -> Void = {
         // M: malloc storm, 2 threads x 2,000,000 steps over 1024 slots each.
         Benchmark(
             "M/\(mode.name)",
-            configuration: .init(
-                metrics: timeMetrics + [mallocsMetric] + (tracked ? [tracedMetric, droppedMetric] : []),
-                timeUnits: .milliseconds,
-                units: exactUnits,
-                warmupIterations: 1,
-                scalingFactor: .one,
-                maxDuration: .seconds(tracked ? 10 : 3),
-                maxIterations: tracked ? 7 : 21
-            ),
+            configuration: workloadConfiguration([mallocsMetric], tracked: tracked),
             closure: { benchmark in
                 let before = AllocationTracker.tracedMemory
                 let mallocs = MallocStorm.run()
@@ -72,10 +84,7 @@ let benchmarks: @Sendable () -> Void = {
                 benchmark.stopMeasurement()
                 if mallocs != stormMallocs { benchmark.error("M made \(mallocs) mallocs, expected \(stormMallocs)") }
                 benchmark.measurement(mallocsMetric, mallocs)
-                if tracked {
-                    benchmark.measurement(tracedMetric, after.totalAllocations - before.totalAllocations)
-                    benchmark.measurement(droppedMetric, after.droppedAllocations - before.droppedAllocations)
-                }
+                recordTracking(benchmark, from: before, to: after, tracked: tracked)
             },
             setup: hooks.setup,
             teardown: hooks.teardown
@@ -84,24 +93,13 @@ let benchmarks: @Sendable () -> Void = {
         // W: service-like Swift code (JSON coding of nested Codable values, dictionaries, arrays, strings).
         Benchmark(
             "W/\(mode.name)",
-            configuration: .init(
-                metrics: timeMetrics + (tracked ? [tracedMetric, droppedMetric] : []),
-                timeUnits: .milliseconds,
-                units: exactUnits,
-                warmupIterations: 1,
-                scalingFactor: .one,
-                maxDuration: .seconds(tracked ? 10 : 3),
-                maxIterations: tracked ? 7 : 21
-            ),
+            configuration: workloadConfiguration([], tracked: tracked),
             closure: { benchmark in
                 let before = AllocationTracker.tracedMemory
                 blackHole(ServiceWorkload.run())
                 let after = AllocationTracker.tracedMemory
                 benchmark.stopMeasurement()
-                if tracked {
-                    benchmark.measurement(tracedMetric, after.totalAllocations - before.totalAllocations)
-                    benchmark.measurement(droppedMetric, after.droppedAllocations - before.droppedAllocations)
-                }
+                recordTracking(benchmark, from: before, to: after, tracked: tracked)
             },
             setup: hooks.setup,
             teardown: hooks.teardown
