@@ -113,10 +113,11 @@ public enum AllocationTracker {
         }
     }
 
-    /// Sets the peak to the current traced size.
+    /// Sets the peak to the current traced size (and the peak snapshot to what is live now).
     public static func resetPeak() {
         let state = _UnsafeTrackerState.process
         state.peak.atomicStore(state.current.atomicLoad())
+        state.peakEpoch.atomicAdd(1)
     }
 
     /// The traced memory counters; all zero while stopped.
@@ -136,13 +137,30 @@ public enum AllocationTracker {
         Int(truncatingIfNeeded: _UnsafeTrackerState.process.word(Int(CAT_W_MAPPED_BYTES)).atomicLoad())
     }
 
-    /// Takes a snapshot of the live traced blocks, one `Trace` per call stack. The copy is consistent: it is
-    /// made with allocation recording paused for the few microseconds it takes (other threads' mallocs wait).
+    /// Takes a snapshot of the live traced blocks, one `Trace` per call stack, with every frame symbolicated
+    /// (function, file:line, image; cached per address, so later snapshots pay only for new addresses).
     ///
+    /// - `at: .now` (the default): the blocks live now, like tracemalloc's `take_snapshot`.
+    /// - `at: .peak`: the blocks that were live when `tracedMemory.peak` was last set — who held the memory at
+    ///   the peak. Its `totalSize` equals the peak (exactly, for a single thread; see `_UnsafeTraceTable`).
+    ///
+    /// The counters are copied consistently: allocation recording is paused in other threads for the few
+    /// microseconds the copy takes. Symbolication happens afterwards, with recording running again.
+    ///
+    /// - Parameter symbolicate: false keeps bare addresses (`Frame(address:)`), for the cheapest snapshot.
     /// - Throws: `.notTracing` when tracking is stopped.
-    public static func takeSnapshot() throws -> Snapshot {
+    public static func takeSnapshot(at moment: Snapshot.Moment = .now, symbolicate: Bool = true) throws -> Snapshot {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
+        let (raw, configuration, memory) = try _copyTraces(at: moment)
+        var traces = raw.map { $0.trace() }
+        if symbolicate { traces = _symbolicated(traces) }
+        return Snapshot(traces: traces, tracebackLimit: configuration.maxFrames,
+                        droppedAllocations: memory.droppedAllocations, moment: moment, tracedMemory: memory)
+    }
+
+    /// Copies the live (or at-peak) trace entries under the gate. The calling thread is suspended.
+    static func _copyTraces(at moment: Snapshot.Moment) throws -> ([_RawTrace], Configuration, TracedMemory) {
         cat_api_lock()
         defer { cat_api_unlock() }
         guard isTracing, let configuration = _TrackerSession.configuration else {
@@ -155,11 +173,11 @@ public enum AllocationTracker {
         var buffer = UnsafeMutablePointer<_RawTrace>.allocate(capacity: capacity)
         defer { buffer.deallocate() }
         var copied = 0
-        var dropped: UInt64 = 0
+        var memory = TracedMemory()
         while true {
             let complete = _withGateWriter { () -> Bool in
-                copied = _RawTrace.copyLive(state, into: buffer, capacity: capacity)
-                dropped = state.shardSum(Int(CAT_S_DROPPED))
+                copied = _RawTrace.copyLive(state, into: buffer, capacity: capacity, atPeak: moment == .peak)
+                memory = tracedMemory
                 return copied <= capacity
             }
             if complete { break }
@@ -167,11 +185,30 @@ public enum AllocationTracker {
             capacity = copied + 256
             buffer = UnsafeMutablePointer<_RawTrace>.allocate(capacity: capacity)
         }
-        let raw = UnsafeBufferPointer(start: buffer, count: copied)
-        // Frames are immutable once published and stay mapped while the API lock is held.
-        let traces = raw.map { $0.trace() }
-        return Snapshot(traces: traces, tracebackLimit: configuration.maxFrames,
-                        droppedAllocations: Int(truncatingIfNeeded: dropped))
+        // Frames are immutable once published and stay mapped while the API lock is held: copy them out here.
+        let raw = Array(UnsafeBufferPointer(start: buffer, count: copied)).map { $0.withFramesCopied() }
+        return (raw, configuration, memory)
+    }
+
+    /// Addresses in the symbol cache (for tests and benchmarks).
+    package static var _symbolCacheCount: Int { _Symbolicator.shared.cachedAddressCount }
+    /// Empties the symbol cache (for benchmarks of the cold path).
+    package static func _removeCachedSymbols() { _Symbolicator.shared.removeAll() }
+
+    /// Replaces every captured address by its symbolicated frames (inlined frames expanded).
+    static func _symbolicated(_ traces: [Trace]) -> [Trace] {
+        var addresses = Set<UInt>()
+        for trace in traces { for frame in trace.traceback.frames { addresses.insert(frame.address) } }
+        let resolved = _Symbolicator.shared.frames(for: addresses)
+        return traces.map { trace in
+            var frames: [Frame] = []
+            frames.reserveCapacity(trace.traceback.frames.count)
+            for frame in trace.traceback.frames {
+                if let expanded = resolved[frame.address] { frames.append(contentsOf: expanded) } else { frames.append(frame) }
+            }
+            return Trace(traceback: Traceback(frames: frames, totalFrames: trace.traceback.totalFrames),
+                         size: trace.size, count: trace.count)
+        }
     }
 
     /// The call stack that allocated the live tracked block at `pointer`, or nil when the block is not traced
@@ -189,7 +226,8 @@ public enum AllocationTracker {
         let entry = value == 0 ? nil : _UnsafeTraceTable.entry(state, _UnsafePointerTable.traceID(of: value))
         cat_gate_exit(shard)
         guard let entry else { return nil }
-        return _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).trace().traceback
+        let raw = _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).withFramesCopied()
+        return _symbolicated([raw.trace()])[0].traceback
     }
 }
 
@@ -199,22 +237,24 @@ struct _RawTrace {
     var shape: UInt64  // frame count | total frames << 32
     var liveBlocks: UInt64
     var liveBytes: UInt64
+    var copiedFrames: [UInt] = []
 
     /// Copies the live traces into `buffer` (at most `capacity`); returns how many there are (more than
     /// `capacity` when the buffer was too small). Writer side held: plain loads and stores only.
     static func copyLive(_ state: _UnsafeTrackerState, into buffer: UnsafeMutablePointer<_RawTrace>,
-                         capacity: Int) -> Int {
+                         capacity: Int, atPeak: Bool) -> Int {
         let count = state.traceCount.atomicLoad()
         var live = 0
         var id: UInt64 = 0
         while id < count {
             if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoad() == 1 {
-                let blocks = _UnsafeTraceTable.liveBlocks(entry).atomicLoad()
+                let (bytes, blocks) = atPeak ? _UnsafeTraceTable.valuesAtPeak(state, entry)
+                    : (_UnsafeTraceTable.liveBytes(entry).atomicLoad(), _UnsafeTraceTable.liveBlocks(entry).atomicLoad())
                 if blocks != 0 {
                     if live < capacity {
+                        // Plain stores only: `copiedFrames` is an empty array (no allocation, no retain).
                         (buffer + live).initialize(to: _RawTrace(
-                            frames: UInt(entry[1]), shape: entry[2], liveBlocks: blocks,
-                            liveBytes: _UnsafeTraceTable.liveBytes(entry).atomicLoad()))
+                            frames: UInt(entry[1]), shape: entry[2], liveBlocks: blocks, liveBytes: bytes))
                     }
                     live += 1
                 }
@@ -224,15 +264,19 @@ struct _RawTrace {
         return live
     }
 
-    func trace() -> Trace {
+    /// Copies the frames out of the tracker's arena (API lock held: the arena stays mapped).
+    func withFramesCopied() -> _RawTrace {
+        var copy = self
         let count = Int(truncatingIfNeeded: shape & 0xFFFF_FFFF)
-        let total = Int(truncatingIfNeeded: shape >> 32)
-        var list: [Frame] = []
-        list.reserveCapacity(count)
         if count > 0, let words = UnsafePointer<UInt64>(bitPattern: frames) {
-            for i in 0..<count { list.append(Frame(address: UInt(words[i]))) }
+            copy.copiedFrames = (0..<count).map { UInt(words[$0]) }
         }
-        return Trace(traceback: Traceback(frames: list, totalFrames: total),
+        return copy
+    }
+
+    func trace() -> Trace {
+        let total = Int(truncatingIfNeeded: shape >> 32)
+        return Trace(traceback: Traceback(frames: copiedFrames.map { Frame(address: $0) }, totalFrames: total),
                      size: Int(truncatingIfNeeded: liveBytes), count: Int(truncatingIfNeeded: liveBlocks))
     }
 }

@@ -10,6 +10,10 @@ public struct AllocationTrackingError: Error, Hashable, Sendable, CustomStringCo
         public static let unwinderUnavailable = Code(name: "unwinderUnavailable")
         /// The operation needs tracking to be on (`takeSnapshot` while stopped).
         public static let notTracing = Code(name: "notTracing")
+        /// An argument is not valid for the call (cumulative statistics by traceback, say).
+        public static let invalidArgument = Code(name: "invalidArgument")
+        /// A saved snapshot cannot be read: truncated, corrupt, too large, or of an unknown format version.
+        public static let invalidSnapshotFile = Code(name: "invalidSnapshotFile")
         public var description: String { name }
     }
 

@@ -55,6 +55,7 @@ enum _AllocationRecorder {
     @inline(__always)
     static func addLive(_ state: _UnsafeTrackerState, entry: UnsafeMutablePointer<UInt64>, shard: Int, bytes: UInt64,
                         isNewAllocation: Bool) {
+        _UnsafeTraceTable.rebasePeak(state, entry)
         _UnsafeTraceTable.liveBlocks(entry).atomicAdd(1)
         _UnsafeTraceTable.liveBytes(entry).atomicAdd(bytes)
         state.shard(shard, Int(CAT_S_LIVE_BLOCKS)).atomicAdd(1)
@@ -68,7 +69,15 @@ enum _AllocationRecorder {
         let peakWord = state.peak
         var peak = peakWord.atomicLoad()
         while current > peak {  // tracemalloc: the peak only rises when a block is added
-            if peakWord.atomicCompareExchange(expected: &peak, desired: current) { break }
+            if peakWord.atomicCompareExchange(expected: &peak, desired: current) {
+                // This block set the peak: the peak is "now". Other sites rebase lazily to the new epoch when
+                // next touched; this one records its values at the peak directly.
+                let epoch = state.peakEpoch.atomicAdd(1) &+ 1
+                _UnsafeTraceTable.peakBytes(entry).atomicStore(_UnsafeTraceTable.liveBytes(entry).atomicLoad())
+                _UnsafeTraceTable.peakBlocks(entry).atomicStore(_UnsafeTraceTable.liveBlocks(entry).atomicLoad())
+                _UnsafeTraceTable.peakEpoch(entry).atomicStoreRelease(epoch)
+                break
+            }
         }
     }
 
@@ -82,6 +91,7 @@ enum _AllocationRecorder {
             return 0
         }
         let bytes = _UnsafePointerTable.size(of: value)
+        _UnsafeTraceTable.rebasePeak(state, entry)
         _UnsafeTraceTable.liveBlocks(entry).atomicSubtract(1)
         _UnsafeTraceTable.liveBytes(entry).atomicSubtract(bytes)
         state.shard(Int(shard), Int(CAT_S_LIVE_BLOCKS)).atomicSubtract(1)
@@ -136,6 +146,7 @@ struct _UnsafeTrackerState {
 
     @inline(__always) var current: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_CURRENT)) }
     @inline(__always) var peak: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_PEAK)) }
+    @inline(__always) var peakEpoch: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_PEAK_EPOCH)) }
     @inline(__always) var ready: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_READY)) }
     @inline(__always) var requests: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_REQUESTS)) }
     @inline(__always) var traceCount: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_TRACE_COUNT)) }
@@ -373,10 +384,18 @@ enum _UnsafePointerTable {
 
 /// Interned call stacks ("traces") and their per-site counters.
 ///
-/// - Entries are 64 bytes, in chunks of 4096 (`CAT_W_TRACE_CHUNKS`), so they never move: a trace's id is its
-///   position, and a pointer-table value names it until clear/stop. Entry words: 0 hash, 1 frames (arena
-///   pointer), 2 frame count | total frames << 32, 3 live blocks, 4 live bytes, 5 total blocks, 6 total bytes,
-///   7 published (1 once the entry is in the index).
+/// - Entries are 128 bytes (two cache lines), in chunks of 4096 (`CAT_W_TRACE_CHUNKS`), so they never move: a
+///   trace's id is its position, and a pointer-table value names it until clear/stop. Entry words: 0 hash,
+///   1 frames (arena pointer), 2 frame count | total frames << 32, 3 live blocks, 4 live bytes, 5 total blocks,
+///   6 total bytes, 7 published (1 once the entry is in the index), 8 peak epoch, 9 live bytes at the peak,
+///   10 live blocks at the peak, 11-15 reserved (zero).
+/// - Who held the memory at the peak, in O(1) per event: whenever the global peak rises, `CAT_W_PEAK_EPOCH` is
+///   bumped. Before a site's live counters change, the site checks its epoch; if the peak has moved since, its
+///   live values *before* this change are its values at that peak (it was not touched since), so they are copied
+///   into words 9-10 and the epoch updated (`rebasePeak`). At snapshot time a site whose epoch is current holds
+///   its peak values in 9-10; any other site has not changed since the peak, so its live values are the peak
+///   values. Exact for a single thread; with several threads, an operation in flight while another thread sets
+///   the peak may land on either side of it.
 /// - Frames (raw return addresses, symbolicated later, outside malloc) live in an append-only arena of 256 KiB
 ///   chunks, bump-allocated with a CAS on a cursor.
 /// - The index is an open-addressed array of 32-bit entry ids (+1; 0 empty), inserted into with a CAS and
@@ -406,6 +425,33 @@ enum _UnsafeTraceTable {
     @inline(__always) static func totalBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 5 }
     @inline(__always) static func totalBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 6 }
     @inline(__always) static func published(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 7 }
+    @inline(__always) static func peakEpoch(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 8 }
+    @inline(__always) static func peakBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 9 }
+    @inline(__always) static func peakBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 10 }
+
+    /// Saves the site's live counters as its values at the peak if the peak moved since the site last changed.
+    /// Call before changing the live counters.
+    @_noLocks
+    @inline(__always)
+    static func rebasePeak(_ state: _UnsafeTrackerState, _ entry: UnsafeMutablePointer<UInt64>) {
+        let epoch = state.peakEpoch.atomicLoad()
+        let seen = peakEpoch(entry).atomicLoad()
+        if seen != epoch {
+            peakBytes(entry).atomicStore(liveBytes(entry).atomicLoad())
+            peakBlocks(entry).atomicStore(liveBlocks(entry).atomicLoad())
+            var expected = seen
+            _ = peakEpoch(entry).atomicCompareExchange(expected: &expected, desired: epoch)
+        }
+    }
+
+    /// The site's (bytes, blocks) at the last peak. Writer side held.
+    @_noLocks
+    static func valuesAtPeak(_ state: _UnsafeTrackerState, _ entry: UnsafeMutablePointer<UInt64>) -> (UInt64, UInt64) {
+        if peakEpoch(entry).atomicLoad() == state.peakEpoch.atomicLoad() {
+            return (peakBytes(entry).atomicLoad(), peakBlocks(entry).atomicLoad())
+        }
+        return (liveBytes(entry).atomicLoad(), liveBlocks(entry).atomicLoad())
+    }
 
     @_noLocks
     @inline(__always)

@@ -9,6 +9,8 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <link.h>
+#include <stddef.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -206,4 +208,21 @@ void cat_service_requests(void) {
         }
         cat_gate_unlock_writer();
     }
+}
+
+// MARK: - Loader
+
+static int cat_count_loads(struct dl_phdr_info *info, size_t size, void *context) {
+    uint64_t *counts = context;
+    if (size < offsetof(struct dl_phdr_info, dlpi_subs) + sizeof(info->dlpi_subs)) return 1;
+    counts[0] = info->dlpi_adds;
+    counts[1] = info->dlpi_subs;
+    return 1;  // the totals are the same in every entry
+}
+
+void cat_loader_counts(uint64_t *loads, uint64_t *unloads) {
+    uint64_t counts[2] = {0, 0};
+    dl_iterate_phdr(cat_count_loads, counts);
+    *loads = counts[0];
+    *unloads = counts[1];
 }

@@ -113,3 +113,9 @@ int ats_errno_after_free(void *ptr, int value) {
 
 void *ats_memalign(size_t alignment, size_t size) { return memalign(alignment, size); }
 size_t ats_usable_size(void *block) { return malloc_usable_size(block); }
+
+// Allocation from a known C line, for the attribution tests: *line receives the line of the malloc call.
+ATS_SECTION void *ats_malloc_attributed(size_t size, int *line) {
+    *line = __LINE__ + 1;
+    ATS_RETURN(malloc(size));
+}

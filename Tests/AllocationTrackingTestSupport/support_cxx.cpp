@@ -8,3 +8,12 @@ extern "C" __attribute__((section("ats_alloc_text"), noinline, used)) void *ats_
 }
 
 extern "C" void ats_cxx_delete(void *block) { delete[] static_cast<char *>(block); }
+
+// operator new from a known C++ line, for the attribution tests: *line receives the line of the new expression.
+extern "C" __attribute__((section("ats_alloc_text"), noinline, used)) void *ats_cxx_new_attributed(std::size_t size,
+                                                                                                   int *line) {
+    *line = __LINE__ + 1;
+    char *block = new char[size];
+    __asm__ __volatile__("" : : "r"(block) : "memory");
+    return block;
+}

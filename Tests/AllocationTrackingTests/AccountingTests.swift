@@ -16,9 +16,9 @@ extension TrackerTests {
             try withTracking(.init(maxFrames: 32, unwinder: unwinder)) {
                 let count = 25, size = 777
                 var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: count)
-                let before = AllocationTracker.tracedMemory
                 let baseline = helperTotals(try AllocationTracker.takeSnapshot())
                 #expect(baseline.count == 0)
+                let before = AllocationTracker.tracedMemory
                 #expect(ats_allocate(function, count, size, &blocks) == Int32(count))
                 let during = AllocationTracker.tracedMemory
                 let snapshot = try AllocationTracker.takeSnapshot()

@@ -84,6 +84,7 @@ enum {
     CAT_W_GATE_WRITER = 512,
     CAT_W_CURRENT = 520,   // traced bytes now
     CAT_W_PEAK = 521,
+    CAT_W_PEAK_EPOCH = 522, // bumped each time the peak is set: trace entries rebase their peak counters lazily
     CAT_W_POINTER_BASE = 528,
     CAT_W_POINTER_CAPACITY = 529,
     CAT_W_INDEX_BASE = 530,
@@ -101,8 +102,8 @@ enum {
     CAT_STATE_WORDS = 5760,
 
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
-    CAT_TRACE_ENTRY_WORDS = 8,
-    CAT_TRACE_CHUNK_BYTES = 4096 * 64,
+    CAT_TRACE_ENTRY_WORDS = 16,  // layout: _UnsafeTraceTable in _AllocationRecorder.swift
+    CAT_TRACE_CHUNK_BYTES = 4096 * 128,
     CAT_ARENA_CHUNK_WORDS = 32768,  // 256 KiB (1024 chunks: 256 MiB of frames at most)
 };
 
@@ -169,6 +170,11 @@ void cat_api_lock(void);
 void cat_api_unlock(void);
 /// Writes `length` bytes to stderr with write(2) (no stdio, no allocation).
 void cat_write_stderr(const char *text, size_t length);
+
+/// The dynamic loader's running totals of objects loaded and unloaded (glibc's dlpi_adds / dlpi_subs), so the
+/// symbolicator knows when its image map is stale. Outside the allocation path (dl_iterate_phdr takes the
+/// loader's lock).
+void cat_loader_counts(uint64_t *loads, uint64_t *unloads);
 
 // MARK: - Availability
 

@@ -31,4 +31,7 @@ void *ats_memalign(size_t alignment, size_t size);
 size_t ats_usable_size(void *block);
 /// malloc from a C++ translation unit with operator new[].
 void *ats_cxx_new(size_t size);
+/// malloc / operator new[] from a known source line (written to *line), for the attribution tests.
+void *ats_malloc_attributed(size_t size, int *line);
+void *ats_cxx_new_attributed(size_t size, int *line);
 void ats_cxx_delete(void *block);

@@ -1,0 +1,31 @@
+/// A byte count the way tracemalloc prints it: `66 B`, `1023 B`, `10239 B`, `10.0 KiB`, `100 KiB`, `1.5 MiB`.
+///
+/// Python's `_format_size`: walk the units B, KiB, MiB, GiB, TiB; past B, a value under 100 gets one decimal;
+/// a value under 10 240 (or any value in TiB) gets none; otherwise divide by 1024 and try the next unit.
+/// `sign` prints `+` for zero and positive values (diffs). Rounding is printf's: half to even.
+func _formatSize(_ size: Double, sign: Bool = false) -> String {
+    var value = size
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if abs(value) < 100 && unit != "B" { return _fixed(value, decimals: 1, sign: sign) + " " + unit }
+        if abs(value) < 10 * 1024 || unit == "TiB" { return _fixed(value, decimals: 0, sign: sign) + " " + unit }
+        value /= 1024
+    }
+    fatalError("unreachable")
+}
+
+func _formatSize(_ size: Int, sign: Bool = false) -> String { _formatSize(Double(size), sign: sign) }
+
+/// `%.Nf` / `%+.Nf` for N = 0 or 1, with round-half-to-even on the scaled value, as glibc's printf does for
+/// exactly representable halves.
+func _fixed(_ value: Double, decimals: Int, sign: Bool) -> String {
+    let scale = decimals == 1 ? 10.0 : 1.0
+    let scaled = (abs(value) * scale).rounded(.toNearestOrEven)
+    let negative = value.sign == .minus  // printf prints "-0.0" for a small negative value, as Python does
+    var digits = String(UInt64(scaled))
+    if decimals == 1 {
+        if digits.count < 2 { digits = String(repeating: "0", count: 2 - digits.count) + digits }
+        digits.insert(".", at: digits.index(before: digits.endIndex))
+    }
+    if negative { return "-" + digits }
+    return sign ? "+" + digits : digits
+}

@@ -1,0 +1,196 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// Saving and loading snapshots: a documented, versioned JSON format holding the symbols, so a snapshot taken in
+// production can be read, filtered and diffed anywhere.
+//
+// Format version 1 (one JSON object; unknown keys are ignored, so later minor additions stay readable):
+//
+//     {
+//       "format": "swift-allocation-tracking-snapshot",
+//       "version": 1,
+//       "moment": "now" | "peak",
+//       "timestamp": 1795000000.25,                 // seconds since 1970
+//       "processID": 4242, "executable": "MyService", // executable may be absent
+//       "tracebackLimit": 32,
+//       "droppedAllocations": 0,
+//       "tracedMemory": { "current": …, "peak": …, "liveBlocks": …, "totalAllocations": …,
+//                         "totalAllocatedBytes": …, "droppedAllocations": … },   // may be absent
+//       "frames": [ { "address": 94000000000, "function": "Cache.insert(_:for:)",
+//                     "mangledName": "$s…", "file": "/src/Sources/App/Cache.swift", "line": 42,
+//                     "image": "MyService", "imageOffset": 4096, "isInlined": false }, … ],
+//       "traces": [ { "size": 10240, "count": 10, "totalFrames": 14, "frames": [0, 3, 7] }, … ]
+//     }
+//
+// Frames are stored once and referenced by index from each trace, most recent first. Every frame field but
+// `address`, `line` and `isInlined` may be absent.
+
+extension Snapshot {
+    /// The format version `write(to:)` produces and `init(contentsOf:)` reads.
+    public static let fileFormatVersion = 1
+    static let fileFormatName = "swift-allocation-tracking-snapshot"
+    /// Files larger than this are refused by `init(contentsOf:)` unless a larger limit is given.
+    public static let defaultMaximumFileSize = 1 << 30
+
+    /// Writes the snapshot as JSON (format version 1, see above), atomically (a temporary file renamed into
+    /// place).
+    public func write(to url: URL) throws {
+        try jsonData().write(to: url, options: .atomic)
+    }
+
+    /// The snapshot as JSON (format version 1).
+    public func jsonData() throws -> Data {
+        var frameIndex: [Frame: Int] = [:]
+        var frames: [Frame] = []
+        let files = traces.map { trace in
+            _TraceFile(size: trace.size, count: trace.count, totalFrames: trace.traceback.totalFrames,
+                       frames: trace.traceback.frames.map { frame in
+                           if let i = frameIndex[frame] { return i }
+                           frames.append(frame)
+                           frameIndex[frame] = frames.count - 1
+                           return frames.count - 1
+                       })
+        }
+        let file = _SnapshotFile(
+            format: Self.fileFormatName, version: Self.fileFormatVersion, moment: moment, timestamp: timestamp,
+            processID: processID, executable: executable, tracebackLimit: tracebackLimit,
+            droppedAllocations: droppedAllocations, tracedMemory: tracedMemory.map(_TracedMemoryFile.init),
+            frames: frames, traces: files)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(file)
+    }
+
+    /// Reads a snapshot written by `write(to:)`.
+    ///
+    /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is larger than `maximumSize` bytes, is not
+    ///   JSON of this format (truncated, corrupt), has another format version, or is inconsistent (negative
+    ///   sizes, frame indices out of range). Never crashes on hostile input; memory use is bounded by
+    ///   `maximumSize`.
+    public init(contentsOf url: URL, maximumSize: Int = Snapshot.defaultMaximumFileSize) throws {
+        var info = stat()
+        guard stat(url.path, &info) == 0 else {
+            throw AllocationTrackingError(.invalidSnapshotFile,
+                                          "cannot read \(url.path): \(String(cString: strerror(errno)))")
+        }
+        guard Int(info.st_size) <= maximumSize else {
+            throw AllocationTrackingError(.invalidSnapshotFile,
+                                          "\(url.path) is \(info.st_size) bytes, more than the limit of \(maximumSize)")
+        }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw AllocationTrackingError(.invalidSnapshotFile, "cannot read \(url.path): \(error)")
+        }
+        try self.init(jsonData: data, maximumSize: maximumSize, source: url.path)
+    }
+
+    /// Reads a snapshot from JSON produced by `jsonData()`; see `init(contentsOf:)`.
+    public init(jsonData data: Data, maximumSize: Int = Snapshot.defaultMaximumFileSize,
+                source: String = "snapshot data") throws {
+        func invalid(_ why: String) -> AllocationTrackingError {
+            AllocationTrackingError(.invalidSnapshotFile, "\(source) is not a readable snapshot: \(why)")
+        }
+        guard data.count <= maximumSize else { throw invalid("\(data.count) bytes, more than the limit of \(maximumSize)") }
+        // Check the header first, so a file of another version gets a clear message rather than a field error.
+        let header: _SnapshotHeader
+        do { header = try JSONDecoder().decode(_SnapshotHeader.self, from: data) } catch {
+            throw invalid(data.isEmpty ? "the file is empty" : "not JSON of this format (truncated or corrupt?): \(_decodingSummary(error))")
+        }
+        guard header.format == Self.fileFormatName else { throw invalid("format is '\(header.format)', not '\(Self.fileFormatName)'") }
+        guard header.version == Self.fileFormatVersion else {
+            throw invalid("format version \(header.version); this library reads version \(Self.fileFormatVersion)")
+        }
+        let file: _SnapshotFile
+        do { file = try JSONDecoder().decode(_SnapshotFile.self, from: data) } catch {
+            throw invalid(_decodingSummary(error))
+        }
+        guard file.tracebackLimit >= 0, file.droppedAllocations >= 0 else { throw invalid("negative counters") }
+        var traces: [Trace] = []
+        traces.reserveCapacity(file.traces.count)
+        for (n, trace) in file.traces.enumerated() {
+            guard trace.size >= 0, trace.count >= 0, trace.totalFrames >= 0 else {
+                throw invalid("trace \(n) has a negative size, count or depth")
+            }
+            var frames: [Frame] = []
+            frames.reserveCapacity(trace.frames.count)
+            for index in trace.frames {
+                guard file.frames.indices.contains(index) else {
+                    throw invalid("trace \(n) refers to frame \(index); there are \(file.frames.count)")
+                }
+                frames.append(file.frames[index])
+            }
+            traces.append(Trace(traceback: Traceback(frames: frames, totalFrames: trace.totalFrames),
+                                size: trace.size, count: trace.count))
+        }
+        self.init(traces: traces, tracebackLimit: file.tracebackLimit, droppedAllocations: file.droppedAllocations,
+                  moment: file.moment, tracedMemory: file.tracedMemory.map(\.value), timestamp: file.timestamp,
+                  processID: file.processID, executable: file.executable)
+    }
+}
+
+private func _decodingSummary(_ error: Error) -> String {
+    switch error {
+    case DecodingError.dataCorrupted(let context): return context.debugDescription + _path(context.codingPath)
+    case DecodingError.keyNotFound(let key, let context): return "missing '\(key.stringValue)'" + _path(context.codingPath)
+    case DecodingError.typeMismatch(_, let context): return context.debugDescription + _path(context.codingPath)
+    case DecodingError.valueNotFound(_, let context): return context.debugDescription + _path(context.codingPath)
+    default: return "\(error)"
+    }
+}
+
+private func _path(_ path: [any CodingKey]) -> String {
+    path.isEmpty ? "" : " at " + path.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+}
+
+private struct _SnapshotHeader: Decodable {
+    var format: String
+    var version: Int
+}
+
+private struct _SnapshotFile: Codable {
+    var format: String
+    var version: Int
+    var moment: Snapshot.Moment
+    var timestamp: Double
+    var processID: Int
+    var executable: String?
+    var tracebackLimit: Int
+    var droppedAllocations: Int
+    var tracedMemory: _TracedMemoryFile?
+    var frames: [Frame]
+    var traces: [_TraceFile]
+}
+
+private struct _TraceFile: Codable {
+    var size: Int
+    var count: Int
+    var totalFrames: Int
+    var frames: [Int]
+}
+
+private struct _TracedMemoryFile: Codable {
+    var current: Int
+    var peak: Int
+    var liveBlocks: Int
+    var totalAllocations: Int
+    var totalAllocatedBytes: Int
+    var droppedAllocations: Int
+
+    init(_ m: TracedMemory) {
+        (current, peak, liveBlocks) = (m.current, m.peak, m.liveBlocks)
+        (totalAllocations, totalAllocatedBytes, droppedAllocations) = (m.totalAllocations, m.totalAllocatedBytes, m.droppedAllocations)
+    }
+
+    var value: TracedMemory {
+        TracedMemory(current: current, peak: peak, liveBlocks: liveBlocks, totalAllocations: totalAllocations,
+                     totalAllocatedBytes: totalAllocatedBytes, droppedAllocations: droppedAllocations)
+    }
+}

@@ -1,0 +1,163 @@
+import AllocationTracking
+import AllocationTrackingTestSupport
+import Foundation
+import Testing
+
+/// Objects whose allocation the attribution tests look for.
+final class AttributionBox {
+    var values: [Int]
+    init(_ n: Int) { values = [n] }
+}
+
+struct AttributionModel: Codable {
+    var name: String
+    var tags: [String]
+}
+
+extension TrackerTests {
+    /// Each kind of Swift allocation lands on the line of this file that made it, not on `malloc`,
+    /// `swift_slowAlloc` or the standard library — in debug and release builds.
+    @Suite struct AttributionToLines {
+        /// What a test keeps alive until the snapshot.
+        final class Keeper: @unchecked Sendable { var objects: [Any] = [] }
+
+        /// The `.line` statistic of this file at `line`, if any.
+        static func statistic(_ stats: [Statistic], line: Int, file: String = #filePath) -> Statistic? {
+            let name = URL(fileURLWithPath: file).lastPathComponent
+            return stats.first {
+                $0.traceback.frames[0].line == line && ($0.traceback.frames[0].file ?? "").hasSuffix(name)
+            }
+        }
+
+        static func lines(_ stats: [Statistic]) -> String {
+            stats.prefix(15).map(\.description).joined(separator: "\n")
+        }
+
+        /// libunwind only: the frame-pointer walk stops inside libswiftCore and libc, which are built without
+        /// frame pointers (see the README's unwinder table).
+        @Test func swiftAllocationsAreAttributedToTheirLine() throws {
+            let unwinder = AllocationTracker.Configuration.Unwinder.libunwind
+            let keep = Keeper()
+            var expected: [(String, Int)] = []
+            let snapshot = try withTracking(.init(maxFrames: 64, unwinder: unwinder)) { () throws -> Snapshot in
+                expected.append(("class instance", #line)); keep.objects.append(AttributionBox(1))
+
+                var array: [Int] = []
+                expected.append(("array growth", #line)); for i in 0..<5000 { array.append(i) }
+                keep.objects.append(array)
+
+                let count = keep.objects.count
+                expected.append(("string building", #line)); let text = String(repeating: "abc", count: 200) + "\(count)"
+                keep.objects.append(text)
+
+                var dictionary: [Int: Int] = [:]
+                expected.append(("dictionary insert", #line)); for i in 0..<500 { dictionary[i] = i }
+                keep.objects.append(dictionary)
+
+                let captured = keep.objects.count
+                expected.append(("escaping closure", #line)); let closure: () -> Int = { captured * 2 + count }
+                keep.objects.append(closure)
+
+                let model = AttributionModel(name: "n", tags: (0..<50).map { "tag\($0)" })
+                expected.append(("Foundation JSONEncoder", #line)); let data = try JSONEncoder().encode(model)
+                keep.objects.append(data)
+
+                return try AllocationTracker.takeSnapshot()
+            }
+            let stats = try snapshot.statistics(groupedBy: .line)
+            for (kind, line) in expected {
+                #expect(Self.statistic(stats, line: line) != nil,
+                        "\(kind) (line \(line)) not attributed to its line; top statistics:\n\(Self.lines(stats))")
+            }
+            withExtendedLifetime(keep) {}
+        }
+
+        @Test(arguments: allUnwinders)
+        func cAndCxxAllocationsAreAttributedToTheCLine(unwinder: AllocationTracker.Configuration.Unwinder) throws {
+            var cLine: Int32 = 0, cxxLine: Int32 = 0
+            var blocks: [UnsafeMutableRawPointer?] = []
+            let snapshot = try withTracking(.init(maxFrames: 64, unwinder: unwinder)) { () throws -> Snapshot in
+                blocks.append(ats_malloc_attributed(777, &cLine))
+                blocks.append(ats_cxx_new_attributed(555, &cxxLine))
+                return try AllocationTracker.takeSnapshot()
+            }
+            defer {
+                free(blocks[0])
+                ats_cxx_delete(blocks[1]!)
+            }
+            let stats = try snapshot.statistics(groupedBy: .line)
+            let c = stats.first { $0.traceback.frames[0].line == Int(cLine) && ($0.traceback.frames[0].file ?? "").hasSuffix("support.c") }
+            let cxx = stats.first { $0.traceback.frames[0].line == Int(cxxLine) && ($0.traceback.frames[0].file ?? "").hasSuffix("support_cxx.cpp") }
+            #expect(c?.size == 777 && c?.count == 1, "C malloc not at support.c:\(cLine):\n\(Self.lines(stats))")
+            // The frame-pointer walk cannot see the C++ caller: operator new (libstdc++) keeps no frame pointer,
+            // so the walk continues from the caller's caller (README: unwinders).
+            if unwinder == .libunwind {
+                #expect(cxx?.size == 555 && cxx?.count == 1, "C++ new not at support_cxx.cpp:\(cxxLine):\n\(Self.lines(stats))")
+            }
+
+            // The functions are named: C as is, C++ demangled.
+            let functions = try snapshot.statistics(groupedBy: .function)
+            #expect(functions.contains { $0.traceback.frames[0].function == "ats_malloc_attributed" && $0.size == 777 })
+            if unwinder == .libunwind {
+                #expect(functions.contains { ($0.traceback.frames[0].function ?? "").hasPrefix("ats_cxx_new_attributed") && $0.size == 555 })
+            }
+        }
+
+        @Test func framesCarryFunctionFileLineAndImage() throws {
+            var line: Int32 = 0
+            var block: UnsafeMutableRawPointer?
+            let snapshot = try withTracking(.init(unwinder: .libunwind)) { () throws -> Snapshot in
+                block = ats_malloc_attributed(4321, &line)
+                return try AllocationTracker.takeSnapshot()
+            }
+            defer { free(block) }
+            let trace = try #require(snapshot.traces.first { $0.size == 4321 && helperText.contains($0.traceback.frames.first { $0.function == "ats_malloc_attributed" }?.address ?? 0) })
+            let frame = try #require(trace.traceback.frames.first { $0.function == "ats_malloc_attributed" })
+            #expect(frame.file?.hasSuffix("support.c") == true)
+            #expect(frame.line == Int(line))
+            #expect(frame.mangledName == "ats_malloc_attributed")
+            #expect(frame.image != nil && frame.imageOffset != nil)
+            // The caller: this test, a Swift function, demangled, with its file.
+            let caller = trace.traceback.frames.first { ($0.file ?? "").hasSuffix("AttributionTests.swift") }
+            #expect(caller?.function?.contains("framesCarryFunctionFileLineAndImage") == true,
+                    "\(trace.traceback.format().joined(separator: "\n"))")
+            #expect(caller?.mangledName?.hasPrefix("$s") == true)
+            // Where the allocation is made (the most recent frame) is the allocator, a system frame.
+            #expect(AllocationTracking.Attribution.default.isSystem(trace.traceback.frames[0]) || trace.traceback.frames[0].function == "ats_malloc_attributed")
+            #expect(trace.traceback.attributionFrame()?.function == "ats_malloc_attributed")
+        }
+
+        @Test func theSystemSetIsConfigurable() throws {
+            var line: Int32 = 0
+            var block: UnsafeMutableRawPointer?
+            let snapshot = try withTracking(.init(unwinder: .libunwind)) { () throws -> Snapshot in
+                block = ats_malloc_attributed(9876, &line)
+                return try AllocationTracker.takeSnapshot()
+            }
+            defer { free(block) }
+            // Treat the C helper's function as system code: the memory moves to its Swift caller in this file.
+            var attribution = AllocationTracking.Attribution.default
+            attribution.systemFunctions.append("ats_*")
+            let stats = try snapshot.statistics(groupedBy: .line, attribution: attribution)
+            let stat = try #require(stats.first { $0.size == 9876 })
+            #expect(stat.traceback.frames[0].file?.hasSuffix("AttributionTests.swift") == true, "\(stat)")
+        }
+
+        @Test func aSecondSnapshotUsesTheSymbolCache() throws {
+            var keep: [UnsafeMutableRawPointer?] = []
+            try withTracking(.init(unwinder: .libunwind)) {
+                var line: Int32 = 0
+                keep.append(ats_malloc_attributed(100, &line))
+                let first = try AllocationTracker.takeSnapshot()
+                let cached = AllocationTracker._symbolCacheCount
+                let second = try AllocationTracker.takeSnapshot()
+                #expect(cached > 0)
+                // Only addresses the first snapshot had not seen (other tests' threads allocate meanwhile) are new.
+                let newAddresses = Set(second.traces.flatMap { $0.traceback.frames.map(\.address) })
+                    .subtracting(first.traces.flatMap { $0.traceback.frames.map(\.address) })
+                #expect(AllocationTracker._symbolCacheCount <= cached + newAddresses.count)
+            }
+            keep.forEach { free($0) }
+        }
+    }
+}
