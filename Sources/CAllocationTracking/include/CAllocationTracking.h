@@ -246,4 +246,8 @@ uint64_t cat_debug_internal_allocations(void);
 }
 #endif
 
+// The allocation-free primitives of the top-allocators report: text writer, process and cgroup memory, limit
+// triggers.
+#include "cat_report.h"
+
 #endif
