@@ -89,3 +89,13 @@ void *malloc(size_t size) {
     return next_malloc(size);
 }
 """
+
+extension TrackerTests.Processes {
+    /// `takeSnapshot(at: .peak)` names the sites that held the memory when the peak was set, with their exact
+    /// sizes, and its total equals the peak (in a child where only one thread allocates).
+    @Test func peakSnapshotShowsWhoHeldThePeak() throws {
+        let result = try runChild(productURL("TrackerScenarios"), ["peak"])
+        #expect(result.status == 0, "\(result.output)\(result.error)")
+        #expect(result.output.contains("peak ok checks=11"), "\(result.output)")
+    }
+}
