@@ -39,7 +39,7 @@ public struct Attribution: Hashable, Sendable, Codable {
         systemImages: [
             "libc.so*", "libm.so*", "libpthread.so*", "libdl.so*", "librt.so*", "ld-linux*", "ld-musl*",
             "libstdc++.so*", "libc++.so*", "libc++abi.so*", "libgcc_s.so*",
-            "libswiftCore.so", "libswift_*.so", "libswiftSynchronization.so", "libswiftGlibc.so",
+            "libswiftCore.so", "libswift_*.so", "libswiftSwiftOnoneSupport.so", "libswiftSynchronization.so", "libswiftGlibc.so",
             "libswiftDispatch.so", "libswiftRuntime.so", "libswiftObservation.so", "libswiftDistributed.so",
             "libdispatch.so", "libBlocksRuntime.so",
             "libFoundation*.so", "lib_FoundationICU.so", "libXCTest.so", "libTesting.so",

@@ -1,5 +1,6 @@
 // A small service-like workload with a leak: an unbounded cache that keeps every response it builds, next to
-// work that allocates and frees. AllocationTracking shows which call sites hold the live memory.
+// work that allocates and frees. AllocationTracking shows which lines hold the live memory, what grew between
+// two snapshots, and who held the memory at the peak.
 //
 //     swift run --package-path Examples LeakyCacheDemo
 import AllocationTracking
@@ -33,52 +34,12 @@ func handle(_ request: Int, cache: ResponseCache) {
     _ = line.utf8.count
 }
 
-// MARK: - Naming frames (this demo's own, minimal symbolication: function names, no file:line)
-
-@_silgen_name("swift_demangle")
-func _swiftDemangle(_ mangled: UnsafePointer<CChar>?, _ length: Int, _ output: UnsafeMutablePointer<CChar>?,
-                    _ outputLength: UnsafeMutablePointer<Int>?, _ flags: UInt32) -> UnsafeMutablePointer<CChar>?
-
-/// glibc's Dl_info (dladdr needs _GNU_SOURCE, which the Glibc module does not define).
-struct DynamicLinkInfo {
-    var dli_fname: UnsafePointer<CChar>? = nil
-    var dli_fbase: UnsafeMutableRawPointer? = nil
-    var dli_sname: UnsafePointer<CChar>? = nil
-    var dli_saddr: UnsafeMutableRawPointer? = nil
+/// A burst of temporary work: 4 MiB held for a moment, then released. It sets the peak.
+@inline(never)
+func buildReport() -> Int {
+    let rows = (0..<64).map { row in [UInt8](repeating: UInt8(row), count: 64 * 1024) }
+    return rows.reduce(0) { $0 + $1.count }
 }
-
-@_silgen_name("dladdr")
-func _dladdr(_ address: UnsafeRawPointer?, _ info: UnsafeMutablePointer<DynamicLinkInfo>) -> Int32
-
-/// "image: function" for a return address, via dladdr (which sees this executable's functions because it is
-/// linked with --export-dynamic) and the Swift runtime's demangler.
-func describe(_ frame: Frame) -> (image: String, function: String) {
-    var info = DynamicLinkInfo()
-    guard _dladdr(UnsafeRawPointer(bitPattern: frame.address &- 1), &info) != 0 else { return ("?", "\(frame)") }
-    let image = info.dli_fname.map { String(cString: $0).split(separator: "/").last.map(String.init) ?? "?" } ?? "?"
-    guard let symbol = info.dli_sname else { return (image, "\(frame)") }
-    if let demangled = _swiftDemangle(symbol, strlen(symbol), nil, nil, 0) {
-        defer { free(demangled) }
-        return (image, String(cString: demangled))
-    }
-    return (image, String(cString: symbol))
-}
-
-/// The first frame that is not the allocator, the Swift runtime or the standard library: the user's call site.
-func callSite(_ traceback: Traceback) -> String {
-    let system = ["libc.so", "libswiftCore.so", "libswiftSwiftOnoneSupport", "libstdc++", "libFoundation", "libswift_Concurrency", "libdispatch"]
-    for frame in traceback.frames {
-        let (image, function) = describe(frame)
-        if !system.contains(where: image.hasPrefix) { return function }
-    }
-    return traceback.frames.first.map { describe($0).function } ?? "<no frames>"
-}
-
-func formatBytes(_ bytes: Int) -> String {
-    bytes >= 10 * 1024 * 1024 ? "\(bytes / (1024 * 1024)) MiB" : bytes >= 10 * 1024 ? "\(bytes / 1024) KiB" : "\(bytes) B"
-}
-
-// MARK: - Run
 
 do {
     try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind))
@@ -88,26 +49,18 @@ do {
 }
 
 let cache = ResponseCache()
-for request in 0..<2_000 { handle(request, cache: cache) }
+for request in 0..<1_000 { handle(request, cache: cache) }
+let first = try AllocationTracker.takeSnapshot()
 
-let snapshot = try AllocationTracker.takeSnapshot()
-let memory = AllocationTracker.tracedMemory
+_ = buildReport()
+for request in 1_000..<2_000 { handle(request, cache: cache) }
+let second = try AllocationTracker.takeSnapshot()
 
-// Group the traces by the user's call site and print the top 5 by live bytes.
-var bySite: [String: (size: Int, count: Int)] = [:]
-for trace in snapshot.traces {
-    let site = callSite(trace.traceback)
-    bySite[site, default: (0, 0)].size += trace.size
-    bySite[site, default: (0, 0)].count += trace.count
-}
-print("[ Top 5 allocation sites by live bytes ]")
-for (rank, entry) in bySite.sorted(by: { $0.value.size > $1.value.size }).prefix(5).enumerated() {
-    let average = entry.value.count > 0 ? entry.value.size / entry.value.count : 0
-    print("#\(rank + 1) \(entry.key): size=\(formatBytes(entry.value.size)), count=\(entry.value.count), average=\(average) B")
-}
-print("")
-print("Traced memory: current=\(formatBytes(memory.current)), peak=\(formatBytes(memory.peak)), "
-      + "allocations=\(memory.totalAllocations), dropped=\(memory.droppedAllocations)")
-print("Tracker's own tables: \(formatBytes(AllocationTracker.trackerMemory))")
+// Only this program's own lines (drop the test harness, the runtime's caches and the like).
+let mine = [Filter(inclusive: true, filePattern: "*/LeakyCacheDemo/*")]
+print(try second.filtered(by: mine).report(top: 10, tracebacks: 1, tracebackDepth: 4))
+print(try second.filtered(by: mine).report(comparedTo: first.filtered(by: mine), top: 5, tracebacks: 0))
+print(try AllocationTracker.takeSnapshot(at: .peak).filtered(by: mine).report(top: 3, tracebacks: 0))
+print("Tracker's own tables: \(AllocationTracker.trackerMemory / 1024) KiB")
 withExtendedLifetime(cache) {}
 AllocationTracker.stop()
