@@ -11,6 +11,8 @@ import PackageDescription
 //   `.libunwind`; plus the mallocCountTotal check (N = 1000 malloc calls per iteration).
 // - `NotLinkedBaseline` (does NOT link AllocationTracking): the same workloads with the library absent, so
 //   "linked but off" can be compared with "not linked" in the same run.
+// - `Symbolication`: a symbolicated snapshot of 10 000 distinct stacks, with an empty and with a warm symbol
+//   cache.
 // - `TrackerMemory` (plain executable, not a benchmark): tracker metadata bytes per live block
 //   (`swift run -c release TrackerMemory`).
 // - `WorkloadTiming` (plain executable): the same workloads timed without ordo-one/benchmark in the process,
@@ -39,6 +41,16 @@ let package = Package(
                 "CWorkloads",
             ],
             path: "Benchmarks/TrackingOverhead",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "Symbolication",
+            dependencies: [
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                "Workloads",
+            ],
+            path: "Benchmarks/Symbolication",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .executableTarget(

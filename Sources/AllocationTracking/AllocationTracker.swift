@@ -153,8 +153,7 @@ public enum AllocationTracker {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
         let (raw, configuration, memory) = try _copyTraces(at: moment)
-        var traces = raw.map { $0.trace() }
-        if symbolicate { traces = _symbolicated(traces) }
+        let traces = symbolicate ? _symbolicated(raw) : raw.map { $0.trace() }
         return Snapshot(traces: traces, tracebackLimit: configuration.maxFrames,
                         droppedAllocations: memory.droppedAllocations, moment: moment, tracedMemory: memory)
     }
@@ -191,23 +190,23 @@ public enum AllocationTracker {
     }
 
     /// Addresses in the symbol cache (for tests and benchmarks).
-    package static var _symbolCacheCount: Int { _Symbolicator.shared.cachedAddressCount }
+    @_spi(Testing) public static var _symbolCacheCount: Int { _Symbolicator.shared.cachedAddressCount }
     /// Empties the symbol cache (for benchmarks of the cold path).
-    package static func _removeCachedSymbols() { _Symbolicator.shared.removeAll() }
+    @_spi(Testing) public static func _removeCachedSymbols() { _Symbolicator.shared.removeAll() }
 
-    /// Replaces every captured address by its symbolicated frames (inlined frames expanded).
-    static func _symbolicated(_ traces: [Trace]) -> [Trace] {
+    /// Traces with every captured address replaced by its symbolicated frames (inlined frames expanded).
+    static func _symbolicated(_ raw: [_RawTrace]) -> [Trace] {
         var addresses = Set<UInt>()
-        for trace in traces { for frame in trace.traceback.frames { addresses.insert(frame.address) } }
+        for trace in raw { addresses.formUnion(trace.copiedFrames) }
         let resolved = _Symbolicator.shared.frames(for: addresses)
-        return traces.map { trace in
+        return raw.map { trace in
             var frames: [Frame] = []
-            frames.reserveCapacity(trace.traceback.frames.count)
-            for frame in trace.traceback.frames {
-                if let expanded = resolved[frame.address] { frames.append(contentsOf: expanded) } else { frames.append(frame) }
+            frames.reserveCapacity(trace.copiedFrames.count + 4)
+            for address in trace.copiedFrames {
+                if let expanded = resolved[address] { frames += expanded } else { frames.append(Frame(address: address)) }
             }
-            return Trace(traceback: Traceback(frames: frames, totalFrames: trace.traceback.totalFrames),
-                         size: trace.size, count: trace.count)
+            return Trace(traceback: Traceback(frames: frames, totalFrames: Int(truncatingIfNeeded: trace.shape >> 32)),
+                         size: Int(truncatingIfNeeded: trace.liveBytes), count: Int(truncatingIfNeeded: trace.liveBlocks))
         }
     }
 
@@ -227,7 +226,7 @@ public enum AllocationTracker {
         cat_gate_exit(shard)
         guard let entry else { return nil }
         let raw = _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).withFramesCopied()
-        return _symbolicated([raw.trace()])[0].traceback
+        return _symbolicated([raw])[0].traceback
     }
 }
 

@@ -1,4 +1,4 @@
-import AllocationTracking
+@_spi(Testing) import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
 import Testing
