@@ -79,6 +79,8 @@ public enum AllocationTracker {
         _TrackerSession.configuration = configuration
         cat_install_fork_handlers()
         cat_set_active(1)
+        _Watchdog.start(configuration)
+        if configuration.limits.reportAtExit { _installExitReport() }
     }
 
     /// Stops tracing and forgets every trace (current = peak = 0), like tracemalloc's `stop`. The tables'
@@ -86,6 +88,8 @@ public enum AllocationTracker {
     public static func stop() {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
+        _Watchdog.stop()  // before the API lock: a report in progress needs it
+        _ReportWriter.reset()
         cat_api_lock()
         defer { cat_api_unlock() }
         guard isTracing else { return }
@@ -277,6 +281,19 @@ struct _RawTrace {
         let total = Int(truncatingIfNeeded: shape >> 32)
         return Trace(traceback: Traceback(frames: copiedFrames.map { Frame(address: $0) }, totalFrames: total),
                      size: Int(truncatingIfNeeded: liveBytes), count: Int(truncatingIfNeeded: liveBlocks))
+    }
+}
+
+/// Registers (once) the at-exit report, written if tracking is still on with `reportAtExit` when the
+/// process exits normally.
+func _installExitReport() {
+    struct Once { nonisolated(unsafe) static var done = false }
+    guard !Once.done else { return }
+    Once.done = true
+    atexit {
+        guard let configuration = AllocationTracker.configuration, configuration.limits.reportAtExit else { return }
+        _Watchdog.stop()
+        _ = try? _ReportWriter.write(trigger: .exit, reason: "the process is exiting: what is still live (leaks)")
     }
 }
 

@@ -26,11 +26,18 @@ extension AllocationTracker {
         /// Distinct call stacks the trace table may hold (1…16 777 214). Allocations from further new stacks are
         /// counted in `TracedMemory.droppedAllocations`. Memory is mapped as stacks appear, not up front.
         public var maxTraces: Int
+        /// Where reports go (see `Report`).
+        public var report: Report
+        /// When reports are written on their own (see `Limits`).
+        public var limits: Limits
 
-        public init(maxFrames: Int = 32, unwinder: Unwinder = .libunwind, maxTraces: Int = 1 << 20) {
+        public init(maxFrames: Int = 32, unwinder: Unwinder = .libunwind, maxTraces: Int = 1 << 20,
+                    report: Report = Report(), limits: Limits = Limits()) {
             self.maxFrames = maxFrames
             self.unwinder = unwinder
             self.maxTraces = maxTraces
+            self.report = report
+            self.limits = limits
         }
 
         /// Throws `.invalidConfiguration` when a value is out of range.
@@ -41,15 +48,36 @@ extension AllocationTracker {
             guard (1...16_777_214).contains(maxTraces) else {
                 throw AllocationTrackingError(.invalidConfiguration, "maxTraces must be 1…16777214, got \(maxTraces)")
             }
+            try validateReports()
         }
 
+        /// The `ALLOCATION_TRACKING` form (report and limit keys only where they differ from the defaults).
         public var description: String {
-            "frames=\(maxFrames),unwinder=\(unwinder == .libunwind ? "libunwind" : "framepointers"),max_traces=\(maxTraces)"
+            var text = "frames=\(maxFrames),unwinder=\(unwinder == .libunwind ? "libunwind" : "framepointers"),max_traces=\(maxTraces)"
+            let r = Report(), l = Limits()
+            if let directory = report.directory { text += ",report_dir=\(directory)" }
+            if report.topSites != r.topSites { text += ",top=\(report.topSites)" }
+            if report.standardError != r.standardError { text += ",stderr=off" }
+            if let bytes = limits.trackedBytes { text += ",soft_limit=\(bytes)" }
+            if let bytes = limits.rssBytes { text += ",rss_limit=\(bytes)" }
+            if limits.containerFraction != l.containerFraction { text += ",container=\(limits.containerFraction.map { "\($0)" } ?? "off")" }
+            if !limits.onAllocationFailure { text += ",on_failure=off" }
+            if let signal = limits.signal { text += ",signal=\(signal)" }
+            if limits.reportAtExit { text += ",at_exit=on" }
+            if limits.hysteresis != l.hysteresis { text += ",hysteresis=\(limits.hysteresis)" }
+            if limits.minimumInterval != l.minimumInterval { text += ",min_interval=\(limits.minimumInterval)s" }
+            if limits.pollInterval != l.pollInterval { text += ",interval=\(limits.pollInterval)s" }
+            if limits.cgroupRoot != l.cgroupRoot { text += ",cgroup_root=\(limits.cgroupRoot)" }
+            return text
         }
 
         /// Parses the `ALLOCATION_TRACKING` syntax: `1`/`true`/`on` for the defaults, `0`/`false`/`off` for
         /// "do not start" (returns nil), or comma-separated `key=value` pairs: `frames` (1…256), `unwinder`
-        /// (`libunwind` or `framepointers`), `max_traces`. Throws `.invalidConfiguration` naming the bad part.
+        /// (`libunwind` or `framepointers`), `max_traces`; for reports `report_dir` (a directory), `top` (sites
+        /// per report), `stderr` (on/off); for limits `soft_limit` (tracked bytes: `512MiB`, `2GiB`, `off`),
+        /// `rss_limit`, `container` (`0.9`, `90%`, `off`), `on_failure` (on/off), `signal` (`SIGUSR2`, `12`,
+        /// `off`), `at_exit` (on/off), `hysteresis` (`0.05`, `5%`), `min_interval` (`10s`), `interval` (the
+        /// watchdog's poll, `100ms`), `cgroup_root`. Throws `.invalidConfiguration` naming the bad part.
         public static func parse(environmentValue value: String) throws -> Configuration? {
             let trimmed = value.trimmingWhitespace()
             switch trimmed.lowercased() {
@@ -84,8 +112,10 @@ extension AllocationTracker {
                     }
                     configuration.maxTraces = n
                 default:
+                    if try configuration.parseReportKey(key, text) { break }
                     throw AllocationTrackingError(
-                        .invalidConfiguration, "unknown key '\(key)' (known: frames, unwinder, max_traces)")
+                        .invalidConfiguration,
+                        "unknown key '\(key)' (known: frames, unwinder, max_traces, \(Configuration.reportKeys))")
                 }
             }
             try configuration.validate()

@@ -119,3 +119,11 @@ ATS_SECTION void *ats_malloc_attributed(size_t size, int *line) {
     *line = __LINE__ + 1;
     ATS_RETURN(malloc(size));
 }
+
+// A block whose pages are touched (so it counts in RSS and the cgroup), from a known line.
+ATS_SECTION void *ats_malloc_touched(size_t size, int *line) {
+    *line = __LINE__ + 1;
+    char *block = malloc(size);
+    if (block) memset(block, 0x5a, size);
+    ATS_RETURN(block);
+}

@@ -2,6 +2,8 @@
 // output and exit status. Each prints `key=value` lines.
 import AllocationTracking
 import AllocationTrackingTestSupport
+import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,6 +21,15 @@ func churn(_: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
     }
     for block in blocks { free(block) }
     return nil
+}
+
+/// `YYYYMMDDTHHMMSSZ` for Unix seconds (the report file's timestamp).
+func _utcCompact(_ seconds: Int64) -> String {
+    var t = time_t(seconds)
+    var parts = tm()
+    gmtime_r(&t, &parts)
+    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    return "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
 }
 
 func fail(_ message: String) -> Never {
@@ -237,6 +248,105 @@ case "peak":
           "peak kept after frees \(afterFrees.totalSize) vs \(finalMemory)")
     AllocationTracker.stop()
     print("peak ok checks=\(checks)")
+
+case "softlimit":
+    // Crosses a tracked-bytes soft limit once, then oscillates around it: exactly one report.
+    let directory = String(arguments.dropFirst().first!)
+    let calls = Atomic<Int>(0)
+    AllocationTracker.onReport = { _ in calls.add(1, ordering: .relaxed) }
+    try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
+                                       limits: .init(trackedBytes: 8 << 20, containerFraction: nil,
+                                                     minimumInterval: 60, pollInterval: 0.02)))
+    var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 10)
+    var line: Int32 = 0
+    for i in 0..<10 { blocks[i] = ats_malloc_touched(1 << 20, &line) }
+    usleep(300_000)
+    for _ in 0..<15 {  // below the re-arm level and back over the limit, inside the minimum interval
+        for i in 0..<3 { free(blocks[i]); blocks[i] = nil }
+        usleep(50_000)
+        for i in 0..<3 { blocks[i] = ats_malloc_touched(1 << 20, &line) }
+        usleep(50_000)
+    }
+    AllocationTracker.stop()
+    for block in blocks { free(block) }
+    print("line=\(line) callbacks=\(calls.load(ordering: .relaxed))")
+
+case "container-fake":
+    // A fake cgroup v2 tree: usage below, then above 90 % of memory.max.
+    let root = String(arguments.dropFirst().first!)
+    let directory = String(arguments.dropFirst(2).first!)
+    try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
+                                       limits: .init(containerFraction: 0.9, pollInterval: 0.02,
+                                                     cgroupRoot: root + "/cg", procSelfCgroup: root + "/proc_cgroup")))
+    var line: Int32 = 0
+    let block = ats_malloc_touched(100_000, &line)
+    usleep(200_000)
+    print("before=\(try! FileManager.default.contentsOfDirectory(atPath: directory).count)")
+    try! "9500000\n".write(toFile: root + "/cg/test/memory.current", atomically: true, encoding: .utf8)
+    usleep(400_000)
+    AllocationTracker.stop()
+    free(block)
+    print("line=\(line)")
+
+case "container-grow":
+    // Grows by 1 MiB every 20 ms (pages touched) until the kernel's OOM killer ends it; the report must be
+    // written before that, at 90 % of the cgroup's limit (so within ~0.25 s of crossing it, at this rate).
+    let directory = String(arguments.dropFirst().first!)
+    try! AllocationTracker.start(.init(report: .init(directory: directory),
+                                       limits: .init(containerFraction: 0.9, pollInterval: 0.02)))
+    var line: Int32 = 0
+    var kept: [UnsafeMutableRawPointer?] = []
+    kept.reserveCapacity(100_000)
+    while true {
+        kept.append(ats_malloc_touched(1 << 20, &line))
+        usleep(20_000)
+    }
+
+case "signal":
+    let directory = String(arguments.dropFirst().first!)
+    try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
+                                       limits: .init(containerFraction: nil, signal: SIGUSR2, pollInterval: 0.02)))
+    var threads: [pthread_t] = []
+    for _ in 0..<2 {
+        var thread = pthread_t()
+        pthread_create(&thread, nil, churn, nil)
+        threads.append(thread)
+    }
+    var line: Int32 = 0
+    let block = ats_malloc_touched(123_456, &line)
+    kill(getpid(), SIGUSR2)
+    var files = 0
+    for _ in 0..<1500 where files == 0 {  // up to 15 s: a cold symbolication on a loaded machine is slow
+        usleep(10_000)
+        files = (try? FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".txt") }.count) ?? 0
+    }
+    scenarioRunning = false
+    for thread in threads { pthread_join(thread, nil) }
+    AllocationTracker.stop()
+    free(block)
+    print("line=\(line) reports=\(files)")
+
+case "report-symlink":
+    // Symlinks planted at the report's first names are not followed: the report gets the next free name.
+    let directory = String(arguments.dropFirst().first!)
+    let target = String(arguments.dropFirst(2).first!)
+    try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
+                                       limits: .init(containerFraction: nil, onAllocationFailure: false)))
+    let now = Int64(time(nil))
+    for second in now...(now + 3) {
+        let name = "\(directory)/alloc-report-\(getpid())-\(_utcCompact(second)).txt"
+        symlink(target, name)
+    }
+    let report = try! AllocationTracker.writeReport(reason: "symlink test")
+    AllocationTracker.stop()
+    print("file=\(report.file ?? "none")")
+
+case "report-unwritable":
+    try! AllocationTracker.start(.init(report: .init(directory: "/nonexistent-allocation-reports/x"),
+                                       limits: .init(containerFraction: nil, onAllocationFailure: false)))
+    let report = try! AllocationTracker.writeReport(reason: "unwritable test")
+    AllocationTracker.stop()
+    print("file=\(report.file ?? "none") problems=\(report.problems.count)")
 
 case "availability":
     // Built with --sanitize=address/thread, the interposer is compiled out and start() says so.

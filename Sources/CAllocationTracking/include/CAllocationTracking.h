@@ -176,6 +176,20 @@ void cat_write_stderr(const char *text, size_t length);
 /// loader's lock).
 void cat_loader_counts(uint64_t *loads, uint64_t *unloads);
 
+// MARK: - Report signal (signal_trigger.c)
+
+/// Installs a handler for `signo` that only sets a flag (the previous action is saved and restored by
+/// cat_signal_uninstall). Returns 0 or -errno. Outside the allocation path; API lock held.
+int cat_signal_install(int signo);
+void cat_signal_uninstall(void);
+/// Returns 1 (and clears the flag) when the signal arrived since the last call. Never allocates.
+int cat_signal_take(void);
+/// Unblocks `signo` in the calling thread (the watchdog), so the signal is delivered even when the process
+/// started with it blocked (a blocked mask is inherited across exec and by new threads).
+void cat_signal_unblock_here(int signo);
+/// nanosleep, resumed after signals. Never allocates.
+void cat_sleep_ns(uint64_t ns);
+
 // MARK: - Availability
 
 /// 1 when the interposer is compiled in; 0 under AddressSanitizer / ThreadSanitizer, whose runtimes own malloc.

@@ -34,4 +34,6 @@ void *ats_cxx_new(size_t size);
 /// malloc / operator new[] from a known source line (written to *line), for the attribution tests.
 void *ats_malloc_attributed(size_t size, int *line);
 void *ats_cxx_new_attributed(size_t size, int *line);
+/// malloc + memset (the pages count in RSS and the cgroup) from a known line.
+void *ats_malloc_touched(size_t size, int *line);
 void ats_cxx_delete(void *block);

@@ -1,0 +1,205 @@
+import CAllocationTracking
+import Synchronization
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// A top-allocators report: written on its own when a limit is crossed (see `Configuration.Limits`), on a
+/// signal, at exit, or on demand with `AllocationTracker.writeReport(reason:)`.
+///
+/// The text goes to standard error (so it survives in a container's log: `kubectl logs --previous`) and to
+/// `alloc-report-<pid>-<UTC time>.txt` in `Configuration.Report.directory` (mode 0600, created with
+/// `O_EXCL|O_NOFOLLOW`, fsync'd), with the snapshot as JSON next to it (`.json`) when that can be written.
+public struct AllocationReport: Sendable {
+    public enum Trigger: String, Sendable, Hashable, CaseIterable {
+        case allocationFailure = "allocation failure"
+        case trackedLimit = "tracked memory limit"
+        case rssLimit = "RSS limit"
+        case containerLimit = "container memory limit"
+        case signal
+        case onDemand = "on demand"
+        case exit = "exit"
+    }
+
+    public var trigger: Trigger
+    public var reason: String
+    /// The report as written.
+    public var text: String
+    /// The report file, or nil (no directory configured, or it could not be created: see `problems`).
+    public var file: String?
+    /// The snapshot's JSON file next to it, or nil.
+    public var snapshotFile: String?
+    /// What could not be done (an unwritable directory, say); also written to standard error.
+    public var problems: [String]
+    /// The snapshot the report was made from.
+    public var snapshot: Snapshot
+}
+
+extension AllocationTracker {
+    /// Writes a report now (trigger `.onDemand`), like jemalloc's `prof.dump` or `jcmd GC.heap_dump`.
+    ///
+    /// - Throws: `.notTracing` when tracking is stopped.
+    @discardableResult
+    public static func writeReport(reason: String = "requested by the application") throws -> AllocationReport {
+        try _ReportWriter.write(trigger: .onDemand, reason: reason)
+    }
+
+    /// Called after every report is written (from the thread that wrote it: the watchdog for limits and
+    /// signals), to flush logs or export a profile. Runs outside the allocation path; keep it short.
+    public static var onReport: (@Sendable (AllocationReport) -> Void)? {
+        get { _ReportWriter.callback.withLock { $0 } }
+        set { _ReportWriter.callback.withLock { $0 = newValue } }
+    }
+}
+
+/// Builds and writes reports (outside malloc; the calling thread's tracking is suspended meanwhile).
+enum _ReportWriter {
+    static let callback = Mutex<(@Sendable (AllocationReport) -> Void)?>(nil)
+    /// The previous report's snapshot and time, for "growth since the previous report".
+    static let previous = Mutex<(Snapshot, String)?>(nil)
+    /// Serialises report writing (the watchdog and an on-demand call may coincide).
+    static let writing = Mutex(())
+
+    static func write(trigger: AllocationReport.Trigger, reason: String) throws -> AllocationReport {
+        let state = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(state) }
+        guard let configuration = AllocationTracker.configuration else {
+            throw AllocationTrackingError(.notTracing, "writeReport() needs tracking on: call AllocationTracker.start() first")
+        }
+        let report = try writing.withLock { _ in
+            try compose(trigger: trigger, reason: reason, configuration: configuration)
+        }
+        callback.withLock { $0 }?(report)
+        return report
+    }
+
+    static func compose(trigger: AllocationReport.Trigger, reason: String,
+                        configuration: AllocationTracker.Configuration) throws -> AllocationReport {
+        let snapshot = try AllocationTracker.takeSnapshot()
+        let seconds = Int64(cat_unix_seconds())
+        let time = _utcTimestamp(seconds)
+        let top = configuration.report.topSites
+        var lines: [String] = []
+        lines.append("==== swift-allocation-tracking report: \(trigger.rawValue) ====")
+        lines.append("reason: \(reason)")
+        lines.append("time: \(time)")
+        lines.append("pid: \(snapshot.processID)" + (snapshot.executable.map { " (\($0))" } ?? ""))
+        let memory = snapshot.tracedMemory ?? TracedMemory()
+        lines.append("tracked: current=\(_formatSize(memory.current)), peak=\(_formatSize(memory.peak)), "
+                     + "live blocks=\(memory.liveBlocks), dropped allocations=\(memory.droppedAllocations)")
+        lines.append("rss: \(_formatSize(Int(truncatingIfNeeded: cat_process_rss_bytes())))")
+        if let cgroup = _Watchdog.cgroupReading(configuration) {
+            var line = "cgroup: v\(cgroup.version), usage=\(_formatSize(cgroup.usage))"
+            if cgroup.limit > 0 {
+                line += ", limit=\(_formatSize(cgroup.limit)) (\(_percent(cgroup.usage, of: cgroup.limit)))"
+            } else {
+                line += ", no limit"
+            }
+            lines.append(line)
+        }
+        var score: Int32 = 0, adjust: Int32 = 0
+        if cat_read_oom_score(&score, &adjust) == 0 { lines.append("oom_score: \(score), oom_score_adj: \(adjust)") }
+
+        let stats = try snapshot.statistics(groupedBy: .line)
+        let samples = snapshot._largestTraces(by: .line, attribution: .default)
+        let total = max(1, snapshot.totalSize)
+        lines.append("[ Top \(top) sites by live bytes ]")
+        for (n, stat) in stats.prefix(top).enumerated() {
+            lines.append("#\(n + 1): \(stat), share=\(_percent(stat.size, of: total))")
+            if let sample = samples[snapshot._keyOf(stat.traceback, .line)] {
+                lines += snapshot._tracebackLines(sample.traceback, depth: 4, attribution: .default)
+            }
+        }
+        if stats.count > top {
+            let rest = stats.dropFirst(top)
+            lines.append("\(rest.count) other sites: size=\(_formatSize(rest.reduce(0) { $0 + $1.size })), "
+                         + "count=\(rest.reduce(0) { $0 + $1.count })")
+        }
+        if let (older, olderTime) = previous.withLock({ $0 }) {
+            lines.append("[ Top \(top) growth since the previous report (\(olderTime)) ]")
+            let diffs = try snapshot.compared(to: older, groupedBy: .line).filter { $0.sizeDiff > 0 }
+                .sorted { $0.sizeDiff > $1.sizeDiff }
+            for (n, diff) in diffs.prefix(top).enumerated() { lines.append("#\(n + 1): \(diff)") }
+            if diffs.isEmpty { lines.append("(no site grew)") }
+        }
+        lines.append("==== end of report ====")
+        let text = lines.joined(separator: "\n") + "\n"
+        previous.withLock { $0 = (snapshot, time) }
+
+        var problems: [String] = []
+        var file: String?
+        var snapshotFile: String?
+        if let directory = configuration.report.directory {
+            var path = [CChar](repeating: 0, count: 4096)
+            let fd = cat_report_open_file(directory, Int32(snapshot.processID), seconds, &path, path.count)
+            if fd >= 0 {
+                let written = text.utf8CString.withUnsafeBufferPointer { buffer -> Bool in
+                    var offset = 0
+                    let count = buffer.count - 1
+                    while offset < count {
+                        let n = Glibc.write(fd, buffer.baseAddress! + offset, count - offset)
+                        if n < 0 && errno == EINTR { continue }
+                        if n <= 0 { return false }
+                        offset += n
+                    }
+                    return true
+                }
+                cat_fsync_close(fd)
+                let name = String(decoding: path.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                file = name
+                if !written { problems.append("could not write all of \(name): \(String(cString: strerror(errno)))") }
+                let json = name.hasSuffix(".txt") ? String(name.dropLast(4)) + ".json" : name + ".json"
+                do {
+                    try snapshot.write(to: URL(fileURLWithPath: json))
+                    snapshotFile = json
+                } catch {
+                    problems.append("could not write the snapshot JSON \(json): \(error)")
+                }
+            } else {
+                problems.append("cannot create a report file in \(directory): \(String(cString: strerror(-fd))); "
+                                + "the report is on standard error only")
+            }
+        }
+        if configuration.report.standardError || !problems.isEmpty {
+            var out = configuration.report.standardError ? text : ""
+            for problem in problems { out += "swift-allocation-tracking: \(problem)\n" }
+            out.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+        }
+        return AllocationReport(trigger: trigger, reason: reason, text: text, file: file, snapshotFile: snapshotFile,
+                                problems: problems, snapshot: snapshot)
+    }
+
+    /// Forgets the previous report (tracking stopped or cleared).
+    static func reset() { previous.withLock { $0 = nil } }
+}
+
+func _percent(_ part: Int, of whole: Int) -> String {
+    guard whole > 0 else { return "0.0%" }
+    return _fixed(Double(part) * 100 / Double(whole), decimals: 1, sign: false) + "%"
+}
+
+/// `2026-11-21T19:40:00Z` from Unix seconds (proleptic Gregorian, by hand: no locale, no allocation-heavy
+/// formatter).
+func _utcTimestamp(_ seconds: Int64) -> String {
+    let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+    let secondOfDay = seconds - days * 86_400
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468
+    let era = (z >= 0 ? z : z - 146_096) / 146_097
+    let doe = z - era * 146_097
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+    let mp = (5 * doy + 2) / 153
+    let day = doy - (153 * mp + 2) / 5 + 1
+    let month = mp < 10 ? mp + 3 : mp - 9
+    let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+    func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    return "\(year)-\(two(month))-\(two(day))T\(two(secondOfDay / 3600)):\(two(secondOfDay % 3600 / 60)):\(two(secondOfDay % 60))Z"
+}

@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension AllocationTracker.Configuration {
+    /// Where reports go and what they hold.
+    ///
+    /// ```swift
+    /// try AllocationTracker.start(.init(
+    ///     report: .init(directory: "/var/log/app", topSites: 20),
+    ///     limits: .init(trackedBytes: 512 << 20, rssBytes: nil, containerFraction: 0.9,
+    ///                   onAllocationFailure: true, signal: SIGUSR2)))
+    /// ```
+    public struct Report: Hashable, Sendable {
+        /// A directory for `alloc-report-<pid>-<UTC time>.txt` files (mode 0600, never overwriting, never
+        /// following a symlink; a `.json` snapshot next to it when memory allows). Nil: standard error only.
+        public var directory: String?
+        /// Sites listed (by live bytes, and by growth since the previous report). 1…1000, default 20.
+        public var topSites: Int
+        /// Also write every report to standard error (what `kubectl logs --previous` shows). Default true.
+        public var standardError: Bool
+
+        public init(directory: String? = nil, topSites: Int = 20, standardError: Bool = true) {
+            self.directory = directory
+            self.topSites = topSites
+            self.standardError = standardError
+        }
+    }
+
+    /// When to write a report on its own. Each limit fires once when crossed, re-arms only after usage falls
+    /// below the limit by `hysteresis` (a fraction of the limit), and never more often than `minimumInterval`
+    /// seconds: a process hovering at its limit does not flood its disk or logs. The soft limits are checked by
+    /// a background watchdog thread every `pollInterval` seconds (it does not allocate on a poll); the
+    /// allocation-failure report is written by the failing call itself, without allocating.
+    public struct Limits: Hashable, Sendable {
+        /// Tracked live bytes (`tracedMemory.current`). Nil: off.
+        public var trackedBytes: Int?
+        /// Resident set size of the process, in bytes (`/proc/self/statm`). Nil: off.
+        public var rssBytes: Int?
+        /// A fraction (0 < f ≤ 1) of the container's memory limit (cgroup v2 `memory.max`, v1
+        /// `memory.limit_in_bytes`), crossed by the cgroup's usage: the last chance before the kernel's OOM
+        /// killer sends SIGKILL. Nil, or no limit set on the cgroup: off. Default 0.9.
+        public var containerFraction: Double?
+        /// A report when a malloc-family call fails for lack of memory (not for invalid arguments). Default true.
+        public var onAllocationFailure: Bool
+        /// A signal that writes a report on demand (like `jcmd GC.heap_dump`), e.g. `SIGUSR2`. Nil: off (the
+        /// default, so the process's own handling of the signal is not replaced unasked).
+        public var signal: Int32?
+        /// A report of what is still live when the process exits normally (a leak report). Default false.
+        public var reportAtExit: Bool
+        /// Re-arm margin, as a fraction of each limit (default 0.05: re-arms below 95 % of the limit).
+        public var hysteresis: Double
+        /// Seconds between two reports of the same trigger, at least (default 10).
+        public var minimumInterval: Double
+        /// Seconds between two polls of the watchdog (default 0.1).
+        public var pollInterval: Double
+        /// Where cgroup files are found (tests point these at a fake tree).
+        public var cgroupRoot: String
+        public var procSelfCgroup: String
+
+        public init(trackedBytes: Int? = nil, rssBytes: Int? = nil, containerFraction: Double? = 0.9,
+                    onAllocationFailure: Bool = true, signal: Int32? = nil, reportAtExit: Bool = false,
+                    hysteresis: Double = 0.05, minimumInterval: Double = 10, pollInterval: Double = 0.1,
+                    cgroupRoot: String = "/sys/fs/cgroup", procSelfCgroup: String = "/proc/self/cgroup") {
+            self.trackedBytes = trackedBytes
+            self.rssBytes = rssBytes
+            self.containerFraction = containerFraction
+            self.onAllocationFailure = onAllocationFailure
+            self.signal = signal
+            self.reportAtExit = reportAtExit
+            self.hysteresis = hysteresis
+            self.minimumInterval = minimumInterval
+            self.pollInterval = pollInterval
+            self.cgroupRoot = cgroupRoot
+            self.procSelfCgroup = procSelfCgroup
+        }
+    }
+
+    func validateReports() throws {
+        func bad(_ message: String) -> AllocationTrackingError { AllocationTrackingError(.invalidConfiguration, message) }
+        guard (1...1000).contains(report.topSites) else { throw bad("topSites must be 1…1000, got \(report.topSites)") }
+        if let directory = report.directory, directory.isEmpty { throw bad("the report directory is empty") }
+        if let bytes = limits.trackedBytes, bytes <= 0 { throw bad("trackedBytes must be positive, got \(bytes)") }
+        if let bytes = limits.rssBytes, bytes <= 0 { throw bad("rssBytes must be positive, got \(bytes)") }
+        if let fraction = limits.containerFraction, !(fraction > 0 && fraction <= 1) {
+            throw bad("containerFraction must be in (0, 1], got \(fraction)")
+        }
+        if let signal = limits.signal, !(1..<64).contains(signal) || [SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL].contains(signal) {
+            throw bad("signal \(signal) cannot be used for reports")
+        }
+        guard limits.hysteresis >= 0 && limits.hysteresis < 1 else { throw bad("hysteresis must be in [0, 1), got \(limits.hysteresis)") }
+        guard limits.minimumInterval >= 0 && limits.minimumInterval.isFinite else {
+            throw bad("minimumInterval must be ≥ 0 seconds, got \(limits.minimumInterval)")
+        }
+        guard limits.pollInterval >= 0.001 && limits.pollInterval <= 3600 else {
+            throw bad("pollInterval must be 0.001…3600 seconds, got \(limits.pollInterval)")
+        }
+    }
+
+    /// Whether the watchdog thread has work: a soft limit to poll or a signal to serve (names for the
+    /// allocation-failure report are prepared by it too).
+    var needsWatchdog: Bool {
+        limits.trackedBytes != nil || limits.rssBytes != nil || limits.containerFraction != nil
+            || limits.signal != nil || limits.onAllocationFailure
+    }
+
+    /// The `ALLOCATION_TRACKING` keys of reports and limits (see `parse(environmentValue:)`). Returns false
+    /// when `key` is not one of them.
+    mutating func parseReportKey(_ key: String, _ text: String) throws -> Bool {
+        func bad(_ message: String) -> AllocationTrackingError { AllocationTrackingError(.invalidConfiguration, message) }
+        func onOff() throws -> Bool {
+            switch text.lowercased() {
+            case "1", "on", "true", "yes": return true
+            case "0", "off", "false", "no": return false
+            default: throw bad("\(key) must be on or off, got '\(text)'")
+            }
+        }
+        func bytes() throws -> Int? {
+            if ["off", "none", "0"].contains(text.lowercased()) { return nil }
+            guard let value = Self.parseBytes(text) else {
+                throw bad("\(key) must be a size such as 512MiB, 2GiB or 1048576, got '\(text)'")
+            }
+            return value
+        }
+        func seconds() throws -> Double {
+            guard let value = Self.parseSeconds(text) else {
+                throw bad("\(key) must be a duration such as 100ms, 10s or 1m, got '\(text)'")
+            }
+            return value
+        }
+        switch key {
+        case "report_dir": report.directory = text.isEmpty ? nil : text
+        case "top":
+            guard let n = Int(text) else { throw bad("top must be a number, got '\(text)'") }
+            report.topSites = n
+        case "stderr": report.standardError = try onOff()
+        case "soft_limit", "tracked_limit": limits.trackedBytes = try bytes()
+        case "rss_limit": limits.rssBytes = try bytes()
+        case "container":
+            if ["off", "none", "0"].contains(text.lowercased()) { limits.containerFraction = nil; break }
+            let trimmed = text.hasSuffix("%") ? String(text.dropLast()) : text
+            guard let value = Double(trimmed) else { throw bad("container must be a fraction such as 0.9 or 90%, got '\(text)'") }
+            limits.containerFraction = text.hasSuffix("%") ? value / 100 : value
+        case "on_failure", "oom_report": limits.onAllocationFailure = try onOff()
+        case "signal":
+            if ["off", "none", "0"].contains(text.lowercased()) { limits.signal = nil; break }
+            guard let signal = Self.parseSignal(text) else {
+                throw bad("signal must be a name such as SIGUSR2 or a number, got '\(text)'")
+            }
+            limits.signal = signal
+        case "at_exit": limits.reportAtExit = try onOff()
+        case "hysteresis":
+            let trimmed = text.hasSuffix("%") ? String(text.dropLast()) : text
+            guard let value = Double(trimmed) else { throw bad("hysteresis must be a fraction such as 0.05 or 5%, got '\(text)'") }
+            limits.hysteresis = text.hasSuffix("%") ? value / 100 : value
+        case "min_interval": limits.minimumInterval = try seconds()
+        case "interval", "poll_interval": limits.pollInterval = try seconds()
+        case "cgroup_root": limits.cgroupRoot = text
+        default: return false
+        }
+        return true
+    }
+
+    static let reportKeys = "report_dir, top, stderr, soft_limit, rss_limit, container, on_failure, signal, at_exit, "
+        + "hysteresis, min_interval, interval, cgroup_root"
+
+    /// `512MiB`, `2GiB`, `64KiB`, `1.5G`, `100MB` (decimal), `1048576`.
+    static func parseBytes(_ text: String) -> Int? {
+        let lower = text.lowercased().replacingOccurrences(" ", "")
+        let units: [(String, Double)] = [
+            ("kib", 0x1p10), ("mib", 0x1p20), ("gib", 0x1p30), ("tib", 0x1p40),
+            ("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("tb", 1e12),
+            ("k", 0x1p10), ("m", 0x1p20), ("g", 0x1p30), ("t", 0x1p40), ("b", 1),
+        ]
+        for (suffix, scale) in units where lower.hasSuffix(suffix) {
+            guard let value = Double(lower.dropLast(suffix.count)), value > 0, value * scale < 9e18 else { return nil }
+            return Int(value * scale)
+        }
+        guard let value = Int(lower), value > 0 else { return nil }
+        return value
+    }
+
+    /// `100ms`, `10s`, `1.5s`, `2m`, `0.1` (seconds).
+    static func parseSeconds(_ text: String) -> Double? {
+        let lower = text.lowercased()
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
+        for (suffix, scale) in units where lower.hasSuffix(suffix) {
+            guard let value = Double(lower.dropLast(suffix.count)), value >= 0, value.isFinite else { return nil }
+            return value * scale
+        }
+        guard let value = Double(lower), value >= 0, value.isFinite else { return nil }
+        return value
+    }
+
+    static func parseSignal(_ text: String) -> Int32? {
+        if let n = Int32(text) { return n }
+        var name = text.uppercased()
+        if name.hasPrefix("SIG") { name.removeFirst(3) }
+        let names: [String: Int32] = ["USR1": SIGUSR1, "USR2": SIGUSR2, "HUP": SIGHUP, "QUIT": SIGQUIT,
+                                      "PWR": SIGPWR, "URG": SIGURG, "WINCH": SIGWINCH]
+        return names[name]
+    }
+}
+
+extension String {
+    func replacingOccurrences(_ target: String, _ replacement: String) -> String {
+        split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}

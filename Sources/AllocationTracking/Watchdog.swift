@@ -1,0 +1,146 @@
+import CAllocationTracking
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The background thread that watches the soft limits and the report signal.
+///
+/// Every `pollInterval` it reads tracked bytes (the state words), RSS (`/proc/self/statm`) and the cgroup's
+/// usage and limit, each with a stack buffer and `read(2)`: a poll does not allocate. When a trigger
+/// (`cat_limit_trigger`: once per crossing, hysteresis, minimum interval) fires, or the signal arrived, it
+/// writes a report — that path allocates, with the thread's tracking suspended, while memory is still there:
+/// the soft limits exist to report *before* the kernel's OOM killer sends its uncatchable SIGKILL.
+enum _Watchdog {
+    /// The running watchdog's state (nil while none runs). Guarded by `lock`.
+    final class Running: @unchecked Sendable {
+        let configuration: AllocationTracker.Configuration
+        let stopRequested = Atomic<Bool>(false)
+        var thread = pthread_t()
+        let triggers = UnsafeMutablePointer<cat_limit_trigger>.allocate(capacity: 3)  // tracked, rss, container
+        var cgroup = cat_cgroup()
+        var hasCgroup = false
+        var containerLimit: UInt64 = 0
+
+        init(_ configuration: AllocationTracker.Configuration) {
+            self.configuration = configuration
+            triggers.initialize(repeating: cat_limit_trigger(), count: 3)
+        }
+
+        deinit { triggers.deallocate() }
+    }
+
+    static let lock = Mutex<Running?>(nil)
+
+    /// Starts the watchdog for `configuration` (API lock held by the caller).
+    static func start(_ configuration: AllocationTracker.Configuration) {
+        guard configuration.needsWatchdog else { return }
+        let running = Running(configuration)
+        let limits = configuration.limits
+        let interval = UInt64(limits.minimumInterval * 1e9)
+        func arm(_ index: Int, _ limit: UInt64) {
+            cat_trigger_init(running.triggers + index, limit, UInt64(Double(limit) * limits.hysteresis), interval)
+        }
+        arm(0, UInt64(limits.trackedBytes ?? 0))
+        arm(1, UInt64(limits.rssBytes ?? 0))
+        arm(2, 0)
+        if limits.containerFraction != nil {
+            running.hasCgroup = cat_cgroup_detect(limits.procSelfCgroup, limits.cgroupRoot, &running.cgroup) == 0
+        }
+        if let signal = limits.signal {
+            let result = cat_signal_install(signal)
+            if result != 0 {
+                let line = "swift-allocation-tracking: cannot install the report signal \(signal): "
+                    + "\(String(cString: strerror(-result))); on-demand reports by signal are off\n"
+                line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+            }
+        }
+        let context = Unmanaged.passRetained(running).toOpaque()
+        let created = pthread_create(&running.thread, nil, { context in
+            let running = Unmanaged<Running>.fromOpaque(context!).takeRetainedValue()
+            _Watchdog.run(running)
+            return nil
+        }, context)
+        if created != 0 {
+            Unmanaged<Running>.fromOpaque(context).release()
+            return
+        }
+        lock.withLock { $0 = running }
+    }
+
+    /// Stops the watchdog and waits for it (call WITHOUT the API lock: a report in progress takes it).
+    static func stop() {
+        guard let running = lock.withLock({ current -> Running? in
+            defer { current = nil }
+            return current
+        }) else { return }
+        running.stopRequested.store(true, ordering: .releasing)
+        pthread_join(running.thread, nil)
+        cat_signal_uninstall()
+    }
+
+    static func run(_ running: Running) {
+        _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        let limits = running.configuration.limits
+        let pollNs = UInt64(limits.pollInterval * 1e9)
+        let state = _UnsafeTrackerState.process
+        if let signal = limits.signal { cat_signal_unblock_here(signal) }
+        while !running.stopRequested.load(ordering: .acquiring) {
+            let now = cat_monotonic_ns()
+            if limits.signal != nil, cat_signal_take() != 0 {
+                report(.signal, "signal \(limits.signal!) received")
+            }
+            let tracked = state.current.atomicLoad()
+            if cat_trigger_check(running.triggers, tracked, now) {
+                report(.trackedLimit, "tracked live memory \(_formatSize(Int(tracked))) crossed the limit "
+                       + "\(_formatSize(limits.trackedBytes ?? 0))")
+            }
+            if limits.rssBytes != nil {
+                let rss = cat_process_rss_bytes()
+                if cat_trigger_check(running.triggers + 1, rss, now) {
+                    report(.rssLimit, "RSS \(_formatSize(Int(rss))) crossed the limit \(_formatSize(limits.rssBytes ?? 0))")
+                }
+            }
+            if let fraction = limits.containerFraction, running.hasCgroup {
+                var usage: UInt64 = 0, limit: UInt64 = 0
+                if cat_cgroup_read(&running.cgroup, &usage, &limit) == 0 {
+                    if limit != running.containerLimit {  // set, changed or removed: re-arm at the new level
+                        running.containerLimit = limit
+                        let level = limit == 0 ? 0 : UInt64(Double(limit) * fraction)
+                        cat_trigger_init(running.triggers + 2, level, UInt64(Double(level) * limits.hysteresis),
+                                         UInt64(limits.minimumInterval * 1e9))
+                    }
+                    if limit != 0, cat_trigger_check(running.triggers + 2, usage, now) {
+                        report(.containerLimit, "cgroup v\(running.cgroup.version) memory usage \(_formatSize(Int(usage))) "
+                               + "crossed \(_percent(Int((fraction * 1000).rounded()), of: 1000)) of its limit \(_formatSize(Int(limit)))")
+                    }
+                }
+            }
+            _pollHooks.withLock { $0 }?()
+            cat_sleep_ns(pollNs)
+        }
+    }
+
+    /// Extra work on each poll (the allocation-failure report's name resolution hooks in here).
+    static let _pollHooks = Mutex<(@Sendable () -> Void)?>(nil)
+
+    static func report(_ trigger: AllocationReport.Trigger, _ reason: String) {
+        do { _ = try _ReportWriter.write(trigger: trigger, reason: reason) } catch {
+            let line = "swift-allocation-tracking: could not write the \(trigger.rawValue) report: \(error)\n"
+            line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+        }
+    }
+
+    /// The cgroup's usage and limit now (for report headers), or nil when there is no memory cgroup.
+    static func cgroupReading(_ configuration: AllocationTracker.Configuration)
+        -> (version: Int, usage: Int, limit: Int)? {
+        var cgroup = cat_cgroup()
+        guard cat_cgroup_detect(configuration.limits.procSelfCgroup, configuration.limits.cgroupRoot, &cgroup) == 0
+        else { return nil }
+        var usage: UInt64 = 0, limit: UInt64 = 0
+        guard cat_cgroup_read(&cgroup, &usage, &limit) == 0 else { return nil }
+        return (Int(cgroup.version), Int(usage), Int(limit))
+    }
+}

@@ -1,0 +1,187 @@
+import AllocationTracking
+import Foundation
+import Testing
+
+extension TrackerTests {
+    /// Reports written before the process dies: soft limits, the container's limit, a signal, on demand.
+    /// Each scenario runs in a child process; the test asserts on what the child left behind.
+    @Suite struct Reports {
+        let scenarios = productURL("TrackerScenarios")
+
+        static func temporaryDirectory() throws -> URL {
+            let url = FileManager.default.temporaryDirectory.appendingPathComponent("cat-reports-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+            return url
+        }
+
+        static func reports(in directory: URL) throws -> [URL] {
+            try FileManager.default.contentsOfDirectory(at: directory, includingPropertiesForKeys: nil)
+                .filter { $0.lastPathComponent.hasPrefix("alloc-report-") && $0.pathExtension == "txt" }
+        }
+
+        static func line(_ output: String) -> String? {
+            output.split(separator: " ").first { $0.hasPrefix("line=") }.map { String($0.dropFirst(5)) }
+        }
+
+        @Test func trackedSoftLimitReportsOnceAndDoesNotFlood() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(scenarios, ["softlimit", directory.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            let files = try Self.reports(in: directory)
+            #expect(files.count == 1, "\(files)")
+            #expect(result.output.contains("callbacks=1"), "\(result.output)")
+            let file = try #require(files.first)
+            let text = try String(contentsOf: file, encoding: .utf8)
+            #expect(text.contains("report: tracked memory limit"))
+            #expect(text.contains("crossed the limit 8192 KiB"))
+            let line = try #require(Self.line(result.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(text.contains("support.c:\(line): size="), "\(text)")
+            #expect(text.contains("share="))
+            #expect(text.contains("oom_score: "))
+            #expect(text.contains("dropped allocations=0"))
+            let attributes = try FileManager.default.attributesOfItem(atPath: file.path)
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+            // The snapshot's JSON next to it loads.
+            let json = file.deletingPathExtension().appendingPathExtension("json")
+            let snapshot = try Snapshot(contentsOf: json)
+            #expect(snapshot.totalSize >= 8 << 20)
+        }
+
+        @Test func containerLimitOnAFakeCgroupV2Tree() throws {
+            let root = try Self.temporaryDirectory()
+            let directory = try Self.temporaryDirectory()
+            defer {
+                try? FileManager.default.removeItem(at: root)
+                try? FileManager.default.removeItem(at: directory)
+            }
+            try FileManager.default.createDirectory(atPath: root.path + "/cg/test", withIntermediateDirectories: true)
+            try "0::/test\n".write(toFile: root.path + "/proc_cgroup", atomically: true, encoding: .utf8)
+            try "1000000\n".write(toFile: root.path + "/cg/test/memory.current", atomically: true, encoding: .utf8)
+            try "10000000\n".write(toFile: root.path + "/cg/test/memory.max", atomically: true, encoding: .utf8)
+            let result = try runChild(scenarios, ["container-fake", root.path, directory.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            #expect(result.output.contains("before=0"), "no report below 90 %: \(result.output)")
+            let files = try Self.reports(in: directory)
+            #expect(files.count == 1)
+            let text = try String(contentsOf: try #require(files.first), encoding: .utf8)
+            #expect(text.contains("report: container memory limit"))
+            #expect(text.contains("cgroup: v2, usage=9277 KiB, limit=9766 KiB (95.0%)"), "\(text)")
+            #expect(text.contains("crossed 90.0% of its limit"))
+        }
+
+        /// The real thing: a child in a memory cgroup with a 128 MiB limit grows until the kernel's OOM killer
+        /// sends SIGKILL; the report written at 90 % of the limit, before the kill, names the growing line.
+        @Test func reportIsWrittenBeforeTheOOMKiller() throws {
+            guard let cgroup = Self.makeMemoryCgroup(limit: 128 << 20) else {
+                print("skipped: no writable memory cgroup here (needs cgroup v1 with a writable memory hierarchy)")
+                return
+            }
+            defer { rmdir(cgroup) }
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(URL(fileURLWithPath: "/bin/sh"), [
+                "-c", "echo $$ > \(cgroup)/cgroup.procs && exec '\(scenarios.path)' container-grow '\(directory.path)'",
+            ])
+            #expect(result.status == 9, "expected death by SIGKILL; status \(result.status): \(result.error.suffix(500))")
+            let files = try Self.reports(in: directory)
+            #expect(files.count >= 1)
+            let text = try String(contentsOf: try #require(files.first), encoding: .utf8)
+            #expect(text.contains("report: container memory limit"))
+            #expect(text.contains("support.c:"), "\(text)")
+            #expect(text.contains("ats_malloc_touched"), "\(text)")
+            #expect(result.error.contains("==== swift-allocation-tracking report: container memory limit"))
+        }
+
+        /// A nested memory cgroup under this process's own (cgroup v1), with `limit` bytes; nil when this
+        /// machine does not allow it.
+        static func makeMemoryCgroup(limit: Int) -> String? {
+            guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
+                  let line = text.split(separator: "\n").first(where: { $0.split(separator: ":")[1].split(separator: ",").contains("memory") })
+            else { return nil }
+            let own = String(line.split(separator: ":", maxSplits: 2)[2])
+            let path = "/sys/fs/cgroup/memory" + (own == "/" ? "" : own) + "/cat-test-\(getpid())"
+            guard mkdir(path, 0o755) == 0 || errno == EEXIST else { return nil }
+            do {
+                try "0\n".write(toFile: path + "/memory.swappiness", atomically: false, encoding: .utf8)
+            } catch {}
+            do {
+                try "\(limit)\n".write(toFile: path + "/memory.limit_in_bytes", atomically: false, encoding: .utf8)
+            } catch {
+                rmdir(path)
+                return nil
+            }
+            return path
+        }
+
+        @Test func signalWritesAReportWhileOtherThreadsAllocate() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(scenarios, ["signal", directory.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            #expect(result.output.contains("reports=1"), "\(result.output)")
+            let text = try String(contentsOf: try #require(Self.reports(in: directory).first), encoding: .utf8)
+            #expect(text.contains("report: signal"))
+            let line = try #require(Self.line(result.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            #expect(text.contains("support.c:\(line): size=121 KiB, count=1"), "\(text)")
+        }
+
+        @Test func plantedSymlinksAreNotFollowed() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let target = directory.appendingPathComponent("victim")
+            try "precious\n".write(to: target, atomically: true, encoding: .utf8)
+            let result = try runChild(scenarios, ["report-symlink", directory.path, target.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            #expect(try String(contentsOf: target, encoding: .utf8) == "precious\n")
+            #expect(result.output.contains("-1.txt") || result.output.contains("-2.txt"), "\(result.output)")
+            let files = try Self.reports(in: directory).filter {
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: $0.path)) == nil
+            }
+            #expect(files.count == 1)
+        }
+
+        @Test func unwritableDirectoryStillReportsOnStandardError() throws {
+            let result = try runChild(scenarios, ["report-unwritable"])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            #expect(result.output.contains("file=none problems=1"))
+            #expect(result.error.contains("swift-allocation-tracking: cannot create a report file in /nonexistent-allocation-reports/x: No such file or directory"))
+            #expect(result.error.contains("==== swift-allocation-tracking report: on demand"))
+            #expect(result.error.contains("==== end of report ===="))
+        }
+
+        @Test func reportConfigurationFromTheEnvironment() throws {
+            typealias C = AllocationTracker.Configuration
+            let parsed = try #require(try C.parse(environmentValue:
+                "report_dir=/var/log/app,soft_limit=512MiB,container=0.9,signal=SIGUSR2,rss_limit=2GiB,interval=50ms,min_interval=30s,hysteresis=10%,top=5,at_exit=on"))
+            #expect(parsed.report.directory == "/var/log/app")
+            #expect(parsed.report.topSites == 5)
+            #expect(parsed.limits.trackedBytes == 512 << 20)
+            #expect(parsed.limits.rssBytes == 2 << 30)
+            #expect(parsed.limits.containerFraction == 0.9)
+            #expect(parsed.limits.signal == SIGUSR2)
+            #expect(parsed.limits.pollInterval == 0.05)
+            #expect(parsed.limits.minimumInterval == 30)
+            #expect(parsed.limits.hysteresis == 0.1)
+            #expect(parsed.limits.reportAtExit)
+            #expect(try C.parse(environmentValue: "container=off")?.limits.containerFraction == nil)
+            #expect(try C.parse(environmentValue: "container=85%")?.limits.containerFraction == 0.85)
+            for bad in ["soft_limit=lots", "container=2", "signal=SIGKILL", "signal=FOO", "interval=fast", "top=0",
+                        "on_failure=maybe", "hysteresis=1.5", "report_dir="] {
+                let error = #expect(throws: AllocationTrackingError.self, "\(bad)") { try C.parse(environmentValue: bad) }
+                #expect(error?.code == .invalidConfiguration, "\(bad)")
+            }
+            // A bad value in the environment: one clear line, tracking off, the process runs on.
+            let result = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": "soft_limit=lots"])
+            #expect(result.status == 0)
+            #expect(result.output.contains("tracing=false"))
+            #expect(result.error == "swift-allocation-tracking: ALLOCATION_TRACKING=soft_limit=lots: soft_limit must be a size such as 512MiB, 2GiB or 1048576, got 'lots'; tracking is off\n")
+        }
+
+        @Test func writeReportWhileStoppedThrows() throws {
+            AllocationTracker.stop()
+            let error = #expect(throws: AllocationTrackingError.self) { try AllocationTracker.writeReport() }
+            #expect(error?.code == .notTracing)
+        }
+    }
+}
