@@ -11,5 +11,9 @@ let package = Package(
             name: "LeakyCacheDemo",
             dependencies: [.product(name: "AllocationTracking", package: "swift-allocation-tracking")]
         ),
+        .executableTarget(
+            name: "OOMDemo",
+            dependencies: [.product(name: "AllocationTracking", package: "swift-allocation-tracking")]
+        ),
     ]
 )
