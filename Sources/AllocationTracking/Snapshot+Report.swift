@@ -84,7 +84,7 @@ extension Snapshot {
         for trace in traces {
             let k: _GroupKey
             if key == .traceback {
-                k = .stack(trace.traceback)
+                k = .stack(trace.traceback.frames)
             } else {
                 k = _GroupKey.make(key, cache.attributionFrame(of: trace.traceback) ?? Frame()).0
             }
@@ -95,6 +95,6 @@ extension Snapshot {
     }
 
     func _keyOf(_ traceback: Traceback, _ key: GroupingKey) -> _GroupKey {
-        key == .traceback ? .stack(traceback) : _GroupKey.make(key, traceback.frames.first ?? Frame()).0
+        key == .traceback ? .stack(traceback.frames) : _GroupKey.make(key, traceback.frames.first ?? Frame()).0
     }
 }

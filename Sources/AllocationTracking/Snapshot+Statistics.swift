@@ -68,9 +68,12 @@ extension Snapshot {
         }
         for trace in traces {
             if key == .traceback {
-                let groupKey = _GroupKey.stack(trace.traceback)
+                // By the frames, as tracemalloc: stacks truncated to the same frames are one key, however deep.
+                let groupKey = _GroupKey.stack(trace.traceback.frames)
                 groups[groupKey, default: _Group(traceback: trace.traceback, size: 0, count: 0)].size += trace.size
                 groups[groupKey]!.count += trace.count
+                groups[groupKey]!.traceback.totalFrames = max(groups[groupKey]!.traceback.totalFrames,
+                                                              trace.traceback.totalFrames)
             } else if cumulative {
                 for frame in trace.traceback.frames { add(frame, trace) }
             } else if let frame = systemCache.attributionFrame(of: trace.traceback) {
@@ -89,7 +92,7 @@ enum _GroupKey: Hashable {
     case function(name: String, image: String?)
     case file(String)
     case address(UInt, image: String?)
-    case stack(Traceback)
+    case stack([Frame])
 
     /// The key of `frame` and the frame a statistic shows for it.
     static func make(_ key: GroupingKey, _ frame: Frame) -> (_GroupKey, Frame) {
