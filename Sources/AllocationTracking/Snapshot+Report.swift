@@ -14,8 +14,11 @@ extension Snapshot {
     /// Total: size=2.6 MiB, count=2104
     /// Traced memory: current=2.6 MiB, peak=2.7 MiB; dropped allocations: 0
     /// ```
+    ///
+    /// - Throws: `.invalidArgument` for a negative `limit`.
     public func report(top limit: Int = 10, groupedBy key: GroupingKey = .line, tracebacks: Int = 3,
                        tracebackDepth: Int = 8, attribution: Attribution = .default) throws -> String {
+        try _checkLimit(limit)
         let stats = try statistics(groupedBy: key, attribution: attribution)
         let samples = _largestTraces(by: key, attribution: attribution)
         var lines = ["[ Top \(limit) ]"]
@@ -43,9 +46,12 @@ extension Snapshot {
     /// [ Top 10 differences ]
     /// #1: /src/Sources/App/Cache.swift:42: size=2550 KiB (+2550 KiB), count=2000 (+2000), average=1306 B
     /// ```
+    ///
+    /// - Throws: `.invalidArgument` for a negative `limit`.
     public func report(comparedTo older: Snapshot, top limit: Int = 10, groupedBy key: GroupingKey = .line,
                        tracebacks: Int = 3, tracebackDepth: Int = 8,
                        attribution: Attribution = .default) throws -> String {
+        try _checkLimit(limit)
         let diffs = try compared(to: older, groupedBy: key, attribution: attribution)
         let samples = _largestTraces(by: key, attribution: attribution)
         var lines = ["[ Top \(limit) differences ]"]
@@ -66,6 +72,10 @@ extension Snapshot {
                      + "count=\(totalCount) (\(countChange >= 0 ? "+" : "")\(countChange))")
         lines.append(_countersLine())
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    func _checkLimit(_ limit: Int) throws {
+        if limit < 0 { throw AllocationTrackingError(.invalidArgument, "a report's top limit cannot be negative (\(limit))") }
     }
 
     func _countersLine() -> String {
