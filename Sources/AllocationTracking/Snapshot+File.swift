@@ -73,8 +73,8 @@ extension Snapshot {
     ///
     /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is larger than `maximumSize` bytes, is not
     ///   JSON of this format (truncated, corrupt), has another format version, or is inconsistent (negative
-    ///   sizes, frame indices out of range). Never crashes on hostile input; memory use is bounded by
-    ///   `maximumSize`.
+    ///   sizes, frame indices out of range, sizes or counts whose totals do not fit an `Int`). Never crashes on
+    ///   hostile input; memory use is bounded by `maximumSize`.
     public init(contentsOf url: URL, maximumSize: Int = Snapshot.defaultMaximumFileSize) throws {
         var info = stat()
         guard stat(url.path, &info) == 0 else {
@@ -115,10 +115,22 @@ extension Snapshot {
         guard file.tracebackLimit >= 0, file.droppedAllocations >= 0 else { throw invalid("negative counters") }
         var traces: [Trace] = []
         traces.reserveCapacity(file.traces.count)
+        // Totals (and cumulative statistics, which count a trace once per frame) must fit an Int: bound them by
+        // the sums of size and count times the number of frames.
+        var sizeBound = 0, countBound = 0
         for (n, trace) in file.traces.enumerated() {
             guard trace.size >= 0, trace.count >= 0, trace.totalFrames >= 0 else {
                 throw invalid("trace \(n) has a negative size, count or depth")
             }
+            let weight = max(1, trace.frames.count)
+            let size = trace.size.multipliedReportingOverflow(by: weight)
+            let count = trace.count.multipliedReportingOverflow(by: weight)
+            let sizes = sizeBound.addingReportingOverflow(size.partialValue)
+            let counts = countBound.addingReportingOverflow(count.partialValue)
+            guard !size.overflow, !count.overflow, !sizes.overflow, !counts.overflow else {
+                throw invalid("sizes or counts too large: their totals from trace \(n) on do not fit in an Int")
+            }
+            (sizeBound, countBound) = (sizes.partialValue, counts.partialValue)
             var frames: [Frame] = []
             frames.reserveCapacity(trace.frames.count)
             for index in trace.frames {
