@@ -71,15 +71,21 @@ extension Snapshot {
 
     /// Reads a snapshot written by `write(to:)`.
     ///
-    /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is larger than `maximumSize` bytes, is not
-    ///   JSON of this format (truncated, corrupt), has another format version, or is inconsistent (negative
-    ///   sizes, frame indices out of range, sizes or counts whose totals do not fit an `Int`). Never crashes on
-    ///   hostile input; memory use is bounded by `maximumSize`.
+    /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is not a regular file, is larger than
+    ///   `maximumSize` bytes, is not JSON of this format (truncated, corrupt), has another
+    ///   format version, or is inconsistent (negative sizes, frame indices out of range, sizes or counts
+    ///   whose totals do not fit an `Int`). Never crashes on hostile input; memory use is bounded by
+    ///   `maximumSize`.
     public init(contentsOf url: URL, maximumSize: Int = Snapshot.defaultMaximumFileSize) throws {
         var info = stat()
         guard stat(url.path, &info) == 0 else {
             throw AllocationTrackingError(.invalidSnapshotFile,
                                           "cannot read \(url.path): \(String(cString: strerror(errno)))")
+        }
+        // A device or a FIFO has no size to check and may never end (`/dev/zero`) or block (a FIFO); Foundation
+        // refuses to read them, but with a misleading "permission" error.
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw AllocationTrackingError(.invalidSnapshotFile, "\(url.path) is not a regular file")
         }
         guard Int(info.st_size) <= maximumSize else {
             throw AllocationTrackingError(.invalidSnapshotFile,
