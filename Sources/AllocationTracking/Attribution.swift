@@ -13,8 +13,8 @@ import Musl
 ///
 /// A frame is a system frame when its image matches one of `systemImages`, its function (readable or
 /// mangled) matches one of `systemFunctions`, or its file matches one of `systemFiles`. Patterns are
-/// `fnmatch(3)` globs where `*` also matches `/`. A frame in a known file at line 0 is compiler-generated code
-/// (an allocating initialiser, a thunk) and counts as system code too.
+/// `fnmatch(3)` globs where `*` also matches `/` and `\` is an ordinary character. A frame in a known file at
+/// line 0 is compiler-generated code (an allocating initialiser, a thunk) and counts as system code too.
 ///
 /// ```swift
 /// var attribution = Attribution.default
@@ -100,8 +100,9 @@ public struct Attribution: Hashable, Sendable, Codable {
     }
 }
 
-/// `fnmatch(3)` without FNM_PATHNAME: `*` matches `/` too (tracemalloc's filename patterns).
+/// `fnmatch(3)` without FNM_PATHNAME: `*` matches `/` too; and with FNM_NOESCAPE: a backslash is an ordinary
+/// character, as in Python's `fnmatch` (tracemalloc's filename patterns).
 func _glob(_ pattern: String, _ text: String) -> Bool {
     if pattern == "*" { return true }
-    return fnmatch(pattern, text, 0) == 0
+    return fnmatch(pattern, text, FNM_NOESCAPE) == 0
 }

@@ -3,7 +3,8 @@
 ///
 /// A filter matches a frame when every pattern it sets matches: `filePattern` the frame's file,
 /// `functionPattern` its readable or mangled function name, `imagePattern` its image, and `line` (when set)
-/// its line. Patterns are `fnmatch(3)` globs in which `*` also matches `/` (`"*/Sources/MyApp/*"`).
+/// its line. Patterns are `fnmatch(3)` globs in which `*` also matches `/` (`"*/Sources/MyApp/*"`) and `\` is an
+/// ordinary character, as in tracemalloc (Python's `fnmatch`).
 ///
 /// With `allFrames: false` (the default) a filter looks at the trace's attribution frame (see `Attribution`);
 /// with `allFrames: true`, at every frame: an inclusive filter then keeps a trace when any frame matches, an

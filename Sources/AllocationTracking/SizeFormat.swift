@@ -15,11 +15,21 @@ func _formatSize(_ size: Double, sign: Bool = false) -> String {
 
 func _formatSize(_ size: Int, sign: Bool = false) -> String { _formatSize(Double(size), sign: sign) }
 
-/// `%.Nf` / `%+.Nf` for N = 0 or 1, with round-half-to-even on the scaled value, as glibc's printf does for
-/// exactly representable halves.
+/// `%.Nf` / `%+.Nf` for N = 0 or 1, rounded as glibc's printf (and Python) round: the exact binary value to
+/// the nearest, a tie to even.
 func _fixed(_ value: Double, decimals: Int, sign: Bool) -> String {
     let scale = decimals == 1 ? 10.0 : 1.0
-    let scaled = (abs(value) * scale).rounded(.toNearestOrEven)
+    let magnitude = abs(value)
+    var scaled = magnitude * scale
+    // The product can round onto a half that the exact value is not on (10.35 is stored as 10.3499999…, and
+    // 10.3499999… * 10 rounds to 103.5): printf prints "10.3". The product's rounding error, exact with a
+    // fused multiply-add, says which way the exact value lies.
+    let error = (-scaled).addingProduct(magnitude, scale)
+    if error != 0, scaled - scaled.rounded(.down) == 0.5 {
+        scaled = error > 0 ? scaled.rounded(.up) : scaled.rounded(.down)
+    } else {
+        scaled = scaled.rounded(.toNearestOrEven)
+    }
     let negative = value.sign == .minus  // printf prints "-0.0" for a small negative value, as Python does
     var digits = String(UInt64(scaled))
     if decimals == 1 {

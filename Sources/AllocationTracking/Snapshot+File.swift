@@ -39,6 +39,8 @@ extension Snapshot {
     static let fileFormatName = "swift-allocation-tracking-snapshot"
     /// Files larger than this are refused by `init(contentsOf:)` unless a larger limit is given.
     public static let defaultMaximumFileSize = 1 << 30
+    /// Files whose arrays and objects nest deeper than this are refused (version 1 nests 4 levels deep).
+    static let maximumFileNesting = 64
 
     /// Writes the snapshot as JSON (format version 1, see above), atomically (a temporary file renamed into
     /// place).
@@ -71,15 +73,21 @@ extension Snapshot {
 
     /// Reads a snapshot written by `write(to:)`.
     ///
-    /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is larger than `maximumSize` bytes, is not
-    ///   JSON of this format (truncated, corrupt), has another format version, or is inconsistent (negative
-    ///   sizes, frame indices out of range). Never crashes on hostile input; memory use is bounded by
+    /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is not a regular file, is larger than
+    ///   `maximumSize` bytes, is not JSON of this format (truncated, corrupt, nested deeper than 64 levels), has
+    ///   another format version, or is inconsistent (negative sizes, frame indices out of range, sizes or counts
+    ///   whose totals do not fit an `Int`). Never crashes on hostile input; memory use is bounded by
     ///   `maximumSize`.
     public init(contentsOf url: URL, maximumSize: Int = Snapshot.defaultMaximumFileSize) throws {
         var info = stat()
         guard stat(url.path, &info) == 0 else {
             throw AllocationTrackingError(.invalidSnapshotFile,
                                           "cannot read \(url.path): \(String(cString: strerror(errno)))")
+        }
+        // A device or a FIFO has no size to check and may never end (`/dev/zero`) or block (a FIFO); Foundation
+        // refuses to read them, but with a misleading "permission" error.
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            throw AllocationTrackingError(.invalidSnapshotFile, "\(url.path) is not a regular file")
         }
         guard Int(info.st_size) <= maximumSize else {
             throw AllocationTrackingError(.invalidSnapshotFile,
@@ -99,6 +107,11 @@ extension Snapshot {
             AllocationTrackingError(.invalidSnapshotFile, "\(source) is not a readable snapshot: \(why)")
         }
         guard data.count <= maximumSize else { throw invalid("\(data.count) bytes, more than the limit of \(maximumSize)") }
+        // The format nests 4 levels deep: refuse deep nesting with a clear message before the decoder recurses
+        // into it (whatever its own limit).
+        guard !_nestingExceeds(data, Self.maximumFileNesting) else {
+            throw invalid("arrays or objects nested deeper than \(Self.maximumFileNesting) levels")
+        }
         // Check the header first, so a file of another version gets a clear message rather than a field error.
         let header: _SnapshotHeader
         do { header = try JSONDecoder().decode(_SnapshotHeader.self, from: data) } catch {
@@ -115,10 +128,22 @@ extension Snapshot {
         guard file.tracebackLimit >= 0, file.droppedAllocations >= 0 else { throw invalid("negative counters") }
         var traces: [Trace] = []
         traces.reserveCapacity(file.traces.count)
+        // Totals (and cumulative statistics, which count a trace once per frame) must fit an Int: bound them by
+        // the sums of size and count times the number of frames.
+        var sizeBound = 0, countBound = 0
         for (n, trace) in file.traces.enumerated() {
             guard trace.size >= 0, trace.count >= 0, trace.totalFrames >= 0 else {
                 throw invalid("trace \(n) has a negative size, count or depth")
             }
+            let weight = max(1, trace.frames.count)
+            let size = trace.size.multipliedReportingOverflow(by: weight)
+            let count = trace.count.multipliedReportingOverflow(by: weight)
+            let sizes = sizeBound.addingReportingOverflow(size.partialValue)
+            let counts = countBound.addingReportingOverflow(count.partialValue)
+            guard !size.overflow, !count.overflow, !sizes.overflow, !counts.overflow else {
+                throw invalid("sizes or counts too large: their totals from trace \(n) on do not fit in an Int")
+            }
+            (sizeBound, countBound) = (sizes.partialValue, counts.partialValue)
             var frames: [Frame] = []
             frames.reserveCapacity(trace.frames.count)
             for index in trace.frames {
@@ -133,6 +158,36 @@ extension Snapshot {
         self.init(traces: traces, tracebackLimit: file.tracebackLimit, droppedAllocations: file.droppedAllocations,
                   moment: file.moment, tracedMemory: file.tracedMemory.map(\.value), timestamp: file.timestamp,
                   processID: file.processID, executable: file.executable)
+    }
+}
+
+/// Whether arrays and objects in the JSON `data` nest deeper than `limit` (brackets inside strings do not count).
+/// A linear scan without recursion, for any bytes.
+private func _nestingExceeds(_ data: Data, _ limit: Int) -> Bool {
+    data.withUnsafeBytes { bytes in
+        var depth = 0
+        var inString = false, escaped = false
+        for byte in bytes {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "["), UInt8(ascii: "{"):
+                depth += 1
+                if depth > limit { return true }
+            case UInt8(ascii: "]"), UInt8(ascii: "}"): depth = max(0, depth - 1)
+            default: break
+            }
+        }
+        return false
     }
 }
 

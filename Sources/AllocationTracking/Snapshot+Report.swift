@@ -23,9 +23,12 @@ extension Snapshot {
     ///
     /// Tracebacks start at the attribution frame (the allocator and runtime frames above it are counted, not
     /// shown). Paths under `relativeTo` (by default the current directory) are shown relative to it.
+    ///
+    /// - Throws: `.invalidArgument` for a negative `limit`.
     public func report(top limit: Int = 10, groupedBy key: GroupingKey = .line, tracebacks: Int = 3,
                        tracebackDepth: Int = 8, attribution: Attribution = .default,
                        relativeTo directory: String? = _currentDirectory()) throws -> String {
+        try _checkLimit(limit)
         let stats = try statistics(groupedBy: key, attribution: attribution)
         let samples = _largestTraces(by: key, attribution: attribution)
         var lines = [moment == .peak ? "[ Top \(limit) at the peak ]" : "[ Top \(limit) ]"]
@@ -53,9 +56,12 @@ extension Snapshot {
     /// [ Top 10 differences ]
     /// #1: /src/Sources/App/Cache.swift:42: size=2550 KiB (+2550 KiB), count=2000 (+2000), average=1306 B
     /// ```
+    ///
+    /// - Throws: `.invalidArgument` for a negative `limit`.
     public func report(comparedTo older: Snapshot, top limit: Int = 10, groupedBy key: GroupingKey = .line,
                        tracebacks: Int = 3, tracebackDepth: Int = 8, attribution: Attribution = .default,
                        relativeTo directory: String? = _currentDirectory()) throws -> String {
+        try _checkLimit(limit)
         let diffs = try compared(to: older, groupedBy: key, attribution: attribution)
         let samples = _largestTraces(by: key, attribution: attribution)
         var lines = ["[ Top \(limit) differences ]"]
@@ -97,6 +103,10 @@ extension Snapshot {
         return text.replacing(prefix, with: "")
     }
 
+    func _checkLimit(_ limit: Int) throws {
+        if limit < 0 { throw AllocationTrackingError(.invalidArgument, "a report's top limit cannot be negative (\(limit))") }
+    }
+
     func _countersLine() -> String {
         var line = ""
         if let memory = tracedMemory {
@@ -113,7 +123,7 @@ extension Snapshot {
         for trace in traces {
             let k: _GroupKey
             if key == .traceback {
-                k = .stack(trace.traceback)
+                k = .stack(trace.traceback.frames)
             } else {
                 k = _GroupKey.make(key, cache.attributionFrame(of: trace.traceback) ?? Frame()).0
             }
@@ -124,7 +134,7 @@ extension Snapshot {
     }
 
     func _keyOf(_ traceback: Traceback, _ key: GroupingKey) -> _GroupKey {
-        key == .traceback ? .stack(traceback) : _GroupKey.make(key, traceback.frames.first ?? Frame()).0
+        key == .traceback ? .stack(traceback.frames) : _GroupKey.make(key, traceback.frames.first ?? Frame()).0
     }
 }
 

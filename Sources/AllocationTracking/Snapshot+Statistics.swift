@@ -68,9 +68,12 @@ extension Snapshot {
         }
         for trace in traces {
             if key == .traceback {
-                let groupKey = _GroupKey.stack(trace.traceback)
+                // By the frames, as tracemalloc: stacks truncated to the same frames are one key, however deep.
+                let groupKey = _GroupKey.stack(trace.traceback.frames)
                 groups[groupKey, default: _Group(traceback: trace.traceback, size: 0, count: 0)].size += trace.size
                 groups[groupKey]!.count += trace.count
+                groups[groupKey]!.traceback.totalFrames = max(groups[groupKey]!.traceback.totalFrames,
+                                                              trace.traceback.totalFrames)
             } else if cumulative {
                 for frame in trace.traceback.frames { add(frame, trace) }
             } else if let frame = systemCache.attributionFrame(of: trace.traceback) {
@@ -89,7 +92,7 @@ enum _GroupKey: Hashable {
     case function(name: String, image: String?)
     case file(String)
     case address(UInt, image: String?)
-    case stack(Traceback)
+    case stack([Frame])
 
     /// The key of `frame` and the frame a statistic shows for it.
     static func make(_ key: GroupingKey, _ frame: Frame) -> (_GroupKey, Frame) {
@@ -139,15 +142,24 @@ struct _SystemFrameCache {
     }
 }
 
-/// Ascending order of tracebacks for ties (tracemalloc compares frames' (filename, lineno) in order).
+/// Ascending order of tracebacks for ties. tracemalloc compares its `Traceback`s as tuples of (filename, lineno)
+/// frames, oldest frame first (its frames' order since Python 3.7), so stacks compare from their oldest frame
+/// and a stack before a longer one it starts. Then the native fields, so that distinct keys that print alike
+/// still have one order.
 func _tracebackOrder(_ a: Traceback, _ b: Traceback) -> Bool {
-    for (x, y) in zip(a.frames, b.frames) {
+    for (x, y) in zip(a.frames.reversed(), b.frames.reversed()) {
         let fx = x.file ?? "", fy = y.file ?? ""
         if fx != fy { return fx < fy }
         if x.line != y.line { return x.line < y.line }
         let nx = x.function ?? "", ny = y.function ?? ""
         if nx != ny { return nx < ny }
+        let mx = x.mangledName ?? "", my = y.mangledName ?? ""
+        if mx != my { return mx < my }
+        let ix = x.image ?? "", iy = y.image ?? ""
+        if ix != iy { return ix < iy }
         if x.address != y.address { return x.address < y.address }
+        if x.isInlined != y.isInlined { return !x.isInlined }
     }
-    return a.frames.count < b.frames.count
+    if a.frames.count != b.frames.count { return a.frames.count < b.frames.count }
+    return a.totalFrames < b.totalFrames
 }

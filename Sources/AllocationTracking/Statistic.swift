@@ -8,7 +8,8 @@ public enum GroupingKey: String, Hashable, Sendable, Codable, CaseIterable {
     /// The attribution frame's file; the statistic's traceback holds a one-frame traceback with just the file
     /// (line 0), as tracemalloc's `'filename'`.
     case file
-    /// The whole call stack.
+    /// The whole call stack. Traces whose stacks have the same frames are one key, as in tracemalloc (stacks
+    /// truncated to `maxFrames` can differ below); the key's `totalFrames` is the deepest of theirs.
     case traceback
 }
 

@@ -19,6 +19,8 @@ enum _Watchdog {
         let configuration: AllocationTracker.Configuration
         let stopRequested = Atomic<Bool>(false)
         var thread = pthread_t()
+        /// The process the thread runs in: a forked child inherits this state but not the thread.
+        let processID = getpid()
         let triggers = UnsafeMutablePointer<cat_limit_trigger>.allocate(capacity: 3)  // tracked, rss, container
         var cgroup = cat_cgroup()
         var hasCgroup = false
@@ -77,7 +79,9 @@ enum _Watchdog {
             return current
         }) else { return }
         running.stopRequested.store(true, ordering: .releasing)
-        pthread_join(running.thread, nil)
+        // In a forked child the thread does not exist (fork copies only the calling thread): nothing to join.
+        // The child is not watched; it may start tracking anew for a watchdog of its own.
+        if running.processID == getpid() { pthread_join(running.thread, nil) }
         cat_signal_uninstall()
     }
 
