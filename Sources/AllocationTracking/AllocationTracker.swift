@@ -91,6 +91,7 @@ public enum AllocationTracker {
         guard isTracing else { return }
         cat_set_active(0)
         _withGateWriter { cat_tables_release() }
+        _EmergencyNames.reset()  // trace ids will be reused
         _TrackerSession.configuration = nil
     }
 
@@ -103,6 +104,7 @@ public enum AllocationTracker {
         defer { cat_api_unlock() }
         guard isTracing else { return }
         let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
+        _EmergencyNames.reset()  // trace ids will be reused
         _withGateWriter {
             cat_tables_release()
             if cat_tables_create(maxTraces) != 0 {
