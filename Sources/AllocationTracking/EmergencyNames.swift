@@ -101,7 +101,7 @@ package enum _EmergencyNames {
 
     /// `function at file:line ← function at file:line ← …`: the attribution frame and the next two non-system
     /// frames.
-    static func line(for frames: [Frame], attribution: Attribution = .default) -> String {
+    package static func line(for frames: [Frame], attribution: Attribution = .default) -> String {
         guard !frames.isEmpty else { return "" }
         let first = frames.firstIndex { !attribution.isSystem($0) } ?? 0
         var parts = [describe(frames[first], fullPath: true)]

@@ -330,13 +330,17 @@ static uint32_t cat_em_collect(uint32_t capacity) {
     return count;
 }
 
-static void cat_em_write_frame(cat_text_writer *w, uintptr_t address) {
+// `image+0xoffset`, with ` (build id …)` unless the previous frame of the site was in the same image
+// (`*previousBias`).
+static void cat_em_write_frame(cat_text_writer *w, uintptr_t address, uintptr_t *previousBias) {
     cat_image image;
     if (cat_image_lookup(address, &image)) {
         cat_tw_str(w, image.name);
         cat_tw_char(w, '+');
         cat_tw_hex(w, address - image.bias, 1);
-        if (image.buildIDLength) {
+        int repeated = image.bias == *previousBias;
+        *previousBias = image.bias;
+        if (image.buildIDLength && !repeated) {
             static const char hex[] = "0123456789abcdef";
             cat_tw_str(w, " (build id ");
             for (uint32_t i = 0; i < image.buildIDLength; i++) {
@@ -347,6 +351,7 @@ static void cat_em_write_frame(cat_text_writer *w, uintptr_t address) {
         }
     } else {
         cat_tw_hex(w, address, 1);
+        *previousBias = UINTPTR_MAX;
     }
 }
 
@@ -431,9 +436,10 @@ static void cat_em_write(const char *function, size_t size, int fd, const char *
             cat_tw_bytes(w, name, length);
             cat_tw_char(w, '\n');
         } else {
+            uintptr_t previousBias = UINTPTR_MAX;
             for (uint32_t f = 0; f < g_cat_em_frame_counts[i]; f++) {
                 cat_tw_str(w, "    ");
-                cat_em_write_frame(w, g_cat_em_frames[i][f]);
+                cat_em_write_frame(w, g_cat_em_frames[i][f], &previousBias);
                 cat_tw_char(w, '\n');
             }
             if (g_cat_em_frame_counts[i] == 0) cat_tw_str(w, "    (no frames)\n");

@@ -2,6 +2,7 @@
 // output and exit status. Each prints `key=value` lines.
 import AllocationTracking
 import AllocationTrackingTestSupport
+import CAllocationTracking
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -258,6 +259,58 @@ case "libunwind":
     }
     print("tracing=\(AllocationTracker.isTracing)")
 
+case "oom":
+    // oom <directory> [nonames]: allocate 1 MiB blocks from one C line until malloc fails under RLIMIT_AS; the
+    // allocation-failure report is written from inside the failing malloc. With `nonames` the watchdog's refresh
+    // is skipped, so the report falls back to image+offset with build ids.
+    let rest = Array(arguments.dropFirst())
+    guard let directory = rest.first else { fail("oom needs a directory") }
+    oomResolveNames = !rest.contains("nonames")
+    do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind)) } catch { fail("\(error)") }
+    AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
+    print("pid=\(getpid())")
+    let capacity = 1 << 16
+    let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity)
+    var failure: Int32 = 0, line: Int32 = 0
+    let internalBefore = cat_debug_internal_allocations()
+    let count = ats_allocate_until_failure(1 << 20, 4, { oomAfterWarmup() }, blocks, capacity, &failure, &line)
+    let internalDuring = cat_debug_internal_allocations() &- internalBefore
+    // A second failure inside the minimum interval: no second report.
+    var huge: UnsafeMutableRawPointer? = nil
+    let second = ats_allocate("malloc", 1, 1 << 36, &huge)
+    let secondErrno = errno
+    // The program's own error path: give the memory back, then report.
+    ats_free_all(blocks, count)
+    var written: UInt64 = 0, skipped: UInt64 = 0
+    cat_emergency_stats(&written, &skipped)
+    if count < capacity, failure == ENOMEM, second == 0, secondErrno == ENOMEM { print("error path ran") }
+    print("blocks=\(count) errno=\(failure) line=\(line)")
+    print("internal_allocations=\(internalDuring)")
+    print("reports=\(written) skipped=\(skipped)")
+    blocks.deallocate()
+    exit(0)
+
 default:
     fail("unknown scenario \(arguments.first ?? "<none>")")
+}
+
+nonisolated(unsafe) var oomResolveNames = true
+
+/// Called once from inside the allocation loop: names the sites (as the watchdog would), then limits the address
+/// space to what is mapped now plus 64 MiB.
+func oomAfterWarmup() {
+    if oomResolveNames { _EmergencyNames.refresh() }
+    var statm = [UInt8](repeating: 0, count: 256)
+    let fd = open("/proc/self/statm", O_RDONLY)
+    let n = read(fd, &statm, statm.count)
+    close(fd)
+    var pages = 0
+    for byte in statm.prefix(max(0, n)) {
+        guard byte >= 48, byte <= 57 else { break }
+        pages = pages * 10 + Int(byte - 48)
+    }
+    var limit = rlimit()
+    getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
+    limit.rlim_cur = rlim_t(pages * Int(sysconf(Int32(_SC_PAGESIZE))) + (64 << 20))
+    guard setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { fail("setrlimit: \(errno)") }
 }
