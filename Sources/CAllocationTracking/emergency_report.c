@@ -14,6 +14,8 @@
 #include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -55,6 +57,9 @@ void cat_emergency_configure(int enabled, const char *directory, uint32_t topSit
     cat_cgroup_detect(NULL, NULL, &g_cat_em_cgroup);
     cat_store_seq_cst(&g_cat_em_enabled, enabled ? 1 : 0);
 }
+
+// After fork(), in the child: a report another thread was writing does not exist there.
+void cat_emergency_reset_in_child(void) { cat_store_relaxed(&g_cat_em_busy, 0); }
 
 void cat_emergency_stats(uint64_t *written, uint64_t *skipped) {
     *written = cat_load_relaxed(&g_cat_em_written);
@@ -488,7 +493,19 @@ void cat_emergency_report(const char *function, size_t size) {
                     g_cat_em_last_path[0] = 0;
                 }
             }
+            // A closed stderr pipe must not kill the process from inside malloc: block SIGPIPE while writing and
+            // discard the one our writes raised (the standard pattern; all async-signal-safe, no allocation).
+            sigset_t pipeSet, previousMask, pendingBefore;
+            sigemptyset(&pipeSet);
+            sigaddset(&pipeSet, SIGPIPE);
+            pthread_sigmask(SIG_BLOCK, &pipeSet, &previousMask);
+            sigpending(&pendingBefore);
             cat_em_write(function, size, fd, fd >= 0 ? g_cat_em_last_path : NULL);
+            if (!sigismember(&pendingBefore, SIGPIPE)) {
+                struct timespec zero = {0, 0};
+                while (sigtimedwait(&pipeSet, NULL, &zero) == SIGPIPE) {}
+            }
+            pthread_sigmask(SIG_SETMASK, &previousMask, NULL);
             cat_fsync_close(fd);
             cat_add_relaxed(&g_cat_em_written, 1);
         }

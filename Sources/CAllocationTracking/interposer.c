@@ -288,7 +288,7 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
 
 // The real allocator returned NULL for a valid request: the allocation-failure report (cat_emergency.h), which
 // returns at once unless configured. Preserves errno.
-static __attribute__((noinline, cold)) void cat_allocation_failed(const char *function, size_t size) {
+static __attribute__((noinline)) void cat_allocation_failed(const char *function, size_t size) {
     int savedErrno = errno;
     cat_emergency_report(function, size);
     errno = savedErrno;
@@ -450,6 +450,7 @@ size_t malloc_usable_size(void *ptr) {
 
 void cat_api_reinit_in_child(void);
 void cat_gate_reset_in_child(void);
+void cat_emergency_reset_in_child(void);
 static uint64_t g_cat_fork_installed;
 static int g_cat_fork_held_gate;
 static int g_cat_fork_saved_state;
@@ -479,6 +480,7 @@ static void cat_on_fork_child(void) {
         cat_thread_set_state(g_cat_fork_saved_state);
     }
     cat_api_reinit_in_child();
+    cat_emergency_reset_in_child();
 }
 
 void cat_install_fork_handlers(void) {

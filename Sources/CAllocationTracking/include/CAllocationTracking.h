@@ -11,6 +11,8 @@
 // - The memory under the tables and the quiescence gate that lets them be rebuilt, cleared and copied
 //   (table_memory.c): every system call the tables need, so the Swift side can be proven call-free.
 // - Atomics on plain memory for the C side (this header, static inline; Swift uses Synchronization.Atomic).
+// - The report written when an allocation fails, without allocating (emergency_report.c, cat_emergency.h): the
+//   interposer calls cat_emergency_report() when the real allocator returns NULL for a valid request.
 //
 // The table logic lives in Swift (module AllocationTracking, _AllocationRecorder.swift). The interposer calls it
 // through the function pointers installed with cat_install_recorder(); those functions are `@_noLocks`: the
