@@ -77,6 +77,21 @@ extension TrackerTests.Processes {
         #expect(!text.contains("ats_oom_block"), "\(text)")
     }
 
+    /// Several threads failing at once: one report, the other failures skipped and counted, every thread's error
+    /// path runs.
+    @Test func concurrentAllocationFailuresWriteOneReport() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-oom-threads-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try runChild(productURL("TrackerScenarios"), ["oom-threads", directory.path])
+        #expect(result.status == 0, "\(result.output)\(result.error)")
+        #expect(result.output.contains("enomem_threads=4\n"), "\(result.output)")
+        #expect(result.output.contains("reports=1 skipped=3\n"), "\(result.output)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(files.count == 1, "\(files)")
+        #expect(result.error.components(separatedBy: "==== end of report").count == 2, "\(result.error)")
+    }
+
     func keyValues(_ output: String) -> [String: String] {
         var values: [String: String] = [:]
         for line in output.split(separator: "\n") {

@@ -3,6 +3,7 @@
 import AllocationTracking
 import AllocationTrackingTestSupport
 import CAllocationTracking
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -265,7 +266,7 @@ case "oom":
     // is skipped, so the report falls back to image+offset with build ids.
     let rest = Array(arguments.dropFirst())
     guard let directory = rest.first else { fail("oom needs a directory") }
-    oomResolveNames = !rest.contains("nonames")
+    OOM.resolveNames = !rest.contains("nonames")
     do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind)) } catch { fail("\(error)") }
     AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
     print("pid=\(getpid())")
@@ -290,16 +291,56 @@ case "oom":
     blocks.deallocate()
     exit(0)
 
+case "oom-threads":
+    // oom-threads <directory>: four threads allocate until malloc fails at about the same time. One report is
+    // written; every other failure is skipped (a report in progress, or the minimum interval), and counted.
+    guard let directory = arguments.dropFirst().first else { fail("oom-threads needs a directory") }
+    do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind)) } catch { fail("\(error)") }
+    AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
+    var threads: [pthread_t] = []
+    for _ in 0..<OOM.threadCount {
+        var thread = pthread_t()
+        pthread_create(&thread, nil, oomThread, nil)
+        threads.append(thread)
+    }
+    oomAfterWarmup()  // the limit, with every thread's stack mapped already
+    OOM.go.store(1, ordering: .releasing)
+    for thread in threads { pthread_join(thread, nil) }
+    var written: UInt64 = 0, skipped: UInt64 = 0
+    cat_emergency_stats(&written, &skipped)
+    print("enomem_threads=\(OOM.enomemThreads.load(ordering: .relaxed))")
+    print("reports=\(written) skipped=\(skipped)")
+    exit(0)
+
 default:
     fail("unknown scenario \(arguments.first ?? "<none>")")
 }
 
-nonisolated(unsafe) var oomResolveNames = true
+/// State of the oom scenarios (static members: initialised on first use, unlike top-level globals below the switch).
+enum OOM {
+    static let threadCount = 4
+    static let go = Atomic<Int>(0)
+    static let enomemThreads = Atomic<Int>(0)
+    nonisolated(unsafe) static var resolveNames = true
+}
+
+func oomThread(_: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    let capacity = 4096
+    let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity)
+    while OOM.go.load(ordering: .acquiring) == 0 { sched_yield() }
+    var failure: Int32 = 0, line: Int32 = 0
+    let count = ats_allocate_until_failure(1 << 20, 0, nil, blocks, capacity, &failure, &line)
+    if failure == ENOMEM { OOM.enomemThreads.add(1, ordering: .relaxed) }
+    ats_free_all(blocks, count)
+    blocks.deallocate()
+    return nil
+}
+
 
 /// Called once from inside the allocation loop: names the sites (as the watchdog would), then limits the address
 /// space to what is mapped now plus 64 MiB.
 func oomAfterWarmup() {
-    if oomResolveNames { _EmergencyNames.refresh() }
+    if OOM.resolveNames { _EmergencyNames.refresh() }
     var statm = [UInt8](repeating: 0, count: 256)
     let fd = open("/proc/self/statm", O_RDONLY)
     let n = read(fd, &statm, statm.count)
