@@ -78,6 +78,9 @@ public enum AllocationTracker {
         }
         _TrackerSession.configuration = configuration
         cat_install_fork_handlers()
+        _configureEmergencyReport(directory: configuration.report.directory, topSites: configuration.report.topSites,
+                                  minimumInterval: configuration.limits.minimumInterval,
+                                  enabled: configuration.limits.onAllocationFailure)
         cat_set_active(1)
         _Watchdog.start(configuration)
         if configuration.limits.reportAtExit { _installExitReport() }
@@ -95,6 +98,7 @@ public enum AllocationTracker {
         guard isTracing else { return }
         cat_set_active(0)
         _withGateWriter { cat_tables_release() }
+        _EmergencyNames.reset()  // trace ids will be reused
         _TrackerSession.configuration = nil
     }
 
@@ -107,6 +111,7 @@ public enum AllocationTracker {
         defer { cat_api_unlock() }
         guard isTracing else { return }
         let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
+        _EmergencyNames.reset()  // trace ids will be reused
         _withGateWriter {
             cat_tables_release()
             if cat_tables_create(maxTraces) != 0 {

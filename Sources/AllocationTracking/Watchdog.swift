@@ -122,13 +122,11 @@ enum _Watchdog {
                     }
                 }
             }
-            _pollHooks.withLock { $0 }?()
+            // Names for the allocation-failure report, resolved while memory is plentiful.
+            if limits.onAllocationFailure { _EmergencyNames.refresh() }
             cat_sleep_ns(pollNs)
         }
     }
-
-    /// Extra work on each poll (the allocation-failure report's name resolution hooks in here).
-    static let _pollHooks = Mutex<(@Sendable () -> Void)?>(nil)
 
     static func report(_ trigger: AllocationReport.Trigger, _ reason: String) {
         do { _ = try _ReportWriter.write(trigger: trigger, reason: reason) } catch {

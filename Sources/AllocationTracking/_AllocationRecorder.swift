@@ -121,7 +121,11 @@ enum _AllocationRecorder {
             pointerCapacityNeeded: { _UnsafePointerTable.capacityNeeded(_UnsafeTrackerState(words: $0)) },
             rebuildPointerTable: { _UnsafePointerTable.rebuild(_UnsafeTrackerState(words: $0), into: $1, capacity: $2) },
             indexCapacityNeeded: { _UnsafeTraceTable.indexCapacityNeeded(_UnsafeTrackerState(words: $0)) },
-            rebuildIndex: { _UnsafeTraceTable.rebuildIndex(_UnsafeTrackerState(words: $0), into: $1, capacity: $2) })
+            rebuildIndex: { _UnsafeTraceTable.rebuildIndex(_UnsafeTrackerState(words: $0), into: $1, capacity: $2) },
+            topSites: {
+                UInt64(_UnsafeTraceTable.topSites(_UnsafeTrackerState(words: $0), ids: $1, bytes: $2, blocks: $3,
+                                                  capacity: Int(truncatingIfNeeded: $4)))
+            })
     }
 }
 
@@ -569,6 +573,41 @@ enum _UnsafeTraceTable {
         entry[1] = UInt64(UInt(bitPattern: stored))
         entry[2] = UInt64(total) << 32 | UInt64(count)
         return id
+    }
+
+    /// The (at most `capacity`) published traces with the most live bytes, largest first: their ids, live bytes
+    /// and live blocks, into the caller's arrays; returns how many. A partial insertion selection over every
+    /// entry (O(traces x capacity) at worst), for the allocation-failure report (`cat_emergency_report`), which
+    /// calls it inside a failing malloc with the gate's reader side held and static arrays: no allocation.
+    @_noLocks
+    static func topSites(_ state: _UnsafeTrackerState, ids: UnsafeMutablePointer<UInt64>,
+                         bytes: UnsafeMutablePointer<UInt64>, blocks: UnsafeMutablePointer<UInt64>,
+                         capacity: Int) -> Int {
+        guard capacity > 0, state.ready.atomicLoadAcquire() == 1 else { return 0 }
+        let count = state.traceCount.atomicLoad()
+        var selected = 0
+        var id: UInt64 = 0
+        while id < count {
+            if let e = entry(state, id), published(e).atomicLoadAcquire() == 1 {
+                let live = liveBytes(e).atomicLoad()
+                let liveCount = liveBlocks(e).atomicLoad()
+                if liveCount != 0, selected < capacity || live > bytes[selected &- 1] {
+                    var position = selected < capacity ? selected : selected &- 1
+                    while position > 0, bytes[position &- 1] < live {
+                        ids[position] = ids[position &- 1]
+                        bytes[position] = bytes[position &- 1]
+                        blocks[position] = blocks[position &- 1]
+                        position &-= 1
+                    }
+                    ids[position] = id
+                    bytes[position] = live
+                    blocks[position] = liveCount
+                    if selected < capacity { selected &+= 1 }
+                }
+            }
+            id &+= 1
+        }
+        return selected
     }
 
     /// Index cells for four times the trace count (a power of two), or 0 when the index is big enough.

@@ -69,6 +69,16 @@ uint64_t cat_debug_interposed_calls(void) { return cat_load_relaxed(&g_cat_inter
 void cat_enter_rare_path(void) { t_cat_rare_path = 1; }
 void cat_leave_rare_path(void) { t_cat_rare_path = 0; }
 
+// Called by emergency_report.c around the allocation-failure report: the thread counts as inside the hook, so
+// an allocation made while writing it (there should be none) passes through and is counted in
+// g_cat_internal_allocations. Returns 0, changing nothing, when the thread is the tracker's own already.
+int cat_enter_emergency(void) {
+    if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return 0;
+    t_cat_in_hook = 1;
+    return 1;
+}
+void cat_leave_emergency(void) { t_cat_in_hook = 0; }
+
 // MARK: - Recorder (installed by Swift)
 
 static uint64_t g_cat_active;  // 0/1, relaxed: the single branch of the disarmed hot path
@@ -276,6 +286,14 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
     errno = savedErrno;
 }
 
+// The real allocator returned NULL for a valid request: the allocation-failure report (cat_emergency.h), which
+// returns at once unless configured. Preserves errno.
+static __attribute__((noinline)) void cat_allocation_failed(const char *function, size_t size) {
+    int savedErrno = errno;
+    cat_emergency_report(function, size);
+    errno = savedErrno;
+}
+
 // Deliberately no __builtin_expect: with an "unlikely" weight, clang's hot/cold splitting outlines the armed
 // branch into `malloc.cold.1`, where __builtin_frame_address/__builtin_return_address would describe the
 // outlined function instead of malloc's caller. The release-build tests check the first frame is the caller.
@@ -286,7 +304,10 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
 void *malloc(size_t size) {
     if (CAT_RESOLVING()) return cat_resolving_malloc(size);
     void *ptr = g_cat_next.malloc(size);
-    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    if (CAT_ARMED()) {
+        if (ptr == NULL && size != 0) cat_allocation_failed("malloc", size);
+        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    }
     return ptr;
 }
 
@@ -301,8 +322,10 @@ void *calloc(size_t count, size_t size) {
     void *ptr = g_cat_next.calloc(count, size);
     if (CAT_ARMED()) {
         size_t total = 0;
-        if (!__builtin_mul_overflow(count, size, &total))
+        if (!__builtin_mul_overflow(count, size, &total)) {
+            if (ptr == NULL && total != 0) cat_allocation_failed("calloc", total);
             cat_record_allocation(ptr, total, __builtin_frame_address(0), __builtin_return_address(0));
+        }
     }
     return ptr;
 }
@@ -319,7 +342,7 @@ static void *cat_realloc_bootstrap(void *ptr, size_t size) {
 
 // realloc and reallocarray share this body; each passes its own frame so the stack starts at its caller.
 static inline __attribute__((always_inline)) void *cat_realloc(void *ptr, size_t size, void *frameAddress,
-                                                               void *returnAddress) {
+                                                               void *returnAddress, const char *name) {
     if (CAT_RESOLVING()) return cat_resolving_malloc(size);
     if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, size);
     if (!CAT_ARMED()) return g_cat_next.realloc(ptr, size);
@@ -332,11 +355,12 @@ static inline __attribute__((always_inline)) void *cat_realloc(void *ptr, size_t
     } else if (ptr && size != 0) {
         cat_restore(ptr, removed);  // failed: the old block is untouched
     }                               // size 0 with NULL result: the old block was freed (glibc semantics)
+    if (moved == NULL && size != 0) cat_allocation_failed(name, size);
     return moved;
 }
 
 void *realloc(void *ptr, size_t size) {
-    return cat_realloc(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    return cat_realloc(ptr, size, __builtin_frame_address(0), __builtin_return_address(0), "realloc");
 }
 
 // As glibc implements it: an overflow check, then realloc. Not forwarded: glibc's reallocarray calls the public
@@ -347,7 +371,7 @@ void *reallocarray(void *ptr, size_t count, size_t size) {
         errno = ENOMEM;  // the old block is untouched
         return NULL;
     }
-    return cat_realloc(ptr, total, __builtin_frame_address(0), __builtin_return_address(0));
+    return cat_realloc(ptr, total, __builtin_frame_address(0), __builtin_return_address(0), "reallocarray");
 }
 
 int posix_memalign(void **out, size_t alignment, size_t size) {
@@ -359,6 +383,8 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
     int result = g_cat_next.posix_memalign(out, alignment, size);
     if (CAT_ARMED() && result == 0)
         cat_record_allocation(*out, size, __builtin_frame_address(0), __builtin_return_address(0));
+    else if (CAT_ARMED() && result == ENOMEM)
+        cat_allocation_failed("posix_memalign", size);
     return result;
 }
 
@@ -366,21 +392,30 @@ void *aligned_alloc(size_t alignment, size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
     void *ptr = g_cat_next.aligned_alloc ? g_cat_next.aligned_alloc(alignment, size)
                                          : g_cat_next.memalign(alignment, size);
-    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    if (CAT_ARMED()) {
+        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("aligned_alloc", size);
+        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    }
     return ptr;
 }
 
 void *memalign(size_t alignment, size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
     void *ptr = g_cat_next.memalign(alignment, size);
-    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    if (CAT_ARMED()) {
+        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("memalign", size);
+        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    }
     return ptr;
 }
 
 void *valloc(size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
     void *ptr = g_cat_next.valloc ? g_cat_next.valloc(size) : g_cat_next.memalign((size_t)getpagesize(), size);
-    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    if (CAT_ARMED()) {
+        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("valloc", size);
+        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    }
     return ptr;
 }
 
@@ -396,7 +431,10 @@ void *pvalloc(size_t size) {
         rounded &= ~(page - 1);
         ptr = g_cat_next.memalign(page, rounded ? rounded : page);
     }
-    if (CAT_ARMED()) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    if (CAT_ARMED()) {
+        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("pvalloc", size);
+        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+    }
     return ptr;
 }
 
@@ -412,6 +450,7 @@ size_t malloc_usable_size(void *ptr) {
 
 void cat_api_reinit_in_child(void);
 void cat_gate_reset_in_child(void);
+void cat_emergency_reset_in_child(void);
 static uint64_t g_cat_fork_installed;
 static int g_cat_fork_held_gate;
 static int g_cat_fork_saved_state;
@@ -441,6 +480,7 @@ static void cat_on_fork_child(void) {
         cat_thread_set_state(g_cat_fork_saved_state);
     }
     cat_api_reinit_in_child();
+    cat_emergency_reset_in_child();
 }
 
 void cat_install_fork_handlers(void) {

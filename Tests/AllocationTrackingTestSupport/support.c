@@ -127,3 +127,27 @@ ATS_SECTION void *ats_malloc_touched(size_t size, int *line) {
     if (block) memset(block, 0x5a, size);
     ATS_RETURN(block);
 }
+
+// The allocation-failure scenario: every block comes from this one malloc call (one trace), whose line is known.
+ATS_SECTION static void *ats_oom_block(size_t size, int *line) {
+    *line = __LINE__ + 1;
+    ATS_RETURN(malloc(size));
+}
+
+ATS_SECTION size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlocks, void (*afterWarmup)(void),
+                                              void **out, size_t capacity, int *errnoOut, int *line) {
+    size_t count = 0;
+    *errnoOut = 0;
+    for (; count < capacity; count++) {
+        if (count == warmupBlocks && afterWarmup) afterWarmup();
+        void *block = ats_oom_block(blockSize, line);
+        if (!block) {
+            *errnoOut = errno;
+            break;
+        }
+        memset(block, 1, 4096);  // touch a page (the blocks count towards RSS a little)
+        out[count] = block;
+    }
+    __asm__ __volatile__("" ::: "memory");  // no tail call
+    return count;
+}

@@ -3,6 +3,7 @@
 import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
+import CAllocationTracking
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -32,6 +33,9 @@ func _utcCompact(_ seconds: Int64) -> String {
     return "\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday))T\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))Z"
 }
 
+/// No watchdog, no report features: scenarios that count every allocation in the process need it quiet.
+let quiet = AllocationTracker.Configuration.Limits(containerFraction: nil, onAllocationFailure: false)
+
 func fail(_ message: String) -> Never {
     print("FAIL \(message)")
     exit(1)
@@ -57,7 +61,7 @@ case "env":
 case "fork":
     let unwinder: AllocationTracker.Configuration.Unwinder = arguments.dropFirst().first == "framepointers"
         ? .framePointers : .libunwind
-    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: unwinder)) } catch { fail("\(error)") }
+    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: unwinder, limits: quiet)) } catch { fail("\(error)") }
     // Other threads allocate and free while we fork.
     var threads: [pthread_t] = []
     for _ in 0..<2 {
@@ -106,7 +110,7 @@ case "chain":
         fail("counting interposer not preloaded")
     }
     let counter = symbol.assumingMemoryBound(to: UInt64.self)
-    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: .framePointers)) } catch { fail("\(error)") }
+    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: .framePointers, limits: quiet)) } catch { fail("\(error)") }
     var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 1000)
     // Warm up once: the first capture on a thread reads its stack bounds (pthread_getattr_np allocates,
     // untracked), and first calls do one-time lazy work.
@@ -135,7 +139,7 @@ case "accounting":
     let functions = ["malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign",
                      "valloc", "pvalloc", "strdup", "new"]
     for unwinder in [AllocationTracker.Configuration.Unwinder.libunwind, .framePointers] {
-        do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder)) } catch { fail("\(error)") }
+        do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: quiet)) } catch { fail("\(error)") }
         var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 40)
         // Warm-up: the first capture on a thread, and one-time lazy work of the first calls, happen here.
         for function in functions {
@@ -167,7 +171,7 @@ case "accounting":
         AllocationTracker.stop()
     }
     // Peak: rises only when blocks are added; resetPeak sets it to current; clearTraces zeroes both.
-    do { try AllocationTracker.start(.init(unwinder: .framePointers)) } catch { fail("\(error)") }
+    do { try AllocationTracker.start(.init(unwinder: .framePointers, limits: quiet)) } catch { fail("\(error)") }
     let base = AllocationTracker.tracedMemory
     let big = ats_malloc_at_depth(1 << 20, 1)
     let high = AllocationTracker.tracedMemory
@@ -201,7 +205,7 @@ case "peak":
         if !ok { fail(what()) }
         checks += 1
     }
-    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: .libunwind)) } catch { fail("\(error)") }
+    do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: .libunwind, limits: quiet)) } catch { fail("\(error)") }
     // Between here and the snapshots only the C helpers allocate (the arrays above exist already).
     _ = ats_allocate("malloc", 10, 1000, &a)        // 10 000
     ats_free_all(&a, 5)                             //  5 000
@@ -368,6 +372,98 @@ case "libunwind":
     }
     print("tracing=\(AllocationTracker.isTracing)")
 
+case "oom":
+    // oom <directory> [nonames]: allocate 1 MiB blocks from one C line until malloc fails under RLIMIT_AS; the
+    // allocation-failure report is written from inside the failing malloc. With `nonames` the watchdog's refresh
+    // is skipped, so the report falls back to image+offset with build ids.
+    let rest = Array(arguments.dropFirst())
+    guard let directory = rest.first else { fail("oom needs a directory") }
+    OOM.resolveNames = !rest.contains("nonames")
+    do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind)) } catch { fail("\(error)") }
+    AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
+    print("pid=\(getpid())")
+    let capacity = 1 << 16
+    let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity)
+    var failure: Int32 = 0, line: Int32 = 0
+    let internalBefore = cat_debug_internal_allocations()
+    let count = ats_allocate_until_failure(1 << 20, 4, { oomAfterWarmup() }, blocks, capacity, &failure, &line)
+    let internalDuring = cat_debug_internal_allocations() &- internalBefore
+    // A second failure inside the minimum interval: no second report.
+    var huge: UnsafeMutableRawPointer? = nil
+    let second = ats_allocate("malloc", 1, 1 << 36, &huge)
+    let secondErrno = errno
+    // The program's own error path: give the memory back, then report.
+    ats_free_all(blocks, count)
+    var written: UInt64 = 0, skipped: UInt64 = 0
+    cat_emergency_stats(&written, &skipped)
+    if count < capacity, failure == ENOMEM, second == 0, secondErrno == ENOMEM { print("error path ran") }
+    print("blocks=\(count) errno=\(failure) line=\(line)")
+    print("internal_allocations=\(internalDuring)")
+    print("reports=\(written) skipped=\(skipped)")
+    blocks.deallocate()
+    exit(0)
+
+case "oom-threads":
+    // oom-threads <directory>: four threads allocate until malloc fails at about the same time. One report is
+    // written; every other failure is skipped (a report in progress, or the minimum interval), and counted.
+    guard let directory = arguments.dropFirst().first else { fail("oom-threads needs a directory") }
+    do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind)) } catch { fail("\(error)") }
+    AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
+    var threads: [pthread_t] = []
+    for _ in 0..<OOM.threadCount {
+        var thread = pthread_t()
+        pthread_create(&thread, nil, oomThread, nil)
+        threads.append(thread)
+    }
+    oomAfterWarmup()  // the limit, with every thread's stack mapped already
+    OOM.go.store(1, ordering: .releasing)
+    for thread in threads { pthread_join(thread, nil) }
+    var written: UInt64 = 0, skipped: UInt64 = 0
+    cat_emergency_stats(&written, &skipped)
+    print("enomem_threads=\(OOM.enomemThreads.load(ordering: .relaxed))")
+    print("reports=\(written) skipped=\(skipped)")
+    exit(0)
+
 default:
     fail("unknown scenario \(arguments.first ?? "<none>")")
+}
+
+/// State of the oom scenarios (static members: initialised on first use, unlike top-level globals below the switch).
+enum OOM {
+    static let threadCount = 4
+    static let go = Atomic<Int>(0)
+    static let enomemThreads = Atomic<Int>(0)
+    nonisolated(unsafe) static var resolveNames = true
+}
+
+func oomThread(_: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
+    let capacity = 4096
+    let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity)
+    while OOM.go.load(ordering: .acquiring) == 0 { sched_yield() }
+    var failure: Int32 = 0, line: Int32 = 0
+    let count = ats_allocate_until_failure(1 << 20, 0, nil, blocks, capacity, &failure, &line)
+    if failure == ENOMEM { OOM.enomemThreads.add(1, ordering: .relaxed) }
+    ats_free_all(blocks, count)
+    blocks.deallocate()
+    return nil
+}
+
+
+/// Called once from inside the allocation loop: names the sites (as the watchdog would), then limits the address
+/// space to what is mapped now plus 64 MiB.
+func oomAfterWarmup() {
+    if OOM.resolveNames { _EmergencyNames.refresh() }
+    var statm = [UInt8](repeating: 0, count: 256)
+    let fd = open("/proc/self/statm", O_RDONLY)
+    let n = read(fd, &statm, statm.count)
+    close(fd)
+    var pages = 0
+    for byte in statm.prefix(max(0, n)) {
+        guard byte >= 48, byte <= 57 else { break }
+        pages = pages * 10 + Int(byte - 48)
+    }
+    var limit = rlimit()
+    getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
+    limit.rlim_cur = rlim_t(pages * Int(sysconf(Int32(_SC_PAGESIZE))) + (64 << 20))
+    guard setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { fail("setrlimit: \(errno)") }
 }

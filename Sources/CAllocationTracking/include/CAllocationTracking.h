@@ -11,6 +11,8 @@
 // - The memory under the tables and the quiescence gate that lets them be rebuilt, cleared and copied
 //   (table_memory.c): every system call the tables need, so the Swift side can be proven call-free.
 // - Atomics on plain memory for the C side (this header, static inline; Swift uses Synchronization.Atomic).
+// - The report written when an allocation fails, without allocating (emergency_report.c, cat_emergency.h): the
+//   interposer calls cat_emergency_report() when the real allocator returns NULL for a valid request.
 //
 // The table logic lives in Swift (module AllocationTracking, _AllocationRecorder.swift). The interposer calls it
 // through the function pointers installed with cat_install_recorder(); those functions are `@_noLocks`: the
@@ -140,6 +142,10 @@ typedef struct {
     uint64_t (*indexCapacityNeeded)(uint64_t *words);
     /// Re-inserts every published trace into `cells` (zeroed, capacity x 4 bytes) and installs it.
     void (*rebuildIndex)(uint64_t *words, void *cells, uint64_t capacity);
+    /// The allocation-failure report (cat_emergency.h): the ids of the (at most `capacity`) published traces with
+    /// the most live bytes, largest first, with their live bytes and blocks; returns how many. Called inside a
+    /// failing malloc with the gate's reader side held; writes only into the caller's (static) arrays.
+    uint64_t (*topSites)(uint64_t *words, uint64_t *ids, uint64_t *bytes, uint64_t *blocks, uint64_t capacity);
 } cat_recorder;
 
 /// Installs the table logic and the capture settings (`maxFrames` 1…256, `unwinder` CAT_UNWINDER_*). Call with
@@ -263,5 +269,7 @@ uint64_t cat_debug_internal_allocations(void);
 // The allocation-free primitives of the top-allocators report: text writer, process and cgroup memory, limit
 // triggers.
 #include "cat_report.h"
+// The report written when an allocation fails, without allocating; pre-resolved names and image build ids.
+#include "cat_emergency.h"
 
 #endif

@@ -37,3 +37,8 @@ void *ats_cxx_new_attributed(size_t size, int *line);
 /// malloc + memset (the pages count in RSS and the cgroup) from a known line.
 void *ats_malloc_touched(size_t size, int *line);
 void ats_cxx_delete(void *block);
+/// Allocates `blockSize`-byte blocks from one known malloc line (written to *line) into `out` until malloc returns
+/// NULL (errno then written to *errnoOut) or `capacity` blocks are held; calls `afterWarmup` once, after the first
+/// `warmupBlocks` blocks, from inside the loop (so every block shares one stack). Returns the number of blocks.
+size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlocks, void (*afterWarmup)(void), void **out,
+                                  size_t capacity, int *errnoOut, int *line);

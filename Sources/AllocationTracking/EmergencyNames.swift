@@ -1,0 +1,162 @@
+import Synchronization
+import CAllocationTracking
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Pre-resolves the names the allocation-failure report prints (see `cat_emergency.h`).
+///
+/// The report is written inside a failing malloc, where symbolication (DWARF, demangling, dictionaries) is out of
+/// the question. So, while memory is plentiful, `refresh()` — called by the watchdog every poll — takes the trace
+/// ids added since the last call, symbolicates their frames in one batch (`_Symbolicator`, cached per address),
+/// and stores one short line per trace with `cat_names_put` into a pre-reserved arena:
+/// `renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31` — the attribution
+/// frame (file as recorded) and the next two non-system frames (file name only). Sites newer than the last
+/// refresh are printed by the report as `image+0xoffset (build id …)`, from `cat_images_capture()`.
+package enum _EmergencyNames {
+    /// Traces handled per call, so one call stays short (a cold symbolication costs about 0.14 ms per address).
+    static let tracesPerRefresh = 512
+    /// Retries for an id that was not published yet (being published by another thread, or a permanent hole).
+    static let pendingRetries = 20
+    static let maximumNameBytes = 1000
+
+    /// Guarded by the API lock.
+    nonisolated(unsafe) static var pending: [UInt64: Int] = [:]
+    nonisolated(unsafe) static var loaderCounts: (UInt64, UInt64)? = nil
+
+    /// Names the trace ids added since the last call (at most `tracesPerRefresh`). Suspends the calling thread's
+    /// tracking; takes the API lock to copy the frames and to store the names, not while symbolicating.
+    package static func refresh() {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        // One refresh at a time (the watchdog and an explicit call): a second caller waits, then names what
+        // the first left, so a caller returns only once every trace that existed when it was called is named.
+        refreshing.withLock { _ in refreshLocked() }
+    }
+
+    static let refreshing = Mutex(())
+
+    private static func refreshLocked() {
+        guard let (work, generation) = copyNewTraces(), !work.isEmpty else { return }
+        var addresses = Set<UInt>()
+        for item in work { addresses.formUnion(item.frames) }
+        let resolved = _Symbolicator.shared.frames(for: addresses)
+        let names = work.map { item -> (UInt64, String) in
+            var frames: [Frame] = []
+            for address in item.frames { frames += resolved[address] ?? [Frame(address: address)] }
+            return (item.id, line(for: frames))
+        }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        // Stopped or cleared meanwhile: the ids name other stacks now.
+        guard AllocationTracker.isTracing, cat_names_generation() == generation else { return }
+        for (id, name) in names {
+            var bytes = Array(name.utf8.prefix(maximumNameBytes))
+            bytes.withUnsafeMutableBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { cat_names_put(id, $0.baseAddress!, $0.count) }
+            }
+            bytes.removeAll()
+        }
+    }
+
+    /// Forgets every name (trace ids are about to be reused). API lock held: call from `stop` / `clearTraces`.
+    static func reset() {
+        cat_names_reset()
+        pending.removeAll()
+    }
+
+    /// The frames of the new (and pending) traces, and the names generation they belong to. API lock taken.
+    private static func copyNewTraces() -> ([(id: UInt64, frames: [UInt])], UInt64)? {
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        guard AllocationTracker.isTracing else { return nil }
+        let counts = currentLoaderCounts()
+        if loaderCounts == nil || loaderCounts! != counts {
+            cat_images_capture()
+            loaderCounts = counts
+        }
+        let state = _UnsafeTrackerState.process
+        let count = state.traceCount.atomicLoad()
+        let start = cat_names_resolved_count()
+        var ids = pending.keys.sorted()
+        if start < count { ids += Array(start..<min(count, start + UInt64(tracesPerRefresh))) }
+        var work: [(id: UInt64, frames: [UInt])] = []
+        for id in ids {
+            // Frames are immutable once published and stay mapped while the API lock is held.
+            if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoadAcquire() == 1 {
+                let raw = _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).withFramesCopied()
+                work.append((id, raw.copiedFrames))
+                pending[id] = nil
+            } else if id >= start {
+                cat_names_put(id, "", 0)  // processed (advances the watermark); retried while pending
+                if pending.count < 4096 { pending[id] = 0 }
+            } else {
+                let tries = (pending[id] ?? 0) + 1
+                pending[id] = tries >= pendingRetries ? nil : tries
+            }
+        }
+        if let last = ids.last, last >= start { cat_names_put(last, "", 0) }
+        return (work, cat_names_generation())
+    }
+
+    private static func currentLoaderCounts() -> (UInt64, UInt64) {
+        var loads: UInt64 = 0, unloads: UInt64 = 0
+        cat_loader_counts(&loads, &unloads)
+        return (loads, unloads)
+    }
+
+    /// `function at file:line ← function at file:line ← …`: the attribution frame and the next two non-system
+    /// frames.
+    package static func line(for frames: [Frame], attribution: Attribution = .default) -> String {
+        guard !frames.isEmpty else { return "" }
+        let first = frames.firstIndex { !attribution.isSystem($0) } ?? 0
+        var parts = [describe(frames[first], fullPath: true)]
+        for frame in frames[(first + 1)...] where !attribution.isSystem(frame) {
+            parts.append(describe(frame, fullPath: false))
+            if parts.count == 3 { break }
+        }
+        return parts.joined(separator: " ← ")
+    }
+
+    static func describe(_ frame: Frame, fullPath: Bool) -> String {
+        var function = frame.function
+        if function == nil, let image = frame.image, let offset = frame.imageOffset {
+            function = image + "+0x" + String(offset, radix: 16)
+        }
+        let name = function ?? "0x" + String(frame.address, radix: 16)
+        if let file = frame.file {
+            let shown = fullPath ? file : String(file.split(separator: "/").last ?? Substring(file))
+            return "\(name) at \(shown):\(frame.line)"
+        }
+        if let image = frame.image, frame.function != nil { return "\(name) in \(image)" }
+        return name
+    }
+}
+
+extension AllocationTracker {
+    /// Configures the allocation-failure report (`cat_emergency.h`): reserves the names arena (for the configured
+    /// `maxTraces`), records the loaded images, and sets the directory, the number of sites and the minimum
+    /// interval between two reports (seconds). Call with the API lock held (as `start` does) or from a single
+    /// thread; the names are filled by `_EmergencyNames.refresh()`.
+    package static func _configureEmergencyReport(directory: String?, topSites: Int, minimumInterval: Double,
+                                                  enabled: Bool) {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        if enabled {
+            let maxTraces = _TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces
+            _ = cat_names_reserve(UInt64(maxTraces))
+            cat_images_capture()
+        }
+        let seconds = minimumInterval.isFinite ? max(0, minimumInterval) : 0
+        let nanoseconds = seconds >= 1.8e10 ? UInt64.max : UInt64(seconds * 1e9)
+        let sites = UInt32(clamping: max(0, topSites))
+        if let directory {
+            directory.withCString { cat_emergency_configure(enabled ? 1 : 0, $0, sites, nanoseconds) }
+        } else {
+            cat_emergency_configure(enabled ? 1 : 0, nil, sites, nanoseconds)
+        }
+    }
+}

@@ -1,0 +1,517 @@
+// The report written when an allocation fails, without allocating (contract: include/cat_emergency.h).
+//
+// Everything the report needs is prepared while memory is plentiful: the configuration and the cgroup files
+// (cat_emergency_configure), the names of the sites (cat_names_put, from the watchdog's
+// `_EmergencyNames.refresh()`), the loaded images and their build ids (cat_images_capture). The report itself
+// uses static buffers only (the "emergency reserve": the text writer, the top-site arrays, the path), formats
+// numbers by hand and writes with write(2).
+#define _GNU_SOURCE
+#include "CAllocationTracking.h"
+#include "cat_emergency.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+// interposer.c: marks the calling thread as inside the tracker's hook for the duration of the report (its
+// allocations, if any, pass straight through and are counted by cat_debug_internal_allocations). Returns 0 when
+// the thread is already the tracker's own (inside the hook, or CAT_THREAD_INTERNAL): no report then.
+int cat_enter_emergency(void);
+void cat_leave_emergency(void);
+const cat_recorder *cat_current_recorder(void);
+
+// MARK: - Configuration
+
+enum { CAT_EMERGENCY_DEFAULT_SITES = 20, CAT_EMERGENCY_PATH_MAX = 4096 };
+
+static uint64_t g_cat_em_enabled;
+static uint64_t g_cat_em_top_sites = CAT_EMERGENCY_DEFAULT_SITES;
+static uint64_t g_cat_em_min_interval_ns = 10ull * 1000 * 1000 * 1000;
+static char g_cat_em_directory[CAT_EMERGENCY_PATH_MAX];
+static cat_cgroup g_cat_em_cgroup;
+
+static uint64_t g_cat_em_busy;
+static uint64_t g_cat_em_last_ns = CAT_TRIGGER_NEVER;
+static uint64_t g_cat_em_written;
+static uint64_t g_cat_em_skipped;
+static char g_cat_em_last_path[CAT_EMERGENCY_PATH_MAX + 64];
+
+void cat_emergency_configure(int enabled, const char *directory, uint32_t topSites, uint64_t minIntervalNs) {
+    cat_store_seq_cst(&g_cat_em_enabled, 0);  // no report reads the settings while they change
+    while (cat_load_acquire(&g_cat_em_busy) != 0) cat_yield();
+    size_t length = directory ? strlen(directory) : 0;
+    if (length >= sizeof(g_cat_em_directory)) length = 0;  // does not fit: stderr only
+    if (length) memcpy(g_cat_em_directory, directory, length);
+    g_cat_em_directory[length] = 0;
+    uint32_t sites = topSites == 0 ? CAT_EMERGENCY_DEFAULT_SITES : topSites;
+    g_cat_em_top_sites = sites > CAT_EMERGENCY_MAX_SITES ? CAT_EMERGENCY_MAX_SITES : sites;
+    g_cat_em_min_interval_ns = minIntervalNs;
+    cat_process_memory_init();
+    cat_cgroup_detect(NULL, NULL, &g_cat_em_cgroup);
+    cat_store_seq_cst(&g_cat_em_enabled, enabled ? 1 : 0);
+}
+
+// After fork(), in the child: a report another thread was writing does not exist there.
+void cat_emergency_reset_in_child(void) { cat_store_relaxed(&g_cat_em_busy, 0); }
+
+void cat_emergency_stats(uint64_t *written, uint64_t *skipped) {
+    *written = cat_load_relaxed(&g_cat_em_written);
+    *skipped = cat_load_relaxed(&g_cat_em_skipped);
+}
+
+const char *cat_emergency_last_path(void) { return g_cat_em_last_path; }
+
+// MARK: - Pre-resolved names
+
+enum { CAT_NAMES_ARENA_BYTES = 8 << 20, CAT_NAME_MAX = 1024 };
+
+static uint64_t *g_cat_names_index;     // maxTraces words: arena offset + 1 of the trace's record, 0 none
+static uint64_t g_cat_names_capacity;   // entries in the index
+static unsigned char *g_cat_names_arena;
+static uint64_t g_cat_names_cursor;     // bytes used in the arena
+static uint64_t g_cat_names_watermark;  // trace ids below it processed
+static uint64_t g_cat_names_generation;
+
+static void *cat_names_map(size_t bytes) {
+    void *pages = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return pages == MAP_FAILED ? NULL : pages;
+}
+
+int cat_names_reserve(uint64_t maxTraces) {
+    if (cat_load_acquire((uint64_t *)&g_cat_names_arena) != 0) return 0;
+    if (maxTraces == 0) maxTraces = 1;
+    uint64_t *index = cat_names_map(maxTraces * sizeof(uint64_t));
+    if (!index) return -1;
+    unsigned char *arena = cat_names_map(CAT_NAMES_ARENA_BYTES);
+    if (!arena) { munmap(index, maxTraces * sizeof(uint64_t)); return -1; }
+    g_cat_names_index = index;
+    cat_store_release(&g_cat_names_capacity, maxTraces);
+    cat_store_release((uint64_t *)&g_cat_names_arena, (uint64_t)(uintptr_t)arena);
+    return 0;
+}
+
+void cat_names_put(uint64_t traceID, const char *text, size_t length) {
+    unsigned char *arena = (unsigned char *)(uintptr_t)cat_load_acquire((uint64_t *)&g_cat_names_arena);
+    if (!arena || traceID >= g_cat_names_capacity) return;
+    if (length > CAT_NAME_MAX) length = CAT_NAME_MAX;
+    if (length > 0) {
+        uint64_t offset = g_cat_names_cursor;
+        uint64_t record = (16 + length + 7) & ~(uint64_t)7;
+        if (offset + record <= CAT_NAMES_ARENA_BYTES) {
+            uint64_t header[2] = {traceID, length};
+            memcpy(arena + offset, header, sizeof(header));
+            memcpy(arena + offset + 16, text, length);
+            g_cat_names_cursor = offset + record;
+            cat_store_release(&g_cat_names_index[traceID], offset + 1);  // publishes the complete record
+        }
+    }
+    if (traceID + 1 > g_cat_names_watermark) cat_store_release(&g_cat_names_watermark, traceID + 1);
+}
+
+uint64_t cat_names_resolved_count(void) { return cat_load_acquire(&g_cat_names_watermark); }
+
+void cat_names_reset(void) {
+    if (!g_cat_names_arena) {
+        cat_add_seq_cst(&g_cat_names_generation, 1);
+        return;
+    }
+    uint64_t used = g_cat_names_watermark < g_cat_names_capacity ? g_cat_names_watermark : g_cat_names_capacity;
+    for (uint64_t i = 0; i < used; i++) cat_store_relaxed(&g_cat_names_index[i], 0);
+    g_cat_names_cursor = 0;
+    cat_store_release(&g_cat_names_watermark, 0);
+    cat_add_seq_cst(&g_cat_names_generation, 1);
+}
+
+uint64_t cat_names_generation(void) { return cat_load_acquire(&g_cat_names_generation); }
+
+size_t cat_names_get(uint64_t traceID, const char **text) {
+    *text = NULL;
+    unsigned char *arena = (unsigned char *)(uintptr_t)cat_load_acquire((uint64_t *)&g_cat_names_arena);
+    if (!arena || traceID >= cat_load_acquire(&g_cat_names_capacity)) return 0;
+    uint64_t slot = cat_load_acquire(&g_cat_names_index[traceID]);
+    if (slot == 0 || slot - 1 + 16 > CAT_NAMES_ARENA_BYTES) return 0;
+    uint64_t header[2];
+    memcpy(header, arena + slot - 1, sizeof(header));
+    // A record of another id (the names were reset meanwhile) or a length running off the arena: no name.
+    if (header[0] != traceID || header[1] == 0 || header[1] > CAT_NAME_MAX ||
+        slot - 1 + 16 + header[1] > CAT_NAMES_ARENA_BYTES)
+        return 0;
+    *text = (const char *)arena + slot - 1 + 16;
+    return (size_t)header[1];
+}
+
+// MARK: - Loaded images
+
+enum { CAT_IMAGES_MAX = 512, CAT_IMAGE_NAME = 96, CAT_BUILD_ID_MAX = 32 };
+
+typedef struct {
+    uintptr_t start, end;  // lowest and highest PT_LOAD address
+    uintptr_t bias;        // dlpi_addr: address - bias is what addr2line -e <image> wants
+    char name[CAT_IMAGE_NAME];
+    unsigned char buildID[CAT_BUILD_ID_MAX];
+    uint32_t buildIDLength;
+} cat_image;
+
+static cat_image g_cat_images[CAT_IMAGES_MAX];
+static uint32_t g_cat_image_count;
+static uint64_t g_cat_images_sequence;  // odd while the list is rewritten
+
+static void cat_copy_basename(char *out, size_t size, const char *path) {
+    const char *base = path;
+    for (const char *p = path; *p; p++)
+        if (*p == '/') base = p + 1;
+    size_t n = strlen(base);
+    if (n >= size) n = size - 1;
+    memcpy(out, base, n);
+    out[n] = 0;
+}
+
+static int cat_image_callback(struct dl_phdr_info *info, size_t size, void *context) {
+    (void)size;
+    uint32_t *count = context;
+    if (*count >= CAT_IMAGES_MAX) return 1;
+    cat_image image;
+    memset(&image, 0, sizeof(image));
+    image.bias = (uintptr_t)info->dlpi_addr;
+    image.start = UINTPTR_MAX;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD) {
+            uintptr_t start = image.bias + ph->p_vaddr, end = start + ph->p_memsz;
+            if (start < image.start) image.start = start;
+            if (end > image.end) image.end = end;
+        } else if (ph->p_type == PT_NOTE && image.buildIDLength == 0) {
+            const unsigned char *note = (const unsigned char *)(image.bias + ph->p_vaddr);
+            const unsigned char *limit = note + ph->p_memsz;
+            while (note + sizeof(ElfW(Nhdr)) <= limit) {
+                const ElfW(Nhdr) *header = (const ElfW(Nhdr) *)note;
+                const unsigned char *name = note + sizeof(ElfW(Nhdr));
+                const unsigned char *desc = name + ((header->n_namesz + 3) & ~3u);
+                const unsigned char *next = desc + ((header->n_descsz + 3) & ~3u);
+                if (next > limit) break;
+                if (header->n_type == NT_GNU_BUILD_ID && header->n_namesz == 4 && memcmp(name, "GNU", 4) == 0) {
+                    uint32_t n = header->n_descsz < CAT_BUILD_ID_MAX ? header->n_descsz : CAT_BUILD_ID_MAX;
+                    memcpy(image.buildID, desc, n);
+                    image.buildIDLength = n;
+                    break;
+                }
+                note = next;
+            }
+        }
+    }
+    if (image.start == UINTPTR_MAX) return 0;
+    const char *path = info->dlpi_name;
+    char exe[512];
+    if (!path || !*path) {  // the main executable
+        ssize_t n = *count == 0 ? readlink("/proc/self/exe", exe, sizeof(exe) - 1) : -1;
+        exe[n > 0 ? n : 0] = 0;
+        path = n > 0 ? exe : "(main)";
+    }
+    cat_copy_basename(image.name, sizeof(image.name), path);
+    g_cat_images[*count] = image;
+    *count += 1;
+    return 0;
+}
+
+void cat_images_capture(void) {
+    static pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;  // outside malloc: captures may race each other
+    pthread_mutex_lock(&serial);
+    cat_add_seq_cst(&g_cat_images_sequence, 1);  // odd: readers skip the list
+    uint32_t count = 0;
+    dl_iterate_phdr(cat_image_callback, &count);
+    __atomic_store_n(&g_cat_image_count, count, __ATOMIC_RELEASE);
+    cat_add_seq_cst(&g_cat_images_sequence, 1);
+    pthread_mutex_unlock(&serial);
+}
+
+uint32_t cat_images_count(void) { return __atomic_load_n(&g_cat_image_count, __ATOMIC_ACQUIRE); }
+
+// The image holding `address` copied into `out`; 0 when unknown or the list is being rewritten.
+static int cat_image_lookup(uintptr_t address, cat_image *out) {
+    uint64_t before = cat_load_acquire(&g_cat_images_sequence);
+    if (before & 1) return 0;
+    uint32_t count = cat_images_count();
+    int found = 0;
+    for (uint32_t i = 0; i < count && i < CAT_IMAGES_MAX; i++) {
+        if (address >= g_cat_images[i].start && address < g_cat_images[i].end) {
+            *out = g_cat_images[i];
+            found = 1;
+            break;
+        }
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return found && cat_load_relaxed(&g_cat_images_sequence) == before;
+}
+
+// MARK: - The report
+
+enum { CAT_EMERGENCY_FRAMES = 6 };
+
+// The emergency reserve: static, so the report needs no stack beyond a few hundred bytes and no heap.
+static cat_text_writer g_cat_em_writer;
+static uint64_t g_cat_em_ids[CAT_EMERGENCY_MAX_SITES];
+static uint64_t g_cat_em_bytes[CAT_EMERGENCY_MAX_SITES];
+static uint64_t g_cat_em_blocks[CAT_EMERGENCY_MAX_SITES];
+static uintptr_t g_cat_em_frames[CAT_EMERGENCY_MAX_SITES][CAT_EMERGENCY_FRAMES];
+static uint32_t g_cat_em_frame_counts[CAT_EMERGENCY_MAX_SITES];
+
+static void cat_civil(int64_t days, int64_t *year, int *month, int *day) {  // H. Hinnant's civil_from_days
+    days += 719468;
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *year = yoe + era * 400 + (*month <= 2);
+}
+
+static void cat_tw_2(cat_text_writer *w, int value) {
+    cat_tw_char(w, (char)('0' + value / 10));
+    cat_tw_char(w, (char)('0' + value % 10));
+}
+
+static void cat_tw_time(cat_text_writer *w, int64_t seconds) {
+    int64_t days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400;
+    int64_t rest = seconds - days * 86400, year;
+    int month, day;
+    cat_civil(days, &year, &month, &day);
+    cat_tw_i64(w, year, false);
+    cat_tw_char(w, '-');
+    cat_tw_2(w, month);
+    cat_tw_char(w, '-');
+    cat_tw_2(w, day);
+    cat_tw_char(w, 'T');
+    cat_tw_2(w, (int)(rest / 3600));
+    cat_tw_char(w, ':');
+    cat_tw_2(w, (int)(rest / 60 % 60));
+    cat_tw_char(w, ':');
+    cat_tw_2(w, (int)(rest % 60));
+    cat_tw_str(w, "Z (unix ");
+    cat_tw_i64(w, seconds, false);
+    cat_tw_char(w, ')');
+}
+
+static void cat_tw_bytes_exact(cat_text_writer *w, uint64_t bytes) {
+    cat_tw_size(w, (int64_t)bytes, false);
+    cat_tw_str(w, " (");
+    cat_tw_u64(w, bytes);
+    cat_tw_str(w, " B)");
+}
+
+// Selects the top sites and copies their first frames, under the gate's reader side. Returns the site count.
+static uint32_t cat_em_collect(uint32_t capacity) {
+    const cat_recorder *recorder = cat_current_recorder();
+    if (!recorder || !recorder->topSites) return 0;
+    uint64_t *words = cat_state_words();
+    uint32_t shard = cat_thread_shard();
+    cat_gate_enter(shard);
+    uint32_t count = (uint32_t)recorder->topSites(words, g_cat_em_ids, g_cat_em_bytes, g_cat_em_blocks, capacity);
+    if (count > capacity) count = capacity;
+    for (uint32_t i = 0; i < count; i++) {
+        g_cat_em_frame_counts[i] = 0;
+        uint64_t id = g_cat_em_ids[i];
+        uint64_t chunk = id >> 12;
+        if (chunk >= CAT_TRACE_CHUNK_LIMIT) continue;
+        uint64_t *base = (uint64_t *)(uintptr_t)cat_load_acquire(words + CAT_W_TRACE_CHUNKS + chunk);
+        if (!base) continue;
+        const uint64_t *entry = base + (id & 4095) * CAT_TRACE_ENTRY_WORDS;
+        const uint64_t *frames = (const uint64_t *)(uintptr_t)entry[1];
+        uint32_t n = (uint32_t)(entry[2] & 0xFFFFFFFFu);
+        if (!frames) continue;
+        if (n > CAT_EMERGENCY_FRAMES) n = CAT_EMERGENCY_FRAMES;
+        for (uint32_t f = 0; f < n; f++) g_cat_em_frames[i][f] = (uintptr_t)frames[f];
+        g_cat_em_frame_counts[i] = n;
+    }
+    cat_gate_exit(shard);
+    return count;
+}
+
+// `image+0xoffset`, with ` (build id …)` unless the previous frame of the site was in the same image
+// (`*previousBias`).
+static void cat_em_write_frame(cat_text_writer *w, uintptr_t address, uintptr_t *previousBias) {
+    cat_image image;
+    if (cat_image_lookup(address, &image)) {
+        cat_tw_str(w, image.name);
+        cat_tw_char(w, '+');
+        cat_tw_hex(w, address - image.bias, 1);
+        int repeated = image.bias == *previousBias;
+        *previousBias = image.bias;
+        if (image.buildIDLength && !repeated) {
+            static const char hex[] = "0123456789abcdef";
+            cat_tw_str(w, " (build id ");
+            for (uint32_t i = 0; i < image.buildIDLength; i++) {
+                cat_tw_char(w, hex[image.buildID[i] >> 4]);
+                cat_tw_char(w, hex[image.buildID[i] & 15]);
+            }
+            cat_tw_char(w, ')');
+        }
+    } else {
+        cat_tw_hex(w, address, 1);
+        *previousBias = UINTPTR_MAX;
+    }
+}
+
+static void cat_em_write(const char *function, size_t size, int fd, const char *path) {
+    cat_text_writer *w = &g_cat_em_writer;
+    cat_tw_init(w, 2, fd);
+    uint64_t *words = cat_state_words();
+    uint64_t current = cat_load_relaxed(words + CAT_W_CURRENT);
+    uint64_t peak = cat_load_relaxed(words + CAT_W_PEAK);
+    uint64_t dropped = 0, liveBlocks = 0;
+    for (int s = 0; s < CAT_SHARDS; s++) {
+        dropped += cat_load_relaxed(words + s * CAT_SHARD_WORDS + CAT_S_DROPPED);
+        liveBlocks += cat_load_relaxed(words + s * CAT_SHARD_WORDS + CAT_S_LIVE_BLOCKS);
+    }
+
+    cat_tw_str(w, "==== swift-allocation-tracking report: allocation failure ====\n");
+    cat_tw_str(w, "trigger: allocation failure: ");
+    cat_tw_str(w, function);
+    cat_tw_char(w, '(');
+    cat_tw_u64(w, size);
+    cat_tw_str(w, ") returned NULL (ENOMEM)\n");
+    cat_tw_str(w, "time: ");
+    cat_tw_time(w, cat_unix_seconds());
+    cat_tw_str(w, "\npid: ");
+    cat_tw_i64(w, getpid(), false);
+    cat_tw_str(w, "\ntracked current: ");
+    cat_tw_bytes_exact(w, current);
+    cat_tw_str(w, " in ");
+    cat_tw_u64(w, liveBlocks);
+    cat_tw_str(w, " blocks\ntracked peak: ");
+    cat_tw_bytes_exact(w, peak);
+    cat_tw_str(w, "\ndropped allocations: ");
+    cat_tw_u64(w, dropped);
+    cat_tw_str(w, "\nrss: ");
+    cat_tw_bytes_exact(w, cat_process_rss_bytes());
+    cat_tw_char(w, '\n');
+    uint64_t usage = 0, limit = 0;
+    if (g_cat_em_cgroup.version != 0 && cat_cgroup_read(&g_cat_em_cgroup, &usage, &limit) == 0) {
+        cat_tw_str(w, "cgroup v");
+        cat_tw_u64(w, (uint64_t)g_cat_em_cgroup.version);
+        cat_tw_str(w, " usage: ");
+        cat_tw_bytes_exact(w, usage);
+        cat_tw_str(w, ", limit: ");
+        if (limit) cat_tw_bytes_exact(w, limit); else cat_tw_str(w, "none");
+        cat_tw_char(w, '\n');
+    } else {
+        cat_tw_str(w, "cgroup: none\n");
+    }
+    int score = 0, scoreAdj = 0;
+    if (cat_read_oom_score(&score, &scoreAdj) == 0) {
+        cat_tw_str(w, "oom_score: ");
+        cat_tw_i64(w, score, false);
+        cat_tw_str(w, ", oom_score_adj: ");
+        cat_tw_i64(w, scoreAdj, false);
+        cat_tw_char(w, '\n');
+    } else {
+        cat_tw_str(w, "oom_score: unknown\n");
+    }
+    cat_tw_str(w, "allocation failures not reported (rate limit or concurrent): ");
+    cat_tw_u64(w, cat_load_relaxed(&g_cat_em_skipped));
+    cat_tw_char(w, '\n');
+
+    uint32_t capacity = (uint32_t)g_cat_em_top_sites;
+    uint32_t count = cat_em_collect(capacity);
+    cat_tw_str(w, "top ");
+    cat_tw_u64(w, count);
+    cat_tw_str(w, " sites by live bytes:\n");
+    for (uint32_t i = 0; i < count; i++) {
+        cat_tw_char(w, '#');
+        cat_tw_u64(w, i + 1);
+        cat_tw_str(w, ": ");
+        cat_tw_size(w, (int64_t)g_cat_em_bytes[i], false);
+        cat_tw_str(w, " in ");
+        cat_tw_u64(w, g_cat_em_blocks[i]);
+        cat_tw_str(w, g_cat_em_blocks[i] == 1 ? " block (" : " blocks (");
+        cat_tw_percent(w, g_cat_em_bytes[i], current);
+        cat_tw_str(w, ")\n");
+        const char *name = NULL;
+        size_t length = cat_names_get(g_cat_em_ids[i], &name);
+        if (length && name) {
+            cat_tw_str(w, "    ");
+            cat_tw_bytes(w, name, length);
+            cat_tw_char(w, '\n');
+        } else {
+            uintptr_t previousBias = UINTPTR_MAX;
+            for (uint32_t f = 0; f < g_cat_em_frame_counts[i]; f++) {
+                cat_tw_str(w, "    ");
+                cat_em_write_frame(w, g_cat_em_frames[i][f], &previousBias);
+                cat_tw_char(w, '\n');
+            }
+            if (g_cat_em_frame_counts[i] == 0) cat_tw_str(w, "    (no frames)\n");
+        }
+    }
+    cat_tw_str(w, "==== end of report");
+    if (path && *path) {
+        cat_tw_str(w, " (");
+        cat_tw_str(w, path);
+        cat_tw_char(w, ')');
+    }
+    cat_tw_str(w, " ====\n");
+    cat_tw_flush(w);
+}
+
+void cat_emergency_report(const char *function, size_t size) {
+    if (cat_load_relaxed(&g_cat_em_enabled) == 0) return;
+    int savedErrno = errno;
+    if (!cat_enter_emergency()) {  // the tracker's own thread: nothing to report from here
+        errno = savedErrno;
+        return;
+    }
+    int previousState = cat_thread_set_state(CAT_THREAD_INTERNAL);
+    uint64_t expected = 0;
+    if (!cat_cas_acq_rel(&g_cat_em_busy, &expected, 1)) {
+        cat_add_relaxed(&g_cat_em_skipped, 1);  // another thread is writing the report
+    } else {
+        uint64_t now = cat_monotonic_ns();
+        uint64_t last = cat_load_relaxed(&g_cat_em_last_ns);
+        if (cat_load_relaxed(&g_cat_em_enabled) == 0) {
+            // turned off meanwhile
+        } else if (last != CAT_TRIGGER_NEVER && (now < last || now - last < g_cat_em_min_interval_ns)) {
+            cat_add_relaxed(&g_cat_em_skipped, 1);
+        } else {
+            cat_store_relaxed(&g_cat_em_last_ns, now);
+            int fd = -1;
+            g_cat_em_last_path[0] = 0;
+            if (g_cat_em_directory[0]) {
+                fd = cat_report_open_file(g_cat_em_directory, getpid(), cat_unix_seconds(), g_cat_em_last_path,
+                                          sizeof(g_cat_em_last_path));
+                if (fd < 0) {
+                    static const char message[] =
+                        "swift-allocation-tracking: cannot create the report file in the configured directory; "
+                        "writing the report to stderr only\n";
+                    cat_write_stderr(message, sizeof(message) - 1);
+                    g_cat_em_last_path[0] = 0;
+                }
+            }
+            // A closed stderr pipe must not kill the process from inside malloc: block SIGPIPE while writing and
+            // discard the one our writes raised (the standard pattern; all async-signal-safe, no allocation).
+            sigset_t pipeSet, previousMask, pendingBefore;
+            sigemptyset(&pipeSet);
+            sigaddset(&pipeSet, SIGPIPE);
+            pthread_sigmask(SIG_BLOCK, &pipeSet, &previousMask);
+            sigpending(&pendingBefore);
+            cat_em_write(function, size, fd, fd >= 0 ? g_cat_em_last_path : NULL);
+            if (!sigismember(&pendingBefore, SIGPIPE)) {
+                struct timespec zero = {0, 0};
+                while (sigtimedwait(&pipeSet, NULL, &zero) == SIGPIPE) {}
+            }
+            pthread_sigmask(SIG_SETMASK, &previousMask, NULL);
+            cat_fsync_close(fd);
+            cat_add_relaxed(&g_cat_em_written, 1);
+        }
+        cat_store_release(&g_cat_em_busy, 0);
+    }
+    cat_thread_set_state(previousState);
+    cat_leave_emergency();
+    errno = savedErrno;
+}

@@ -1,0 +1,94 @@
+// cat_emergency.h: the report written when an allocation FAILS (emergency_report.c), without allocating.
+//
+// When the real allocator returns NULL for a valid request (malloc/calloc/realloc/reallocarray with a size > 0,
+// posix_memalign returning ENOMEM, aligned_alloc/memalign/valloc/pvalloc returning NULL with errno ENOMEM — not
+// for invalid arguments such as a bad alignment or an overflowing calloc), the interposer calls
+// cat_emergency_report() before returning the NULL with errno unchanged. The report goes to stderr and to a new
+// file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file: 0600, O_CREAT|O_EXCL|O_NOFOLLOW,
+// fsync'd) and holds: the trigger (function and size), time, pid, tracked current/peak bytes, dropped
+// allocations, RSS, cgroup usage and limit, oom_score/oom_score_adj, and the top N sites by live bytes with
+// count, size, share and a short traceback.
+//
+// Nothing on that path may call malloc (the heap is exhausted, and we are inside malloc):
+// - the text goes through a static cat_text_writer (a fixed 4 KiB buffer) with hand-formatted numbers, write(2);
+// - the top sites are selected by a `@_noLocks` Swift function (`cat_recorder.topSites`) into static arrays (the
+//   emergency reserve), under the gate's reader side (never the writer side: other threads may hold it);
+// - names come from a pre-resolved arena: a background thread (the watchdog, `_EmergencyNames.refresh()`)
+//   symbolicates new sites while memory is plentiful and stores one short line per trace id with
+//   cat_names_put. Sites newer than the last refresh (about a second) are printed as `image+0xoffset (build id
+//   …)` from the image list recorded by cat_images_capture() — no dladdr, no DWARF;
+// - the calling thread is CAT_THREAD_INTERNAL (and inside the hook) while writing, so anything unexpected passes
+//   straight through untracked; such a call would be counted by cat_debug_internal_allocations() (the tests
+//   assert it stays 0).
+// One report at a time (another thread failing meanwhile skips, counted), and at most one per minimum interval
+// (default 10 s; failures inside it are counted as skipped).
+#ifndef CAT_EMERGENCY_H
+#define CAT_EMERGENCY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#pragma clang assume_nonnull begin
+
+/// The most sites the report lists (`topSites` is clamped to it).
+enum { CAT_EMERGENCY_MAX_SITES = 64 };
+
+/// Configures the allocation-failure report. Call outside malloc (API lock held): copies `directory` into
+/// static storage (NULL or "": stderr only), detects the cgroup once and caches it, caches the page size.
+/// `enabled == 0` turns the report off. `topSites` 0 means the default (20); `minIntervalNs` is the minimum time
+/// between two reports. Not async-signal-safe.
+void cat_emergency_configure(int enabled, const char *_Nullable directory, uint32_t topSites, uint64_t minIntervalNs);
+
+/// Writes the report for a failed `function(size)` (see above). Allocation-free and lock-free (it waits only
+/// where every allocation may: the gate's reader side while a writer holds it). Preserves errno. Returns at once
+/// when disabled, when a report is in progress on another thread, or inside the minimum interval (both counted
+/// in `skipped`), or when the calling thread is the tracker's own (CAT_THREAD_INTERNAL / inside the hook).
+void cat_emergency_report(const char *function, size_t size);
+
+/// Statistics for the tests: reports written, failures skipped (rate limit or a report in progress).
+void cat_emergency_stats(uint64_t *written, uint64_t *skipped);
+/// The path of the last report file written ("" if none). Not thread-safe: read after the report.
+const char *cat_emergency_last_path(void);
+
+// MARK: - Pre-resolved names (written outside malloc, read by the emergency path)
+
+/// Maps (once; idempotent) an index of `maxTraces` per-trace offsets and an 8 MiB string arena, MAP_NORESERVE:
+/// pages are touched only as names are stored. Returns 0, or -1 when the memory cannot be mapped.
+int cat_names_reserve(uint64_t maxTraces);
+/// Stores the name line of `traceID` (`length` bytes, cut at 1024; 0: "processed, no name") and advances the
+/// watermark to traceID + 1. Single writer (API lock held), outside malloc. A reader sees no name or a complete
+/// one (published with a release store). When the arena is full, names are no longer stored.
+void cat_names_put(uint64_t traceID, const char *text, size_t length);
+/// The watermark: trace ids below it have been processed by cat_names_put.
+uint64_t cat_names_resolved_count(void);
+/// Forgets every name (after clearTraces/stop: trace ids are reused). API lock held. A report running
+/// concurrently may print a site without its name (never a torn read outside the arena).
+void cat_names_reset(void);
+/// Incremented by every cat_names_reset: a refresh that symbolicated outside the API lock stores its names only
+/// if no reset happened meanwhile.
+uint64_t cat_names_generation(void);
+/// The stored name of `traceID`: its length, with `*text` pointing into the arena; 0 when none.
+/// Async-signal-safe, allocation-free.
+size_t cat_names_get(uint64_t traceID, const char *_Nullable *_Nonnull text);
+
+// MARK: - Loaded images (for frames without a name)
+
+/// Records the loaded images (file name, address range, load bias, GNU build id from PT_NOTE NT_GNU_BUILD_ID)
+/// into static storage with dl_iterate_phdr (at most 512 images). Outside malloc (the loader takes its lock);
+/// cheap: call it whenever the image set may have changed. Readers use a sequence counter and skip an image
+/// list being rewritten.
+void cat_images_capture(void);
+/// Number of images recorded (for the tests).
+uint32_t cat_images_count(void);
+
+#pragma clang assume_nonnull end
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,124 @@
+import AllocationTracking
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension TrackerTests.Processes {
+    /// A child under RLIMIT_AS allocates 1 MiB blocks from one C line until malloc fails. The allocation-failure
+    /// report must exist, complete, every time (20 runs), written without a single malloc, and the child's own
+    /// error path must run normally afterwards.
+    @Test func allocationFailureWritesACompleteReport() throws {
+        let scenarios = productURL("TrackerScenarios")
+        var complete = 0
+        for run in 0..<20 {
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("ats-oom-\(getpid())-\(run)-\(UInt32.random(in: 0...UInt32.max))")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(scenarios, ["oom", directory.path])
+            let context = "run \(run)\n\(result.output)\(result.error)"
+            #expect(result.status == 0, "\(context)")
+            #expect(result.output.contains("error path ran\n"), "\(context)")
+            #expect(result.output.contains("internal_allocations=0\n"), "the report called malloc: \(context)")
+            #expect(result.output.contains("reports=1 skipped=1\n"), "\(context)")
+            let values = keyValues(result.output)
+            let pid = try #require(values["pid"], "\(context)")
+            let line = try #require(values["line"], "\(context)")
+            let blocks = try #require(values["blocks"], "\(context)")
+
+            let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            #expect(files.count == 1, "\(files) \(context)")
+            let name = try #require(files.first, "\(context)")
+            #expect(name.hasPrefix("alloc-report-\(pid)-") && name.hasSuffix(".txt"), "\(name)")
+            let path = directory.appendingPathComponent(name).path
+            let attributes = try FileManager.default.attributesOfItem(atPath: path)
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "\(attributes)")
+            let text = try String(contentsOfFile: path, encoding: .utf8)
+            let checks = [
+                "==== swift-allocation-tracking report: allocation failure ====\n",
+                "trigger: allocation failure: malloc(1048576) returned NULL (ENOMEM)\n",
+                "\npid: \(pid)\n",
+                "\ntracked current: ", "\ntracked peak: ",
+                "\ndropped allocations: 0\n",
+                "\nrss: ", "\noom_score: ",
+                "top ",
+                // The site holding the memory, by name and line (pre-resolved by the refresh).
+                // tracemalloc's units: under 10 MiB the size is printed in KiB.
+                "\n#1: \(blocks >= 10 ? "\(blocks).0 MiB" : "\(blocks * 1024) KiB") in \(blocks) blocks (",
+                "    ats_oom_block at ", "support.c:\(line) ← ats_allocate_until_failure at support.c:",
+                "==== end of report (\(path)) ====\n",
+            ]
+            for check in checks { #expect(text.contains(check), "missing \(check.debugDescription) in run \(run):\n\(text)") }
+            #expect(result.error.contains(text), "stderr lacks the report: \(context)")
+            if checks.allSatisfy({ text.contains($0) }), result.status == 0, result.error.contains(text) { complete += 1 }
+        }
+        #expect(complete == 20)
+    }
+
+    /// Sites with no pre-resolved name (no refresh ran) are printed as `image+0xoffset (build id …)`, without
+    /// dladdr or DWARF.
+    @Test func allocationFailureReportFallsBackToImageOffsets() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-oom-nonames-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try runChild(productURL("TrackerScenarios"), ["oom", directory.path, "nonames"])
+        #expect(result.status == 0, "\(result.output)\(result.error)")
+        #expect(result.output.contains("error path ran\n"))
+        #expect(result.output.contains("internal_allocations=0\n"))
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        let name = try #require(files.first)
+        let text = try String(contentsOfFile: directory.appendingPathComponent(name).path, encoding: .utf8)
+        let site = try #require(text.range(of: "\n#1: ").map { text[$0.upperBound...] }, "\(text)")
+        let frames = site.split(separator: "\n").dropFirst().prefix(2)
+        #expect(frames.first?.hasPrefix("    TrackerScenarios+0x") == true, "\(text)")
+        #expect(frames.first?.contains(" (build id ") == true, "\(text)")
+        #expect(!text.contains("ats_oom_block"), "\(text)")
+    }
+
+    /// Several threads failing at once: one report, the other failures skipped and counted, every thread's error
+    /// path runs.
+    @Test func concurrentAllocationFailuresWriteOneReport() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-oom-threads-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try runChild(productURL("TrackerScenarios"), ["oom-threads", directory.path])
+        #expect(result.status == 0, "\(result.output)\(result.error)")
+        #expect(result.output.contains("enomem_threads=4\n"), "\(result.output)")
+        #expect(result.output.contains("reports=1 skipped=3\n"), "\(result.output)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(files.count == 1, "\(files)")
+        #expect(result.error.components(separatedBy: "==== end of report").count == 2, "\(result.error)")
+    }
+
+    func keyValues(_ output: String) -> [String: String] {
+        var values: [String: String] = [:]
+        for line in output.split(separator: "\n") {
+            for pair in line.split(separator: " ") {
+                let parts = pair.split(separator: "=", maxSplits: 1)
+                if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
+            }
+        }
+        return values
+    }
+}
+
+extension TrackerTests {
+    /// The one-line names the emergency report prints: the attribution frame, then the next two non-system frames.
+    @Test static func emergencyNameLine() {
+        let frames = [
+            Frame(function: "malloc", image: "libc.so.6"),
+            Frame(function: "swift_slowAlloc", image: "libswiftCore.so"),
+            Frame(function: "renderResponse(for:)", file: "Sources/App/main.swift", line: 21, image: "App"),
+            Frame(function: "$sSa6appendyyxnF", file: "/x/swift/stdlib/public/core/Array.swift", line: 9, image: "App"),
+            Frame(function: "handle(_:cache:)", file: "/src/Sources/App/main.swift", line: 31, image: "App"),
+            Frame(image: "App", address: 0x1234, imageOffset: 0x234),
+            Frame(function: "main", file: "/src/Sources/App/main.swift", line: 40, image: "App"),
+        ]
+        #expect(_EmergencyNames.line(for: frames)
+            == "renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31 ← App+0x234")
+        #expect(_EmergencyNames.line(for: []) == "")
+    }
+}
