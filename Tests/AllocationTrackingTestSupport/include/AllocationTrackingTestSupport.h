@@ -35,3 +35,7 @@ void *ats_cxx_new(size_t size);
 void *ats_malloc_attributed(size_t size, int *line);
 void *ats_cxx_new_attributed(size_t size, int *line);
 void ats_cxx_delete(void *block);
+/// A process-wide flag: the test suites that use the tracker (in any test target) hold it while they run.
+/// Returns 1 when acquired.
+int ats_tracker_try_acquire(void);
+void ats_tracker_release(void);
