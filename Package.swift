@@ -13,6 +13,8 @@ let package = Package(
     name: "swift-allocation-tracking",
     products: [
         .library(name: "AllocationTracking", targets: ["AllocationTracking"]),
+        // Allocation assertions for tests (no-leak, count and byte limits, budgets), on the public API only.
+        .library(name: "AllocationTrackingTesting", targets: ["AllocationTrackingTesting"]),
     ],
     targets: [
         .target(
@@ -22,6 +24,10 @@ let package = Package(
         .target(
             name: "AllocationTracking",
             dependencies: ["CAllocationTracking"]
+        ),
+        .target(
+            name: "AllocationTrackingTesting",
+            dependencies: ["AllocationTracking"]
         ),
         // C helpers for the tests: allocations from a known C function, a second malloc interposer for the
         // RTLD_NEXT chaining test, raw libc calls (strdup, getline) whose allocations must be seen.
@@ -39,6 +45,10 @@ let package = Package(
         .testTarget(
             name: "AllocationTrackingTests",
             dependencies: ["AllocationTracking", "AllocationTrackingTestSupport", "TrackerScenarios"]
+        ),
+        .testTarget(
+            name: "AllocationTrackingTestingTests",
+            dependencies: ["AllocationTrackingTesting", "AllocationTrackingTestSupport"]
         ),
     ]
 )

@@ -15,5 +15,13 @@ let package = Package(
             name: "OOMDemo",
             dependencies: [.product(name: "AllocationTracking", package: "swift-allocation-tracking")]
         ),
+        // The README's "Allocation tests" example: `swift test --package-path Examples`.
+        .testTarget(
+            name: "AllocationTestsExample",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                .product(name: "AllocationTrackingTesting", package: "swift-allocation-tracking"),
+            ]
+        ),
     ]
 )

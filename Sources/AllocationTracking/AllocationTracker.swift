@@ -61,6 +61,11 @@ public enum AllocationTracker {
         cat_api_lock()
         defer { cat_api_unlock() }
         if isTracing { return }
+        try _startLocked(configuration)
+    }
+
+    /// `start` with the API lock held, the caller suspended and tracking off.
+    static func _startLocked(_ configuration: Configuration) throws {
         if configuration.unwinder == .libunwind {
             var message = [CChar](repeating: 0, count: 512)
             if cat_load_libunwind(&message, message.count) != 0 {
@@ -96,10 +101,19 @@ public enum AllocationTracker {
         cat_api_lock()
         defer { cat_api_unlock() }
         guard isTracing else { return }
+        _stopLocked()
+    }
+
+    /// `stop` with the API lock held and tracking on. Measurement scopes see their tables gone (`tablesEpoch`);
+    /// the implicit start `measure` made, if any, is forgotten (the next `measure` starts afresh).
+    static func _stopLocked() {
         cat_set_active(0)
         _withGateWriter { cat_tables_release() }
         _EmergencyNames.reset()  // trace ids will be reused
         _TrackerSession.configuration = nil
+        _TrackerSession.tablesEpoch &+= 1
+        _TrackerSession.implicitStarts = 0
+        _TrackerSession.implicitGeneration &+= 1
     }
 
     /// Forgets every trace and resets current and peak to 0, and keeps tracing. Blocks allocated before the
@@ -112,6 +126,7 @@ public enum AllocationTracker {
         guard isTracing else { return }
         let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
         _EmergencyNames.reset()  // trace ids will be reused
+        _TrackerSession.tablesEpoch &+= 1
         _withGateWriter {
             cat_tables_release()
             if cat_tables_create(maxTraces) != 0 {
@@ -168,9 +183,17 @@ public enum AllocationTracker {
     }
 
     /// Copies the live (or at-peak) trace entries under the gate. The calling thread is suspended.
-    static func _copyTraces(at moment: Snapshot.Moment) throws -> ([_RawTrace], Configuration, TracedMemory) {
+    /// `scope` (a measurement scope's tag, 0 for all) keeps only the traces allocated in that scope or its
+    /// descendants.
+    static func _copyTraces(at moment: Snapshot.Moment, scope: UInt64 = 0) throws -> ([_RawTrace], Configuration, TracedMemory) {
         cat_api_lock()
         defer { cat_api_unlock() }
+        return try _copyTracesLocked(at: moment, scope: scope)
+    }
+
+    /// `_copyTraces` with the API lock held.
+    static func _copyTracesLocked(at moment: Snapshot.Moment = .now, scope: UInt64 = 0) throws
+        -> ([_RawTrace], Configuration, TracedMemory) {
         guard isTracing, let configuration = _TrackerSession.configuration else {
             throw AllocationTrackingError(.notTracing, "takeSnapshot() needs tracking on: call AllocationTracker.start() first")
         }
@@ -184,7 +207,8 @@ public enum AllocationTracker {
         var memory = TracedMemory()
         while true {
             let complete = _withGateWriter { () -> Bool in
-                copied = _RawTrace.copyLive(state, into: buffer, capacity: capacity, atPeak: moment == .peak)
+                copied = _RawTrace.copyLive(state, into: buffer, capacity: capacity, atPeak: moment == .peak,
+                                            scope: scope)
                 memory = tracedMemory
                 return copied <= capacity
             }
@@ -250,12 +274,13 @@ struct _RawTrace {
     /// Copies the live traces into `buffer` (at most `capacity`); returns how many there are (more than
     /// `capacity` when the buffer was too small). Writer side held: plain loads and stores only.
     static func copyLive(_ state: _UnsafeTrackerState, into buffer: UnsafeMutablePointer<_RawTrace>,
-                         capacity: Int, atPeak: Bool) -> Int {
+                         capacity: Int, atPeak: Bool, scope: UInt64 = 0) -> Int {
         let count = state.traceCount.atomicLoad()
         var live = 0
         var id: UInt64 = 0
         while id < count {
-            if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoad() == 1 {
+            if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoad() == 1,
+               scope == 0 || _UnsafeScopes.descends(state, _UnsafeTraceTable.scopeTag(entry).atomicLoad(), from: scope) {
                 let (bytes, blocks) = atPeak ? _UnsafeTraceTable.valuesAtPeak(state, entry)
                     : (_UnsafeTraceTable.liveBytes(entry).atomicLoad(), _UnsafeTraceTable.liveBlocks(entry).atomicLoad())
                 if blocks != 0 {
@@ -305,6 +330,14 @@ func _installExitReport() {
 /// Session state owned by the API (guarded by the API mutex, never read inside malloc).
 enum _TrackerSession {
     nonisolated(unsafe) static var configuration: AllocationTracker.Configuration?
+    /// Bumped whenever the tables are wiped (stop, clearTraces): a measurement scope spanning it is interrupted.
+    nonisolated(unsafe) static var tablesEpoch: UInt64 = 0
+    /// Active measurements holding the tracker `measure` started implicitly (it stops when the last ends).
+    nonisolated(unsafe) static var implicitStarts = 0
+    /// Bumped by every stop: a measurement's hold on an implicit start is void after one.
+    nonisolated(unsafe) static var implicitGeneration: UInt64 = 0
+    /// Where the search for a free scope record starts (round robin, so ended records are reused last).
+    nonisolated(unsafe) static var scopeCursor = 0
 }
 
 /// Runs `body` with the gate's writer side held (allocation recording paused in other threads) and the calling

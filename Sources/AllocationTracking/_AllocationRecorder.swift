@@ -21,13 +21,15 @@ enum _AllocationRecorder {
     @_noLocks
     static func recordAllocation(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32,
                                  _ pointer: UnsafeMutableRawPointer, _ size: Int, _ frames: UnsafePointer<UInt>,
-                                 _ frameCount: UInt32, _ totalFrames: UInt32, _ lastAttempt: UInt32) -> UInt32 {
+                                 _ frameCount: UInt32, _ totalFrames: UInt32, _ lastAttempt: UInt32,
+                                 _ scopeTag: UInt64) -> UInt32 {
         let state = _UnsafeTrackerState(words: words)
         let shard = Int(shard)
         guard state.ready.atomicLoadAcquire() == 1 else { return UInt32(CAT_RECORD_DONE) }
         let bytes = UInt64(UInt(bitPattern: size))
         guard bytes <= _UnsafePointerTable.maximumSize,
-              let traceID = _UnsafeTraceTable.intern(state, frames: frames, count: Int(frameCount), total: totalFrames),
+              let traceID = _UnsafeTraceTable.intern(state, frames: frames, count: Int(frameCount), total: totalFrames,
+                                                     scope: scopeTag),
               let entry = _UnsafeTraceTable.entry(state, traceID)
         else {
             state.shard(shard, Int(CAT_S_DROPPED)).atomicAdd(1)
@@ -43,6 +45,7 @@ enum _AllocationRecorder {
             return UInt32(CAT_RECORD_DONE)
         }
         addLive(state, entry: entry, shard: shard, bytes: bytes, isNewAllocation: true)
+        if scopeTag != 0 { _UnsafeScopes.allocated(state, scopeTag, bytes: bytes) }
         let operations = state.shard(shard, Int(CAT_S_OPERATIONS)).atomicAdd(1)
         if probes > _UnsafePointerTable.longProbe || operations & 255 == 0,
            _UnsafePointerTable.needsRebuild(state) {
@@ -96,6 +99,9 @@ enum _AllocationRecorder {
         _UnsafeTraceTable.liveBytes(entry).atomicSubtract(bytes)
         state.shard(Int(shard), Int(CAT_S_LIVE_BLOCKS)).atomicSubtract(1)
         state.current.atomicSubtract(bytes)
+        // A block allocated inside a measurement scope: account the free to it, whichever thread frees.
+        let scopeTag = _UnsafeTraceTable.scopeTag(entry).atomicLoad()
+        if scopeTag != 0 { _UnsafeScopes.freed(state, scopeTag, bytes: bytes, count: 1) }
         return value
     }
 
@@ -109,13 +115,16 @@ enum _AllocationRecorder {
               let entry = _UnsafeTraceTable.entry(state, traceID),
               _UnsafePointerTable.insert(state, key: UInt64(UInt(bitPattern: pointer)), value: value, shard: Int(shard)) >= 0
         else { return }
-        addLive(state, entry: entry, shard: Int(shard), bytes: _UnsafePointerTable.size(of: value), isNewAllocation: false)
+        let bytes = _UnsafePointerTable.size(of: value)
+        addLive(state, entry: entry, shard: Int(shard), bytes: bytes, isNewAllocation: false)
+        let scopeTag = _UnsafeTraceTable.scopeTag(entry).atomicLoad()
+        if scopeTag != 0 { _UnsafeScopes.freed(state, scopeTag, bytes: 0 &- bytes, count: 0 &- 1) }  // undo the free
     }
 
     /// The function table handed to `cat_install_recorder`.
     static var table: cat_recorder {
         cat_recorder(
-            recordAllocation: { _AllocationRecorder.recordAllocation($0, $1, $2, $3, $4, $5, $6, $7) },
+            recordAllocation: { _AllocationRecorder.recordAllocation($0, $1, $2, $3, $4, $5, $6, $7, $8) },
             recordFree: { _AllocationRecorder.recordFree($0, $1, $2) },
             restore: { _AllocationRecorder.restore($0, $1, $2, $3) },
             pointerCapacityNeeded: { _UnsafePointerTable.capacityNeeded(_UnsafeTrackerState(words: $0)) },
@@ -392,7 +401,8 @@ enum _UnsafePointerTable {
 ///   trace's id is its position, and a pointer-table value names it until clear/stop. Entry words: 0 hash,
 ///   1 frames (arena pointer), 2 frame count | total frames << 32, 3 live blocks, 4 live bytes, 5 total blocks,
 ///   6 total bytes, 7 published (1 once the entry is in the index), 8 peak epoch, 9 live bytes at the peak,
-///   10 live blocks at the peak, 11-15 reserved (zero).
+///   10 live blocks at the peak, 11 reserved (zero), 12 measurement scope tag (0: none; part of the trace's
+///   identity, so a scope's blocks never share a trace with other code), 13-15 reserved (zero).
 /// - Who held the memory at the peak, in O(1) per event: whenever the global peak rises, `CAT_W_PEAK_EPOCH` is
 ///   bumped. Before a site's live counters change, the site checks its epoch; if the peak has moved since, its
 ///   live values *before* this change are its values at that peak (it was not touched since), so they are copied
@@ -432,6 +442,7 @@ enum _UnsafeTraceTable {
     @inline(__always) static func peakEpoch(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 8 }
     @inline(__always) static func peakBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 9 }
     @inline(__always) static func peakBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 10 }
+    @inline(__always) static func scopeTag(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 12 }
 
     /// Saves the site's live counters as its values at the peak if the peak moved since the site last changed.
     /// Call before changing the live counters.
@@ -459,8 +470,9 @@ enum _UnsafeTraceTable {
 
     @_noLocks
     @inline(__always)
-    static func hash(_ frames: UnsafePointer<UInt>, count: Int, total: UInt32) -> UInt64 {
+    static func hash(_ frames: UnsafePointer<UInt>, count: Int, total: UInt32, scope: UInt64) -> UInt64 {
         var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ (UInt64(total) << 32 | UInt64(count))
+        if scope != 0 { h = (h ^ scope) &* 0x0000_0100_0000_01B3 }
         for i in 0..<count {
             h = (h ^ UInt64(frames[i])) &* 0x0000_0100_0000_01B3
             h ^= h >> 29
@@ -503,8 +515,8 @@ enum _UnsafeTraceTable {
     @_noLocks
     @inline(__always)
     static func matches(_ entry: UnsafeMutablePointer<UInt64>, hash: UInt64, frames: UnsafePointer<UInt>,
-                        count: Int, total: UInt32) -> Bool {
-        guard entry[0] == hash, entry[2] == (UInt64(total) << 32 | UInt64(count)),
+                        count: Int, total: UInt32, scope: UInt64) -> Bool {
+        guard entry[0] == hash, entry[2] == (UInt64(total) << 32 | UInt64(count)), entry[12] == scope,
               let stored = UnsafeMutablePointer<UInt64>(bitPattern: UInt(entry[1]))
         else { return false }
         for i in 0..<count where stored[i] != UInt64(frames[i]) { return false }
@@ -514,8 +526,9 @@ enum _UnsafeTraceTable {
     /// Finds or adds the trace for `frames`; returns its id, or nil when it cannot be stored (the caller counts
     /// the allocation as dropped). Caller holds the gate's reader side.
     @_noLocks
-    static func intern(_ state: _UnsafeTrackerState, frames: UnsafePointer<UInt>, count: Int, total: UInt32) -> UInt64? {
-        let h = hash(frames, count: count, total: total)
+    static func intern(_ state: _UnsafeTrackerState, frames: UnsafePointer<UInt>, count: Int, total: UInt32,
+                       scope: UInt64) -> UInt64? {
+        let h = hash(frames, count: count, total: total, scope: scope)
         let capacity = state.word(Int(CAT_W_INDEX_CAPACITY)).atomicLoad()
         guard capacity != 0,
               let index = UnsafeMutablePointer<UInt32>(bitPattern: UInt(state.word(Int(CAT_W_INDEX_BASE)).atomicLoad()))
@@ -530,7 +543,7 @@ enum _UnsafeTraceTable {
             if seen == 0 {
                 let id: UInt64
                 if let reserved { id = reserved } else {
-                    guard let fresh = newEntry(state, hash: h, frames: frames, count: count, total: total) else {
+                    guard let fresh = newEntry(state, hash: h, frames: frames, count: count, total: total, scope: scope) else {
                         return nil
                     }
                     id = fresh
@@ -544,7 +557,7 @@ enum _UnsafeTraceTable {
                 // Lost the cell: `seen` now holds the winner; compare with it below.
             }
             if let candidate = entry(state, UInt64(seen) &- 1),
-               matches(candidate, hash: h, frames: frames, count: count, total: total) {
+               matches(candidate, hash: h, frames: frames, count: count, total: total, scope: scope) {
                 return UInt64(seen) &- 1
             }
             slot = (slot &+ 1) & mask
@@ -556,7 +569,7 @@ enum _UnsafeTraceTable {
 
     @_noLocks
     static func newEntry(_ state: _UnsafeTrackerState, hash: UInt64, frames: UnsafePointer<UInt>, count: Int,
-                         total: UInt32) -> UInt64? {
+                         total: UInt32, scope: UInt64) -> UInt64? {
         let id = state.traceCount.atomicAdd(1)
         guard id < state.word(Int(CAT_W_MAX_TRACES)).atomicLoad(), id <= _UnsafePointerTable.maximumTraceID else {
             state.traceCount.atomicSubtract(1)
@@ -572,6 +585,7 @@ enum _UnsafeTraceTable {
         entry[0] = hash
         entry[1] = UInt64(UInt(bitPattern: stored))
         entry[2] = UInt64(total) << 32 | UInt64(count)
+        entry[12] = scope  // published with the index cell's release CAS, like the words above
         return id
     }
 
@@ -638,5 +652,88 @@ enum _UnsafeTraceTable {
         }
         state.word(Int(CAT_W_INDEX_BASE)).atomicStore(UInt64(UInt(bitPattern: index)))
         state.word(Int(CAT_W_INDEX_CAPACITY)).atomicStore(capacity)
+    }
+}
+
+// MARK: - _UnsafeScopes
+
+/// Measurement scopes (`AllocationTracker.measure`): `CAT_SCOPES` records of `CAT_SCOPE_WORDS` words at
+/// `CAT_W_SCOPES` in the state words. They are static memory that `stop`/`clearTraces` never zero, so a free on
+/// any thread, at any time, may read a record safely; records are recycled by generation, never freed.
+///
+/// Record words: 0 head (the tag `generation << 16 | index + 1` while active; `| retired` once ended; 0 never
+/// used), 1 parent tag (0: none), 2 flags (bit 0: capture stacks, read by the C hook), 3 allocations,
+/// 4 allocated bytes, 5 frees, 6 freed bytes, 7 current bytes, 8 peak bytes, 9-15 unused.
+///
+/// An allocation made in scope S is tagged S in its trace (word 12); its free walks S and S's ancestors
+/// (bounded by `maxDepth`), updating every record whose head still equals the tag in the chain. A retired record
+/// keeps its parent link (so an outer scope still sees frees of blocks an inner, ended scope allocated) but is no
+/// longer counted; a recycled record has a new generation, so stale tags stop the walk. The one race left: a
+/// walker that read a head just before the record was recycled may add one event to the new scope.
+///
+/// RUNS INSIDE MALLOC: pointer arithmetic and atomics only (`@_noLocks`).
+enum _UnsafeScopes {
+    @inline(__always) static var retired: UInt64 { 1 << 63 }
+    @inline(__always) static var maxDepth: Int { 16 }
+    @inline(__always) static var captureStacksFlag: UInt64 { 1 }
+
+    @inline(__always)
+    static func record(_ state: _UnsafeTrackerState, _ tag: UInt64) -> UnsafeMutablePointer<UInt64>? {
+        let index = Int(truncatingIfNeeded: tag & 0xFFFF) &- 1
+        guard index >= 0, index < Int(CAT_SCOPES) else { return nil }
+        return state.word(Int(CAT_W_SCOPES) &+ index &* Int(CAT_SCOPE_WORDS))
+    }
+
+    @_noLocks
+    static func allocated(_ state: _UnsafeTrackerState, _ tag: UInt64, bytes: UInt64) {
+        var t = tag
+        var depth = 0
+        while t != 0, depth < maxDepth, let r = record(state, t) {
+            let head = r.atomicLoad()
+            guard head & ~retired == t else { return }
+            if head & retired == 0 {
+                (r + 3).atomicAdd(1)
+                (r + 4).atomicAdd(bytes)
+                let current = (r + 7).atomicAdd(bytes) &+ bytes
+                var peak = (r + 8).atomicLoad()
+                while current > peak, current < retired {  // never raise the peak to a wrapped value
+                    if (r + 8).atomicCompareExchange(expected: &peak, desired: current) { break }
+                }
+            }
+            t = (r + 1).atomicLoad()
+            depth &+= 1
+        }
+    }
+
+    /// A free of `count` blocks totalling `bytes` (wrapping negative values undo a free: realloc's restore).
+    @_noLocks
+    static func freed(_ state: _UnsafeTrackerState, _ tag: UInt64, bytes: UInt64, count: UInt64) {
+        var t = tag
+        var depth = 0
+        while t != 0, depth < maxDepth, let r = record(state, t) {
+            let head = r.atomicLoad()
+            guard head & ~retired == t else { return }
+            if head & retired == 0 {
+                (r + 5).atomicAdd(count)
+                (r + 6).atomicAdd(bytes)
+                (r + 7).atomicSubtract(bytes)
+            }
+            t = (r + 1).atomicLoad()
+            depth &+= 1
+        }
+    }
+
+    /// Whether a trace tagged `tag` was allocated in `scope` or one of its descendants.
+    @_noLocks
+    static func descends(_ state: _UnsafeTrackerState, _ tag: UInt64, from scope: UInt64) -> Bool {
+        var t = tag
+        var depth = 0
+        while t != 0, depth < maxDepth, let r = record(state, t) {
+            if t == scope { return true }
+            guard r.atomicLoad() & ~retired == t else { return false }
+            t = (r + 1).atomicLoad()
+            depth &+= 1
+        }
+        return false
     }
 }

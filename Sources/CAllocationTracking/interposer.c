@@ -62,6 +62,11 @@ uint32_t cat_thread_shard(void) {
     return shard;
 }
 
+// The innermost measurement scope of this thread (AllocationTracker.measure); see cat_allocation_scope.
+static CAT_TLS uint64_t t_cat_scope;
+uint64_t cat_thread_scope(void) { return t_cat_scope; }
+void cat_thread_set_scope(uint64_t tag) { t_cat_scope = tag; }
+
 uint64_t cat_debug_internal_allocations(void) { return cat_load_relaxed(&g_cat_internal_allocations); }
 uint64_t cat_debug_interposed_calls(void) { return cat_load_relaxed(&g_cat_interposed_calls); }
 
@@ -242,15 +247,28 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
     int savedErrno = errno;
     t_cat_in_hook = 1;
     cat_add_relaxed(&g_cat_interposed_calls, 1);
+    uint64_t *words = cat_state_words();
+    // Measurement scope: this thread's, else the process-wide one. Scope records are static memory (never
+    // freed); word 2 bit 0 says whether the scope wants stacks. A counting-only scope skips the capture: its
+    // allocations intern into one frameless trace per scope. Plain loads only (allocation-free).
+    uint64_t scope = t_cat_scope;
+    if (scope == 0) scope = cat_load_relaxed(words + CAT_W_SCOPE_PROCESS);
+    int capture = 1;
+    if (scope != 0) {
+        uint64_t index = (scope & 0xFFFF) - 1;
+        capture = index < CAT_SCOPES &&
+                  (cat_load_relaxed(words + CAT_W_SCOPES + index * CAT_SCOPE_WORDS + 2) & 1) != 0;
+    }
     uintptr_t frames[CAT_MAX_FRAMES];
     uint32_t total = 0;
-    uint32_t count = cat_capture_stack(g_cat_unwinder, frameAddress, returnAddress, frames, g_cat_max_frames, &total);
+    uint32_t count = capture ? cat_capture_stack(g_cat_unwinder, frameAddress, returnAddress, frames, g_cat_max_frames,
+                                                 &total)
+                             : 0;
     const cat_recorder *recorder = cat_current_recorder();
-    uint64_t *words = cat_state_words();
     uint32_t shard = cat_thread_shard();
     for (uint32_t attempt = 0; attempt < 2; attempt++) {
         cat_gate_enter(shard);
-        uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1);
+        uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1, scope);
         cat_gate_exit(shard);
         cat_service_requests();  // rare: table memory and rebuilds, outside the gate
         if (result != CAT_RECORD_RETRY) break;

@@ -182,8 +182,8 @@ void cat_tables_release(void) {
         cat_unmap((void *)(uintptr_t)cat_load_relaxed(W(CAT_W_ARENA_CHUNKS + c)), (size_t)CAT_ARENA_CHUNK_WORDS * 8);
     }
     uint64_t mapped = cat_load_relaxed(W(CAT_W_MAPPED_BYTES));
-    // Everything but the gate is zeroed: counters, roots, chunk pointers.
-    for (size_t i = 0; i < CAT_STATE_WORDS; i++) {
+    // Everything but the gate and the measurement scopes is zeroed: counters, roots, chunk pointers.
+    for (size_t i = 0; i < CAT_W_SCOPES; i++) {
         if (i == CAT_W_GATE_WRITER || (i < CAT_SHARDS * CAT_SHARD_WORDS && i % CAT_SHARD_WORDS == CAT_S_READERS)) continue;
         cat_store_relaxed(&g_cat_state_words[i], 0);
     }

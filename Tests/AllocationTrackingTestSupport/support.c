@@ -151,3 +151,11 @@ ATS_SECTION size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlo
     __asm__ __volatile__("" ::: "memory");  // no tail call
     return count;
 }
+// One suite at a time may own the process-wide tracker (start/stop, or AllocationTracker.measure's implicit
+// start): the test targets share one process, so their suites take this flag (see TrackerExclusive.swift).
+static int ats_tracker_owner;
+int ats_tracker_try_acquire(void) {
+    int expected = 0;
+    return __atomic_compare_exchange_n(&ats_tracker_owner, &expected, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+void ats_tracker_release(void) { __atomic_store_n(&ats_tracker_owner, 0, __ATOMIC_RELEASE); }

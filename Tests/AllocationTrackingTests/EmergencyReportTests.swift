@@ -10,6 +10,9 @@ extension TrackerTests.Processes {
     /// A child under RLIMIT_AS allocates 1 MiB blocks from one C line until malloc fails. The allocation-failure
     /// report must exist, complete, every time (20 runs), written without a single malloc, and the child's own
     /// error path must run normally afterwards.
+    /// `n` MiB in tracemalloc's units: KiB under 10 MiB, one decimal under 100 MiB, none above.
+    static func mebibytes(_ n: Int) -> String { n < 10 ? "\(n * 1024) KiB" : n < 100 ? "\(n).0 MiB" : "\(n) MiB" }
+
     @Test func allocationFailureWritesACompleteReport() throws {
         let scenarios = productURL("TrackerScenarios")
         var complete = 0
@@ -47,7 +50,7 @@ extension TrackerTests.Processes {
                 "top ",
                 // The site holding the memory, by name and line (pre-resolved by the refresh).
                 // tracemalloc's units: under 10 MiB the size is printed in KiB.
-                "\n#1: \(blocks >= 10 ? "\(blocks).0 MiB" : "\(blocks * 1024) KiB") in \(blocks) blocks (",
+                "\n#1: \(Self.mebibytes(Int(blocks) ?? 0)) in \(blocks) blocks (",
                 "    ats_oom_block at ", "support.c:\(line) ← ats_allocate_until_failure at support.c:",
                 "==== end of report (\(path)) ====\n",
             ]

@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// Every suite that starts the process-wide tracker nests in this one, so they run one at a time.
-@Suite(.serialized) enum TrackerTests {}
+@Suite(.serialized, .trackerExclusive) enum TrackerTests {}
 
 /// Both unwinders, for parameterised tests.
 let allUnwinders: [AllocationTracker.Configuration.Unwinder] = [.libunwind, .framePointers]

@@ -101,7 +101,14 @@ enum {
     CAT_TRACE_CHUNK_LIMIT = 4096,
     CAT_W_ARENA_CHUNKS = 4672,
     CAT_ARENA_CHUNK_LIMIT = 1024,
-    CAT_STATE_WORDS = 5760,
+    // Measurement scopes (AllocationTracker.measure). Everything from CAT_W_SCOPES on survives
+    // cat_tables_release (stop/clearTraces): a late free on another thread may still read a scope record, so
+    // records live in this static memory forever and are recycled by generation, never freed.
+    CAT_W_SCOPES = 5760,        // CAT_SCOPES records of CAT_SCOPE_WORDS words (layout: _UnsafeScopes in Swift)
+    CAT_SCOPES = 256,
+    CAT_SCOPE_WORDS = 16,
+    CAT_W_SCOPE_PROCESS = 9856, // tag of the innermost active process-wide scope (0: none)
+    CAT_STATE_WORDS = 9864,
 
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
     CAT_TRACE_ENTRY_WORDS = 16,  // layout: _UnsafeTraceTable in _AllocationRecorder.swift
@@ -128,8 +135,9 @@ uint64_t *_Nonnull cat_state_words(void);
 /// lazily initialised globals). The interposer calls the first three inside malloc, between
 /// cat_gate_enter/cat_gate_exit; the rest run with the gate's writer side held.
 typedef struct {
+    /// `scopeTag`: the measurement scope the allocating thread is in (0: none), part of the trace's identity.
     uint32_t (*recordAllocation)(uint64_t *words, uint32_t shard, void *ptr, size_t size, const uintptr_t *frames,
-                                 uint32_t frameCount, uint32_t totalFrames, uint32_t lastAttempt);
+                                 uint32_t frameCount, uint32_t totalFrames, uint32_t lastAttempt, uint64_t scopeTag);
     /// Before the real free. Returns the removed packed value (0 when the block was not tracked).
     uint64_t (*recordFree)(uint64_t *words, uint32_t shard, void *ptr);
     /// Puts back an entry removed by a realloc whose real realloc failed.
@@ -220,6 +228,10 @@ int cat_thread_state(void);
 /// A small per-thread number in 1…63 (assigned on first use, reused round-robin), used to shard counters so
 /// threads do not contend on one cache line. Never allocates.
 uint32_t cat_thread_shard(void);
+/// The calling thread's innermost measurement scope tag (0: none; initial-exec TLS). The hook attributes the
+/// thread's allocations to it, or to the process-wide scope (CAT_W_SCOPE_PROCESS) when it is 0. Never allocates.
+uint64_t cat_thread_scope(void);
+void cat_thread_set_scope(uint64_t tag);
 
 // MARK: - Stack capture
 

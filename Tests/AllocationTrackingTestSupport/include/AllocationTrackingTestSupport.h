@@ -42,3 +42,7 @@ void ats_cxx_delete(void *block);
 /// `warmupBlocks` blocks, from inside the loop (so every block shares one stack). Returns the number of blocks.
 size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlocks, void (*afterWarmup)(void), void **out,
                                   size_t capacity, int *errnoOut, int *line);
+/// A process-wide flag: the test suites that use the tracker (in any test target) hold it while they run.
+/// Returns 1 when acquired.
+int ats_tracker_try_acquire(void);
+void ats_tracker_release(void);

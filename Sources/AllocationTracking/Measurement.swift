@@ -1,0 +1,225 @@
+import CAllocationTracking
+
+/// What the code inside one `AllocationTracker.measure` did to the heap.
+///
+/// Counts are of malloc-family calls (a `realloc` is one free and one allocation), sizes are requested sizes.
+/// A block allocated inside the scope and freed later — on any thread — counts as a free of the scope while
+/// the scope is active.
+public struct AllocationMeasurement: Sendable, CustomStringConvertible {
+    /// Blocks allocated inside the scope (nested scopes included).
+    public var allocations: Int
+    /// Bytes requested by those allocations.
+    public var allocatedBytes: Int
+    /// Frees (from any thread) of blocks allocated inside the scope, before it ended.
+    public var frees: Int
+    public var freedBytes: Int
+    /// The highest value of (bytes allocated in the scope and still live) while the scope ran.
+    public var peakBytes: Int
+    /// The blocks allocated inside the scope and still live at its end, one trace per allocating call stack
+    /// (symbolicated when the scope captured stacks; frameless traces for a counting-only scope). Use
+    /// `leaked.statistics(groupedBy: .line)` for the leaking sites.
+    public var leaked: Snapshot
+    /// True when `AllocationTracker.stop()` or `clearTraces()` ran during the scope: the tables were wiped, so
+    /// frees after it were not seen and `leaked` is empty. Counters are what was seen up to then.
+    public var interrupted: Bool
+    /// The scope the measurement was taken with.
+    public var scope: AllocationTracker.MeasurementScope
+
+    /// Blocks allocated inside the scope and still live at its end.
+    public var leakedBlocks: Int { leaked.totalCount }
+    /// Bytes of those blocks.
+    public var leakedBytes: Int { leaked.totalSize }
+
+    public var description: String {
+        "allocations=\(allocations) (\(_formatSize(allocatedBytes))), frees=\(frees) (\(_formatSize(freedBytes))), "
+            + "peak=\(_formatSize(peakBytes)), leaked=\(leakedBlocks) (\(_formatSize(leakedBytes)))"
+            + (interrupted ? ", interrupted" : "")
+    }
+}
+
+extension AllocationTracker {
+    /// Whose allocations a measurement sees.
+    public enum MeasurementScope: String, Sendable, Hashable {
+        /// The calling thread's allocations while the closure runs (plus frees of those blocks from any thread).
+        /// Other threads — parallel tests, the test runner, Dispatch workers — are not seen, so parallel tests
+        /// can each measure exactly. Code that hops threads (async code, work dispatched to a queue) is only
+        /// seen for the part that runs on the calling thread.
+        case thread
+        /// Every thread's allocations while the closure runs, except threads that are inside a `.thread`
+        /// measurement of their own begun before this one. Sees async code wherever it resumes, and everything
+        /// else the process does meanwhile: only meaningful when nothing else runs (a `.serialized` test suite
+        /// with no other suites running in parallel, a benchmark).
+        case process
+    }
+
+    /// The scope of the `async` `measure`: only `.process` can follow code across suspension points.
+    public enum AsyncMeasurementScope: Sendable, Hashable {
+        case process
+    }
+
+    /// Runs `body` and measures the allocations it made.
+    ///
+    /// ```swift
+    /// let m = try AllocationTracker.measure { try codeUnderTest() }
+    /// #expect(m.allocations <= 3)
+    /// #expect(m.leaked.traces.isEmpty, "\(m.leaked.traces)")
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - scope: `.thread` (the default) sees only the calling thread; `.process` sees every thread.
+    ///   - captureStacks: true (the default) records each allocation's stack, so `leaked` names the leaking
+    ///     sites. False counts only: no stack capture (cheap enough to wrap a benchmark loop); `leaked` still
+    ///     has the counts, in one frameless trace.
+    ///
+    /// Tracking must be on for the hook to see anything: when it is off, `measure` starts it (libunwind when
+    /// available, else frame pointers) for the duration and stops it afterwards — reference-counted, so
+    /// concurrent measurements do not stop each other's tracker, and a tracker you started yourself is never
+    /// stopped. Measurements nest: an inner measurement's allocations count in the outer one too.
+    ///
+    /// The tracker's own allocations (starting, copying the leaks, symbolicating) are not counted. Blocks a
+    /// runtime caches on first use (metadata, a lazily created global) look like leaks: warm the code up once
+    /// before measuring.
+    ///
+    /// - Throws: what `body` throws; `.unavailable` in sanitizer builds, or when 256 scopes are active at once.
+    @discardableResult
+    public static func measure<R>(_ scope: MeasurementScope = .thread, captureStacks: Bool = true,
+                                  _ body: () throws -> R) throws -> AllocationMeasurement {
+        let token = try _beginScope(scope, captureStacks: captureStacks)
+        // Installed last (after the begin's own work, with the thread no longer suspended).
+        if scope == .thread { cat_thread_set_scope(token.tag) }
+        do {
+            _ = try body()
+        } catch {
+            _ = _endScope(token)
+            throw error
+        }
+        return _endScope(token)
+    }
+
+    /// Runs async `body` and measures the allocations of every thread meanwhile (a `.process` scope: async code
+    /// resumes on any thread of the cooperative pool, which a thread scope cannot follow). Use it in
+    /// `.serialized` tests with nothing else running.
+    ///
+    /// ```swift
+    /// let m = try await AllocationTracker.measure(.process) { try await codeUnderTest() }
+    /// ```
+    @discardableResult
+    public static func measure<R>(_ scope: AsyncMeasurementScope, captureStacks: Bool = true,
+                                  _ body: () async throws -> R) async throws -> AllocationMeasurement {
+        let token = try _beginScope(.process, captureStacks: captureStacks)
+        do {
+            _ = try await body()
+        } catch {
+            _ = _endScope(token)
+            throw error
+        }
+        return _endScope(token)
+    }
+
+    struct _ScopeToken {
+        var tag: UInt64
+        var scope: MeasurementScope
+        var previous: UInt64  // the thread's (or the process's) scope tag before this one
+        var captureStacks: Bool
+        var tablesEpoch: UInt64
+        var implicitGeneration: UInt64?  // set when this measurement holds an implicit start
+    }
+
+    static func _beginScope(_ scope: MeasurementScope, captureStacks: Bool) throws -> _ScopeToken {
+        guard isAvailable else {
+            throw AllocationTrackingError(
+                .unavailable,
+                "allocation tracking is unavailable in this build: AddressSanitizer/ThreadSanitizer own malloc")
+        }
+        let previousState = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previousState) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        var implicitGeneration: UInt64? = nil
+        if !isTracing {
+            do {
+                try _startLocked(Configuration())
+            } catch let error as AllocationTrackingError where error.code == .unwinderUnavailable {
+                try _startLocked(Configuration(unwinder: .framePointers))
+            }
+            _TrackerSession.implicitStarts = 1
+            implicitGeneration = _TrackerSession.implicitGeneration
+        } else if _TrackerSession.implicitStarts > 0 {
+            _TrackerSession.implicitStarts += 1
+            implicitGeneration = _TrackerSession.implicitGeneration
+        }
+        let state = _UnsafeTrackerState.process
+        let scopes = Int(CAT_SCOPES)
+        var claimed: (index: Int, record: UnsafeMutablePointer<UInt64>)? = nil
+        for step in 0..<scopes {
+            let index = (_TrackerSession.scopeCursor + step) % scopes
+            let record = state.word(Int(CAT_W_SCOPES) + index * Int(CAT_SCOPE_WORDS))
+            let head = record.atomicLoad()
+            if head == 0 || head & _UnsafeScopes.retired != 0 {
+                claimed = (index, record)
+                _TrackerSession.scopeCursor = (index + 1) % scopes
+                break
+            }
+        }
+        guard let (index, record) = claimed else {
+            if implicitGeneration != nil { _releaseImplicitStartLocked(implicitGeneration) }
+            throw AllocationTrackingError(.unavailable, "more than \(scopes) allocation measurements are active at once")
+        }
+        let generation = ((record.atomicLoad() & ~_UnsafeScopes.retired) >> 16) &+ 1
+        let tag = (generation << 16 | UInt64(index + 1)) & ~_UnsafeScopes.retired
+        let processWord = state.word(Int(CAT_W_SCOPE_PROCESS))
+        let previous = scope == .thread ? cat_thread_scope() : processWord.atomicLoad()
+        let parent = previous != 0 ? previous : processWord.atomicLoad()
+        for word in 1..<Int(CAT_SCOPE_WORDS) { (record + word).atomicStore(0) }
+        (record + 1).atomicStore(parent)
+        (record + 2).atomicStore(captureStacks ? _UnsafeScopes.captureStacksFlag : 0)
+        record.atomicStoreRelease(tag)
+        if scope == .process { processWord.atomicStoreRelease(tag) }
+        return _ScopeToken(tag: tag, scope: scope, previous: previous, captureStacks: captureStacks,
+                           tablesEpoch: _TrackerSession.tablesEpoch, implicitGeneration: implicitGeneration)
+    }
+
+    /// Ends a scope: uninstalls it first, so the end's own work is never counted.
+    static func _endScope(_ token: _ScopeToken) -> AllocationMeasurement {
+        let state = _UnsafeTrackerState.process
+        if token.scope == .thread {
+            cat_thread_set_scope(token.previous)
+        } else {
+            var expected = token.tag
+            _ = state.word(Int(CAT_W_SCOPE_PROCESS)).atomicCompareExchange(expected: &expected, desired: token.previous)
+        }
+        let previousState = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previousState) }
+        let record = _UnsafeScopes.record(state, token.tag)!
+        var raw: [_RawTrace] = []
+        var maxFrames = 0
+        var interrupted = false
+        var counters = [Int](repeating: 0, count: Int(CAT_SCOPE_WORDS))
+        do {
+            cat_api_lock()
+            defer { cat_api_unlock() }
+            interrupted = !isTracing || _TrackerSession.tablesEpoch != token.tablesEpoch
+            if !interrupted, let (copied, configuration, _) = try? _copyTracesLocked(scope: token.tag) {
+                raw = copied
+                maxFrames = configuration.maxFrames
+            }
+            // Read before retiring: once retired (and the lock released) the record may be recycled.
+            for word in 3...8 { counters[word] = Int(truncatingIfNeeded: (record + word).atomicLoad()) }
+            record.atomicStoreRelease(token.tag | _UnsafeScopes.retired)
+            _releaseImplicitStartLocked(token.implicitGeneration)
+        }
+        let traces = token.captureStacks ? _symbolicated(raw) : raw.map { $0.trace() }
+        return AllocationMeasurement(
+            allocations: counters[3], allocatedBytes: counters[4], frees: counters[5], freedBytes: counters[6],
+            peakBytes: counters[8], leaked: Snapshot(traces: traces, tracebackLimit: maxFrames),
+            interrupted: interrupted, scope: token.scope)
+    }
+
+    /// Drops a measurement's hold on the implicitly started tracker; the last one stops it. API lock held.
+    static func _releaseImplicitStartLocked(_ generation: UInt64?) {
+        guard let generation, generation == _TrackerSession.implicitGeneration, _TrackerSession.implicitStarts > 0
+        else { return }
+        _TrackerSession.implicitStarts -= 1
+        if _TrackerSession.implicitStarts == 0 && isTracing { _stopLocked() }
+    }
+}
