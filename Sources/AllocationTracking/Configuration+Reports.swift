@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -9,7 +14,7 @@ extension AllocationTracker.Configuration {
     ///
     /// ```swift
     /// try AllocationTracker.start(.init(
-    ///     report: .init(directory: "/var/log/app", topSites: 20),
+    ///     report: .init(directory: URL(fileURLWithPath: "/var/log/app"), topSites: 20),
     ///     limits: .init(trackedBytes: 512 << 20, rssBytes: nil, containerFraction: 0.9,
     ///                   onAllocationFailure: true, signal: SIGUSR2)))
     /// ```
@@ -26,6 +31,11 @@ extension AllocationTracker.Configuration {
             self.directory = directory
             self.topSites = topSites
             self.standardError = standardError
+        }
+
+        /// `directory` as a file URL (`URL(fileURLWithPath: "/var/log/app")`).
+        public init(directory: URL, topSites: Int = 20, standardError: Bool = true) {
+            self.init(directory: directory.path, topSites: topSites, standardError: standardError)
         }
     }
 

@@ -178,6 +178,23 @@ extension TrackerTests {
             #expect(result.error == "swift-allocation-tracking: ALLOCATION_TRACKING=soft_limit=lots: soft_limit must be a size such as 512MiB, 2GiB or 1048576, got 'lots'; tracking is off\n")
         }
 
+        @Test func atExitReportListsLeaksAndGrowthSinceThePreviousReport() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(scenarios, ["at-exit", directory.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            let line = try #require(Self.line(result.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+            let texts = try Self.reports(in: directory).map { try String(contentsOf: $0, encoding: .utf8) }
+            #expect(texts.count == 2)
+            let onDemand = try #require(texts.first { $0.contains("report: on demand") })
+            let exit = try #require(texts.first { $0.contains("report: exit") })
+            #expect(onDemand.contains("support.c:\(line): size=48.8 KiB, count=1"), "\(onDemand)")
+            #expect(!onDemand.contains("growth since the previous report"))
+            #expect(exit.contains("support.c:\(line): size=244 KiB, count=5"), "\(exit)")
+            #expect(exit.contains("growth since the previous report"))
+            #expect(exit.contains("support.c:\(line): size=244 KiB (+195 KiB), count=5 (+4)"), "\(exit)")
+        }
+
         @Test func writeReportWhileStoppedThrows() throws {
             AllocationTracker.stop()
             let error = #expect(throws: AllocationTrackingError.self) { try AllocationTracker.writeReport() }

@@ -345,6 +345,21 @@ case "report-symlink":
     AllocationTracker.stop()
     print("file=\(report.file ?? "none")")
 
+case "at-exit":
+    // An on-demand report, then more growth, then exit: the at-exit report lists what is still live and what
+    // grew since the first report.
+    let directory = String(arguments.dropFirst().first!)
+    try! AllocationTracker.start(.init(report: .init(directory: URL(fileURLWithPath: directory), standardError: false),
+                                       limits: .init(containerFraction: nil, onAllocationFailure: false,
+                                                     reportAtExit: true)))
+    var line: Int32 = 0
+    var blocks: [UnsafeMutableRawPointer?] = [ats_malloc_touched(50_000, &line)]
+    try! AllocationTracker.writeReport(reason: "before growth")
+    for _ in 0..<4 { blocks.append(ats_malloc_touched(50_000, &line)) }
+    print("line=\(line)")
+    withExtendedLifetime(blocks) {}
+    exit(0)
+
 case "report-unwritable":
     try! AllocationTracker.start(.init(report: .init(directory: "/nonexistent-allocation-reports/x"),
                                        limits: .init(containerFraction: nil, onAllocationFailure: false)))
