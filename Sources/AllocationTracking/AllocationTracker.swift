@@ -60,7 +60,14 @@ public enum AllocationTracker {
         defer { _ = cat_thread_set_state(previous) }
         cat_api_lock()
         defer { cat_api_unlock() }
-        if isTracing { return }
+        if isTracing {
+            // Tracking that `measure` started implicitly becomes the caller's: no measurement stops it now.
+            if _TrackerSession.implicitStarts > 0 {
+                _TrackerSession.implicitStarts = 0
+                _TrackerSession.implicitGeneration &+= 1
+            }
+            return
+        }
         try _startLocked(configuration)
     }
 
@@ -82,6 +89,7 @@ public enum AllocationTracker {
             throw AllocationTrackingError(.unavailable, "could not map memory for the tracker's tables")
         }
         _TrackerSession.configuration = configuration
+        _TrackerSession.startedInProcess = getpid()
         cat_install_fork_handlers()
         _configureEmergencyReport(directory: configuration.report.directory, topSites: configuration.report.topSites,
                                   minimumInterval: configuration.limits.minimumInterval,
@@ -107,6 +115,8 @@ public enum AllocationTracker {
     /// `stop` with the API lock held and tracking on. Measurement scopes see their tables gone (`tablesEpoch`);
     /// the implicit start `measure` made, if any, is forgotten (the next `measure` starts afresh).
     static func _stopLocked() {
+        _Watchdog.detachLocked()  // stop() joined it already; an implicit stop (measure) lets it exit by itself
+        _ReportWriter.reset()
         cat_set_active(0)
         _withGateWriter { cat_tables_release() }
         _EmergencyNames.reset()  // trace ids will be reused
@@ -126,6 +136,7 @@ public enum AllocationTracker {
         guard isTracing else { return }
         let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
         _EmergencyNames.reset()  // trace ids will be reused
+        _ReportWriter.reset()
         _TrackerSession.tablesEpoch &+= 1
         _withGateWriter {
             cat_tables_release()
@@ -139,6 +150,8 @@ public enum AllocationTracker {
 
     /// Sets the peak to the current traced size (and the peak snapshot to what is live now).
     public static func resetPeak() {
+        cat_api_lock()  // not while clearTraces/stop empty the tables
+        defer { cat_api_unlock() }
         let state = _UnsafeTrackerState.process
         state.peak.atomicStore(state.current.atomicLoad())
         state.peakEpoch.atomicAdd(1)
@@ -321,7 +334,9 @@ func _installExitReport() {
     guard !Once.done else { return }
     Once.done = true
     atexit {
-        guard let configuration = AllocationTracker.configuration, configuration.limits.reportAtExit else { return }
+        // Not in a forked child that inherited the setting: the report belongs to the process that asked.
+        guard _TrackerSession.startedInProcess == getpid(),
+              let configuration = AllocationTracker.configuration, configuration.limits.reportAtExit else { return }
         _Watchdog.stop()
         _ = try? _ReportWriter.write(trigger: .exit, reason: "the process is exiting: what is still live (leaks)")
     }
@@ -334,6 +349,8 @@ enum _TrackerSession {
     nonisolated(unsafe) static var tablesEpoch: UInt64 = 0
     /// Active measurements holding the tracker `measure` started implicitly (it stops when the last ends).
     nonisolated(unsafe) static var implicitStarts = 0
+    /// The process that last started tracking (a forked child inherits the session but is another process).
+    nonisolated(unsafe) static var startedInProcess: pid_t = 0
     /// Bumped by every stop: a measurement's hold on an implicit start is void after one.
     nonisolated(unsafe) static var implicitGeneration: UInt64 = 0
     /// Where the search for a free scope record starts (round robin, so ended records are reused last).

@@ -101,8 +101,8 @@ extension AllocationTracker.Configuration {
             throw bad("signal \(signal) cannot be used for reports")
         }
         guard limits.hysteresis >= 0 && limits.hysteresis < 1 else { throw bad("hysteresis must be in [0, 1), got \(limits.hysteresis)") }
-        guard limits.minimumInterval >= 0 && limits.minimumInterval.isFinite else {
-            throw bad("minimumInterval must be ≥ 0 seconds, got \(limits.minimumInterval)")
+        guard limits.minimumInterval >= 0 && limits.minimumInterval <= 1e9 else {
+            throw bad("minimumInterval must be 0…1000000000 seconds, got \(limits.minimumInterval)")
         }
         guard limits.pollInterval >= 0.001 && limits.pollInterval <= 3600 else {
             throw bad("pollInterval must be 0.001…3600 seconds, got \(limits.pollInterval)")

@@ -24,6 +24,9 @@ public struct AllocationMeasurement: Sendable, CustomStringConvertible {
     public var interrupted: Bool
     /// The scope the measurement was taken with.
     public var scope: AllocationTracker.MeasurementScope
+    /// Allocations the tracker could not record (a full table), process-wide, while the scope ran. When it is
+    /// not 0 the counts above may be low: the expectations of AllocationTrackingTesting fail then.
+    public var droppedAllocations: Int = 0
 
     /// Blocks allocated inside the scope and still live at its end.
     public var leakedBlocks: Int { leaked.totalCount }
@@ -34,6 +37,7 @@ public struct AllocationMeasurement: Sendable, CustomStringConvertible {
         "allocations=\(allocations) (\(_formatSize(allocatedBytes))), frees=\(frees) (\(_formatSize(freedBytes))), "
             + "peak=\(_formatSize(peakBytes)), leaked=\(leakedBlocks) (\(_formatSize(leakedBytes)))"
             + (interrupted ? ", interrupted" : "")
+            + (droppedAllocations > 0 ? ", dropped=\(droppedAllocations)" : "")
     }
 }
 
@@ -123,6 +127,7 @@ extension AllocationTracker {
         var captureStacks: Bool
         var tablesEpoch: UInt64
         var implicitGeneration: UInt64?  // set when this measurement holds an implicit start
+        var droppedAtStart: UInt64 = 0
     }
 
     static func _beginScope(_ scope: MeasurementScope, captureStacks: Bool) throws -> _ScopeToken {
@@ -176,7 +181,8 @@ extension AllocationTracker {
         record.atomicStoreRelease(tag)
         if scope == .process { processWord.atomicStoreRelease(tag) }
         return _ScopeToken(tag: tag, scope: scope, previous: previous, captureStacks: captureStacks,
-                           tablesEpoch: _TrackerSession.tablesEpoch, implicitGeneration: implicitGeneration)
+                           tablesEpoch: _TrackerSession.tablesEpoch, implicitGeneration: implicitGeneration,
+                           droppedAtStart: state.shardSum(Int(CAT_S_DROPPED)))
     }
 
     /// Ends a scope: uninstalls it first, so the end's own work is never counted.
@@ -185,8 +191,11 @@ extension AllocationTracker {
         if token.scope == .thread {
             cat_thread_set_scope(token.previous)
         } else {
+            // Process scopes may end out of order (async code): put back the nearest enclosing scope that is
+            // still running, never one that has ended.
             var expected = token.tag
-            _ = state.word(Int(CAT_W_SCOPE_PROCESS)).atomicCompareExchange(expected: &expected, desired: token.previous)
+            _ = state.word(Int(CAT_W_SCOPE_PROCESS)).atomicCompareExchange(
+                expected: &expected, desired: _liveScope(state, from: token.previous))
         }
         let previousState = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previousState) }
@@ -209,10 +218,25 @@ extension AllocationTracker {
             _releaseImplicitStartLocked(token.implicitGeneration)
         }
         let traces = token.captureStacks ? _symbolicated(raw) : raw.map { $0.trace() }
+        let dropped = interrupted ? 0 : Int(truncatingIfNeeded: state.shardSum(Int(CAT_S_DROPPED)) &- token.droppedAtStart)
         return AllocationMeasurement(
             allocations: counters[3], allocatedBytes: counters[4], frees: counters[5], freedBytes: counters[6],
-            peakBytes: counters[8], leaked: Snapshot(traces: traces, tracebackLimit: maxFrames),
-            interrupted: interrupted, scope: token.scope)
+            peakBytes: counters[8], leaked: Snapshot(traces: traces, tracebackLimit: maxFrames, droppedAllocations: dropped),
+            interrupted: interrupted, scope: token.scope, droppedAllocations: dropped)
+    }
+
+    /// `tag` if that scope is still running, else its nearest running ancestor (a retired record keeps its parent
+    /// link), else 0.
+    static func _liveScope(_ state: _UnsafeTrackerState, from tag: UInt64) -> UInt64 {
+        var current = tag
+        for _ in 0..<16 where current != 0 {
+            guard let record = _UnsafeScopes.record(state, current) else { return 0 }
+            let head = record.atomicLoad()
+            if head == current { return current }  // running
+            guard head == current | _UnsafeScopes.retired else { return 0 }  // recycled: the chain is gone
+            current = (record + 1).atomicLoad()
+        }
+        return 0
     }
 
     /// Drops a measurement's hold on the implicitly started tracker; the last one stops it. API lock held.

@@ -59,6 +59,7 @@ enum _Watchdog {
                 line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
             }
         }
+        detachLocked()  // (none should be running; never leave two)
         let context = Unmanaged.passRetained(running).toOpaque()
         let created = pthread_create(&running.thread, nil, { context in
             let running = Unmanaged<Running>.fromOpaque(context!).takeRetainedValue()
@@ -67,6 +68,7 @@ enum _Watchdog {
         }, context)
         if created != 0 {
             Unmanaged<Running>.fromOpaque(context).release()
+            cat_signal_uninstall()  // nobody would read the signal's flag
             return
         }
         lock.withLock { $0 = running }
@@ -80,8 +82,26 @@ enum _Watchdog {
         }) else { return }
         running.stopRequested.store(true, ordering: .releasing)
         // In a forked child the thread does not exist (fork copies only the calling thread): nothing to join.
-        // The child is not watched; it may start tracking anew for a watchdog of its own.
-        if running.processID == getpid() { pthread_join(running.thread, nil) }
+        // On the watchdog's own thread (stop() from onReport, exit() from a report): detach, never self-join.
+        if running.processID == getpid() {
+            if pthread_equal(running.thread, pthread_self()) != 0 {
+                pthread_detach(running.thread)
+            } else {
+                pthread_join(running.thread, nil)
+            }
+        }
+        cat_signal_uninstall()
+    }
+
+    /// Stops the watchdog without waiting for it (API lock held, so it cannot be joined: a report in progress
+    /// takes that lock). The thread exits at its next poll.
+    static func detachLocked() {
+        guard let running = lock.withLock({ current -> Running? in
+            defer { current = nil }
+            return current
+        }) else { return }
+        running.stopRequested.store(true, ordering: .releasing)
+        if running.processID == getpid() { pthread_detach(running.thread) }
         cat_signal_uninstall()
     }
 
@@ -91,6 +111,7 @@ enum _Watchdog {
         let pollNs = UInt64(limits.pollInterval * 1e9)
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
+        var lastNames: UInt64 = 0
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
             if limits.signal != nil, cat_signal_take() != 0 {
@@ -122,8 +143,12 @@ enum _Watchdog {
                     }
                 }
             }
-            // Names for the allocation-failure report, resolved while memory is plentiful.
-            if limits.onAllocationFailure { _EmergencyNames.refresh() }
+            // Names for the allocation-failure report, resolved while memory is plentiful — once a second, not
+            // on every poll: resolving a burst of new sites costs CPU the application is using.
+            if limits.onAllocationFailure, now &- lastNames >= 1_000_000_000 {
+                _EmergencyNames.refresh()
+                lastNames = now
+            }
             cat_sleep_ns(pollNs)
         }
     }

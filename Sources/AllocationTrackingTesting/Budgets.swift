@@ -63,5 +63,8 @@ public func expectAllocations<R>(withinBudget name: String, file: URL,
     if let message = budgets.failureMessage(name: name, measured: measurement.allocations) {
         Issue.record(Comment(rawValue: message), sourceLocation: sourceLocation)
     }
+    if let message = measurement.droppedFailureMessage {
+        Issue.record(Comment(rawValue: message), sourceLocation: sourceLocation)
+    }
     return measurement
 }

@@ -41,6 +41,15 @@ extension AllocationMeasurement {
     }
 }
 
+extension AllocationMeasurement {
+    /// The failure text when the tracker dropped allocations while the scope ran (its counts may be low).
+    public var droppedFailureMessage: String? {
+        guard droppedAllocations > 0 else { return nil }
+        return "the tracker could not record \(droppedAllocations) allocation(s) while measuring (a full table: "
+            + "raise Configuration.maxTraces): the counts are incomplete."
+    }
+}
+
 private func record(_ message: String?, _ comment: Comment?, _ sourceLocation: SourceLocation) {
     guard let message else { return }
     Issue.record(comment.map { "\($0.rawValue)\n\(message)" } ?? Comment(rawValue: message), sourceLocation: sourceLocation)
@@ -54,6 +63,7 @@ public func expectNoLeaks<R>(_ comment: Comment? = nil, scope: AllocationTracker
                              sourceLocation: SourceLocation = #_sourceLocation,
                              _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: true, body)
+    record(measurement.droppedFailureMessage, comment, sourceLocation)
     record(measurement.leakFailureMessage(), comment, sourceLocation)
     return measurement
 }
@@ -65,6 +75,7 @@ public func expectAllocations<R>(atMost limit: Int, _ comment: Comment? = nil,
                                  sourceLocation: SourceLocation = #_sourceLocation,
                                  _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: false, body)
+    record(measurement.droppedFailureMessage, comment, sourceLocation)
     record(measurement.allocationsFailureMessage(atMost: limit), comment, sourceLocation)
     return measurement
 }
@@ -76,6 +87,7 @@ public func expectAllocatedBytes<R>(atMost limit: Int, _ comment: Comment? = nil
                                     sourceLocation: SourceLocation = #_sourceLocation,
                                     _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: false, body)
+    record(measurement.droppedFailureMessage, comment, sourceLocation)
     record(measurement.allocatedBytesFailureMessage(atMost: limit), comment, sourceLocation)
     return measurement
 }
@@ -86,6 +98,7 @@ public func expectNoLeaks<R>(_ scope: AllocationTracker.AsyncMeasurementScope, _
                              sourceLocation: SourceLocation = #_sourceLocation,
                              _ body: () async throws -> R) async throws -> AllocationMeasurement {
     let measurement = try await AllocationTracker.measure(scope, captureStacks: true, body)
+    record(measurement.droppedFailureMessage, comment, sourceLocation)
     record(measurement.leakFailureMessage(), comment, sourceLocation)
     return measurement
 }
@@ -96,6 +109,7 @@ public func expectAllocations<R>(atMost limit: Int, _ scope: AllocationTracker.A
                                  _ comment: Comment? = nil, sourceLocation: SourceLocation = #_sourceLocation,
                                  _ body: () async throws -> R) async throws -> AllocationMeasurement {
     let measurement = try await AllocationTracker.measure(scope, captureStacks: false, body)
+    record(measurement.droppedFailureMessage, comment, sourceLocation)
     record(measurement.allocationsFailureMessage(atMost: limit), comment, sourceLocation)
     return measurement
 }

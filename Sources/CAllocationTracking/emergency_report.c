@@ -99,9 +99,11 @@ int cat_names_reserve(uint64_t maxTraces) {
 
 void cat_names_put(uint64_t traceID, const char *text, size_t length) {
     unsigned char *arena = (unsigned char *)(uintptr_t)cat_load_acquire((uint64_t *)&g_cat_names_arena);
-    if (!arena || traceID >= g_cat_names_capacity) return;
+    if (!arena) return;
     if (length > CAT_NAME_MAX) length = CAT_NAME_MAX;
-    if (length > 0) {
+    // An id past the index (a later start with a larger maxTraces) gets no name, but the watermark still moves
+    // past it: otherwise every refresh would resolve the same traces again.
+    if (length > 0 && traceID < g_cat_names_capacity) {
         uint64_t offset = g_cat_names_cursor;
         uint64_t record = (16 + length + 7) & ~(uint64_t)7;
         if (offset + record <= CAT_NAMES_ARENA_BYTES) {

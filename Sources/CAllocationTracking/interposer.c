@@ -406,12 +406,28 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
     return result;
 }
 
+// For the allocators whose failure shows only in errno (aligned_alloc, memalign, valloc, pvalloc): errno is
+// cleared before the call so a stale ENOMEM from earlier is not mistaken for this call's, and put back after a
+// call that did not set it, so the caller sees errno as the allocator left it.
+static inline int cat_errno_clear(void) {
+    int saved = errno;
+    errno = 0;
+    return saved;
+}
+static inline int cat_errno_settle(int saved) {
+    int set = errno;
+    if (set == 0) errno = saved;
+    return set;
+}
+
 void *aligned_alloc(size_t alignment, size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
+    int saved = cat_errno_clear();
     void *ptr = g_cat_next.aligned_alloc ? g_cat_next.aligned_alloc(alignment, size)
                                          : g_cat_next.memalign(alignment, size);
+    int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
-        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("aligned_alloc", size);
+        if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("aligned_alloc", size);
         cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
@@ -419,9 +435,11 @@ void *aligned_alloc(size_t alignment, size_t size) {
 
 void *memalign(size_t alignment, size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
+    int saved = cat_errno_clear();
     void *ptr = g_cat_next.memalign(alignment, size);
+    int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
-        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("memalign", size);
+        if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("memalign", size);
         cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
@@ -429,9 +447,11 @@ void *memalign(size_t alignment, size_t size) {
 
 void *valloc(size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
+    int saved = cat_errno_clear();
     void *ptr = g_cat_next.valloc ? g_cat_next.valloc(size) : g_cat_next.memalign((size_t)getpagesize(), size);
+    int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
-        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("valloc", size);
+        if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("valloc", size);
         cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
@@ -440,6 +460,7 @@ void *valloc(size_t size) {
 void *pvalloc(size_t size) {
     if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
     void *ptr;
+    int saved = cat_errno_clear();
     if (g_cat_next.pvalloc) {
         ptr = g_cat_next.pvalloc(size);
     } else {
@@ -449,8 +470,9 @@ void *pvalloc(size_t size) {
         rounded &= ~(page - 1);
         ptr = g_cat_next.memalign(page, rounded ? rounded : page);
     }
+    int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
-        if (ptr == NULL && errno == ENOMEM) cat_allocation_failed("pvalloc", size);
+        if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("pvalloc", size);
         cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;

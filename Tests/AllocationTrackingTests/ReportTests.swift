@@ -72,11 +72,10 @@ extension TrackerTests {
 
         /// The real thing: a child in a memory cgroup with a 128 MiB limit grows until the kernel's OOM killer
         /// sends SIGKILL; the report written at 90 % of the limit, before the kill, names the growing line.
-        @Test func reportIsWrittenBeforeTheOOMKiller() throws {
-            guard let cgroup = Self.makeMemoryCgroup(limit: 128 << 20) else {
-                print("skipped: no writable memory cgroup here (needs cgroup v1 with a writable memory hierarchy)")
-                return
-            }
+        @Test(.enabled(if: Self.ownMemoryCgroup.map { access($0, W_OK) == 0 } ?? false,
+                       "needs a writable cgroup v1 memory hierarchy (root, cgroup v1)"))
+        func reportIsWrittenBeforeTheOOMKiller() throws {
+            let cgroup = try #require(Self.makeMemoryCgroup(limit: 128 << 20), "could not create a memory cgroup")
             defer { rmdir(cgroup) }
             let directory = try Self.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
@@ -95,12 +94,22 @@ extension TrackerTests {
 
         /// A nested memory cgroup under this process's own (cgroup v1), with `limit` bytes; nil when this
         /// machine does not allow it.
-        static func makeMemoryCgroup(limit: Int) -> String? {
+        /// This process's cgroup v1 memory directory, or nil.
+        static var ownMemoryCgroup: String? {
             guard let text = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8),
-                  let line = text.split(separator: "\n").first(where: { $0.split(separator: ":")[1].split(separator: ",").contains("memory") })
+                  let line = text.split(separator: "\n").first(where: {
+                      let parts = $0.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+                      return parts.count == 3 && parts[1].split(separator: ",").contains("memory")
+                  })
             else { return nil }
-            let own = String(line.split(separator: ":", maxSplits: 2)[2])
-            let path = "/sys/fs/cgroup/memory" + (own == "/" ? "" : own) + "/cat-test-\(getpid())"
+            let own = String(line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)[2])
+            let path = "/sys/fs/cgroup/memory" + (own == "/" ? "" : own)
+            return FileManager.default.fileExists(atPath: path) ? path : nil
+        }
+
+        static func makeMemoryCgroup(limit: Int) -> String? {
+            guard let own = ownMemoryCgroup else { return nil }
+            let path = own + "/cat-test-\(getpid())"
             guard mkdir(path, 0o755) == 0 || errno == EEXIST else { return nil }
             do {
                 try "0\n".write(toFile: path + "/memory.swappiness", atomically: false, encoding: .utf8)
