@@ -109,11 +109,19 @@ enum _Watchdog {
         _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         let limits = running.configuration.limits
         let pollNs = UInt64(limits.pollInterval * 1e9)
+        let pauseNs = UInt64(limits.minimumInterval * 1e9)  // off the heap this long after an allocation failure
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
         var lastNames: UInt64 = 0
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
+            // An allocation failed recently (or its report is being written): everything below but the reads
+            // allocates, and in Swift an allocation that fails traps. Leave what memory there is to the
+            // process's own error path; triggers stay armed and fire once the pause is over.
+            if cat_emergency_memory_short(now, pauseNs) {
+                cat_sleep_ns(pollNs)
+                continue
+            }
             if limits.signal != nil, cat_signal_take() != 0 {
                 report(.signal, "signal \(limits.signal!) received")
             }

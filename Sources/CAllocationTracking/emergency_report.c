@@ -41,6 +41,8 @@ static uint64_t g_cat_em_busy;
 static uint64_t g_cat_em_last_ns = CAT_TRIGGER_NEVER;
 static uint64_t g_cat_em_written;
 static uint64_t g_cat_em_skipped;
+// Monotonic time of the last allocation failure seen (reported or not; CAT_TRIGGER_NEVER: none yet).
+static uint64_t g_cat_em_last_failure_ns = CAT_TRIGGER_NEVER;
 static char g_cat_em_last_path[CAT_EMERGENCY_PATH_MAX + 64];
 
 void cat_emergency_configure(int enabled, const char *directory, uint32_t topSites, uint64_t minIntervalNs) {
@@ -67,6 +69,14 @@ void cat_emergency_stats(uint64_t *written, uint64_t *skipped) {
 }
 
 const char *cat_emergency_last_path(void) { return g_cat_em_last_path; }
+
+uint64_t cat_emergency_last_failure_ns(void) { return cat_load_relaxed(&g_cat_em_last_failure_ns); }
+
+bool cat_emergency_memory_short(uint64_t nowNs, uint64_t quietNs) {
+    if (cat_load_relaxed(&g_cat_em_busy) != 0) return true;
+    uint64_t last = cat_load_relaxed(&g_cat_em_last_failure_ns);
+    return last != CAT_TRIGGER_NEVER && nowNs >= last && nowNs - last < quietNs;
+}
 
 // MARK: - Pre-resolved names
 
@@ -465,6 +475,8 @@ static void cat_em_write(const char *function, size_t size, int fd, const char *
 void cat_emergency_report(const char *function, size_t size) {
     if (cat_load_relaxed(&g_cat_em_enabled) == 0) return;
     int savedErrno = errno;
+    // Every failure, reported or not, tells the tracker's own thread to stop allocating for a while.
+    cat_store_relaxed(&g_cat_em_last_failure_ns, cat_monotonic_ns());
     if (!cat_enter_emergency()) {  // the tracker's own thread: nothing to report from here
         errno = savedErrno;
         return;

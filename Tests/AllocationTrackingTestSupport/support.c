@@ -5,6 +5,9 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define ATS_SECTION __attribute__((section("ats_alloc_text"), noinline, used))
 // Keeps the helper's frame on the stack in optimised builds (no tail call into the allocator).
@@ -132,6 +135,22 @@ ATS_SECTION void *ats_malloc_touched(size_t size, int *line) {
 ATS_SECTION static void *ats_oom_block(size_t size, int *line) {
     *line = __LINE__ + 1;
     ATS_RETURN(malloc(size));
+}
+
+int ats_limit_address_space(size_t headroom) {
+    char text[128];
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    int readErrno = errno;
+    close(fd);
+    if (n <= 0) return n < 0 ? readErrno : EIO;
+    size_t pages = 0;
+    for (ssize_t i = 0; i < n && text[i] >= '0' && text[i] <= '9'; i++) pages = pages * 10 + (size_t)(text[i] - '0');
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) != 0) return errno;
+    limit.rlim_cur = (rlim_t)(pages * (size_t)sysconf(_SC_PAGESIZE) + headroom);
+    return setrlimit(RLIMIT_AS, &limit) == 0 ? 0 : errno;
 }
 
 ATS_SECTION size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlocks, void (*afterWarmup)(void),

@@ -95,17 +95,18 @@ extension TrackerTests.Processes {
         #expect(files.count == 1, "\(files)")
         #expect(result.error.components(separatedBy: "==== end of report").count == 2, "\(result.error)")
     }
+}
 
-    func keyValues(_ output: String) -> [String: String] {
-        var values: [String: String] = [:]
-        for line in output.split(separator: "\n") {
-            for pair in line.split(separator: " ") {
-                let parts = pair.split(separator: "=", maxSplits: 1)
-                if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
-            }
+/// `key=value` pairs of a scenario's output (space- or line-separated; the last one wins).
+func keyValues(_ output: String) -> [String: String] {
+    var values: [String: String] = [:]
+    for line in output.split(separator: "\n") {
+        for pair in line.split(separator: " ") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            if parts.count == 2 { values[String(parts[0])] = String(parts[1]) }
         }
-        return values
     }
+    return values
 }
 
 extension TrackerTests {

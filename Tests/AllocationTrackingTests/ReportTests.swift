@@ -135,6 +135,25 @@ extension TrackerTests {
             #expect(text.contains("support.c:\(line): size=121 KiB, count=1"), "\(text)")
         }
 
+        /// After an allocation failure the watchdog stays off the heap for `minimumInterval` (in Swift a failing
+        /// allocation traps): a report requested by signal meanwhile is written once the pause is over.
+        @Test func watchdogPausesAfterAnAllocationFailure() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(scenarios, ["failure-pause", directory.path])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            let values = keyValues(result.output)
+            #expect(values["malloc_succeeded"] == "0")
+            #expect(values["failure_reports"] == "1", "\(result.output)")
+            // Checked 0.6 s after the failure (unless the machine stalled the child past the 2 s pause).
+            if let checked = values["checked_after"].flatMap(Double.init), checked < 2 {
+                #expect(values["signal_during_pause"] == "0", "\(result.output)")
+            }
+            #expect(values["signal_after_pause"] == "1", "\(result.output)")
+            let writtenAfter = try #require(values["written_after"].flatMap(Double.init), "\(result.output)")
+            #expect(writtenAfter >= 2, "\(result.output)")
+        }
+
         @Test func plantedSymlinksAreNotFollowed() throws {
             let directory = try Self.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }

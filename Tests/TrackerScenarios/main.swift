@@ -330,6 +330,37 @@ case "signal":
     free(block)
     print("line=\(line) reports=\(files)")
 
+case "failure-pause":
+    // failure-pause <directory>: an allocation fails, then the report signal arrives. The watchdog stays off the
+    // heap for minimumInterval (2 s) after the failure: the signal's report is written only after the pause.
+    let directory = String(arguments.dropFirst().first!)
+    try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
+                                       limits: .init(containerFraction: nil, signal: SIGUSR2, minimumInterval: 2,
+                                                     pollInterval: 0.02)))
+    func reports(_ kind: String) -> Int {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter {
+            ((try? String(contentsOfFile: directory + "/" + $0, encoding: .utf8)) ?? "").contains("report: \(kind)")
+        }.count
+    }
+    var huge: UnsafeMutableRawPointer? = nil
+    let failedAt = cat_monotonic_ns()
+    let succeeded = ats_allocate("malloc", 1, 1 << 62, &huge)
+    kill(getpid(), SIGUSR2)
+    usleep(600_000)
+    let duringPause = reports("signal")
+    let checkedAfter = Double(cat_monotonic_ns() - failedAt) / 1e9
+    var afterPause = 0
+    for _ in 0..<1500 where afterPause == 0 {  // up to 15 s
+        usleep(10_000)
+        afterPause = reports("signal")
+    }
+    let writtenAfter = Double(cat_monotonic_ns() - failedAt) / 1e9
+    AllocationTracker.stop()
+    print("malloc_succeeded=\(succeeded) failure_reports=\(reports("allocation failure"))")
+    print("signal_during_pause=\(duringPause) checked_after=\(checkedAfter)")
+    print("signal_after_pause=\(afterPause) written_after=\(writtenAfter)")
+
 case "report-symlink":
     // Symlinks planted at the report's first names are not followed: the report gets the next free name.
     let directory = String(arguments.dropFirst().first!)
@@ -394,7 +425,10 @@ case "oom":
     let rest = Array(arguments.dropFirst())
     guard let directory = rest.first else { fail("oom needs a directory") }
     OOM.resolveNames = !rest.contains("nonames")
-    do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind)) } catch { fail("\(error)") }
+    // With names, the default limits: the watchdog runs (and must stay off the heap once malloc failed).
+    // Without, no watchdog at all, so that no refresh can name the site before the failure.
+    let limits = OOM.resolveNames ? AllocationTracker.Configuration.Limits() : .init(containerFraction: nil, onAllocationFailure: false)
+    do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind, limits: limits)) } catch { fail("\(error)") }
     AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
     print("pid=\(getpid())")
     let capacity = 1 << 16
@@ -467,18 +501,10 @@ func oomThread(_: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
 /// Called once from inside the allocation loop: names the sites (as the watchdog would), then limits the address
 /// space to what is mapped now plus 64 MiB.
 func oomAfterWarmup() {
+    // Every site the loop uses is named now (this also waits for a refresh the watchdog has in progress), and
+    // nothing below allocates: no new site appears, so the watchdog finds nothing to symbolicate — and does not
+    // allocate — while the loop exhausts memory. (Symbolication maps debug info: it cannot run under the limit.)
     if OOM.resolveNames { _EmergencyNames.refresh() }
-    var statm = [UInt8](repeating: 0, count: 256)
-    let fd = open("/proc/self/statm", O_RDONLY)
-    let n = read(fd, &statm, statm.count)
-    close(fd)
-    var pages = 0
-    for byte in statm.prefix(max(0, n)) {
-        guard byte >= 48, byte <= 57 else { break }
-        pages = pages * 10 + Int(byte - 48)
-    }
-    var limit = rlimit()
-    getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
-    limit.rlim_cur = rlim_t(pages * Int(sysconf(Int32(_SC_PAGESIZE))) + (64 << 20))
-    guard setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { fail("setrlimit: \(errno)") }
+    let result = ats_limit_address_space(64 << 20)
+    if result != 0 { fail("setrlimit: \(result)") }
 }

@@ -25,6 +25,7 @@
 #ifndef CAT_EMERGENCY_H
 #define CAT_EMERGENCY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,13 @@ void cat_emergency_report(const char *function, size_t size);
 void cat_emergency_stats(uint64_t *written, uint64_t *skipped);
 /// The path of the last report file written ("" if none). Not thread-safe: read after the report.
 const char *cat_emergency_last_path(void);
+/// Monotonic time (cat_monotonic_ns) of the last allocation failure seen while the report was configured,
+/// reported or skipped; UINT64_MAX when none.
+uint64_t cat_emergency_last_failure_ns(void);
+/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs`.
+/// The tracker's own thread (the watchdog's name refresh) does not allocate then: in Swift an allocation that
+/// fails traps, and the heap is exhausted — the process's own error path must get the memory that is left.
+bool cat_emergency_memory_short(uint64_t nowNs, uint64_t quietNs);
 
 // MARK: - Pre-resolved names (written outside malloc, read by the emergency path)
 
