@@ -52,7 +52,9 @@ extension AllocationTracker {
     }
 
     /// Called after every report is written (from the thread that wrote it: the watchdog for limits and
-    /// signals), to flush logs or export a profile. Runs outside the allocation path; keep it short.
+    /// signals), to flush logs or export a profile. Runs outside the allocation path; keep it short. For an
+    /// allocation failure (written inside the failing call, without allocating) the watchdog calls it once its
+    /// pause after the failure (`Limits.minimumInterval`) is over, with the report's text and the peak snapshot.
     public static var onReport: (@Sendable (AllocationReport) -> Void)? {
         get { _ReportWriter.callback.withLock { $0 } }
         set { _ReportWriter.callback.withLock { $0 = newValue } }
@@ -178,6 +180,49 @@ enum _ReportWriter {
 
     /// Forgets the previous report (tracking stopped or cleared).
     static func reset() { previous.withLock { $0 = nil } }
+
+    /// What the allocation-failure report could not do from inside the failing malloc, done by the watchdog once
+    /// its pause after the failure is over (memory may be back): the snapshot JSON next to the text file — the
+    /// *peak* snapshot, who held the memory at its highest, which an allocation failure normally is (the text
+    /// file's own list is the live memory at the failure) — and the `onReport` callback, with the text as written.
+    /// Returns nil when tracking stopped meanwhile.
+    static func followUpAllocationFailure() -> AllocationReport? {
+        let state = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(state) }
+        let report: AllocationReport? = writing.withLock { _ in
+            guard let snapshot = try? AllocationTracker.takeSnapshot(at: .peak) else { return nil }
+            let path = String(cString: cat_emergency_last_path())
+            var problems: [String] = []
+            var text = ""
+            var snapshotFile: String?
+            if !path.isEmpty {
+                do {
+                    text = try String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8)
+                } catch {
+                    problems.append("could not read back the allocation-failure report \(path): \(error)")
+                }
+                let json = path.hasSuffix(".txt") ? String(path.dropLast(4)) + ".json" : path + ".json"
+                do {
+                    try snapshot.write(to: URL(fileURLWithPath: json))
+                    snapshotFile = json
+                } catch {
+                    problems.append("could not write the snapshot JSON \(json): \(error)")
+                }
+            }
+            if !problems.isEmpty {
+                let out = problems.map { "swift-allocation-tracking: \($0)\n" }.joined()
+                out.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+            }
+            // The trigger line of the text ("trigger: allocation failure: malloc(1048576) returned NULL (ENOMEM)").
+            let prefix = "trigger: allocation failure: "
+            let reason = text.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
+                ?? "an allocation failed (the report is on standard error)"
+            return AllocationReport(trigger: .allocationFailure, reason: reason, text: text, file: path.isEmpty ? nil : path,
+                                    snapshotFile: snapshotFile, problems: problems, snapshot: snapshot)
+        }
+        if let report { callback.withLock { $0 }?(report) }
+        return report
+    }
 }
 
 func _percent(_ part: Int, of whole: Int) -> String {

@@ -10,7 +10,7 @@ import Musl
 /// Pre-resolves the names the allocation-failure report prints (see `cat_emergency.h`).
 ///
 /// The report is written inside a failing malloc, where symbolication (DWARF, demangling, dictionaries) is out of
-/// the question. So, while memory is plentiful, `refresh()` — called by the watchdog every poll — takes the trace
+/// the question. So, while memory is plentiful, `refresh()` — called by the watchdog once a second — takes the trace
 /// ids added since the last call, symbolicates their frames in one batch (`_Symbolicator`, cached per address),
 /// and stores one short line per trace with `cat_names_put` into a pre-reserved arena:
 /// `renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31` — the attribution

@@ -113,6 +113,7 @@ enum _Watchdog {
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
         var lastNames: UInt64 = 0
+        var failureReportsSeen = emergencyReportsWritten()
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
             // An allocation failed recently (or its report is being written): everything below but the reads
@@ -121,6 +122,12 @@ enum _Watchdog {
             if cat_emergency_memory_short(now, pauseNs) {
                 cat_sleep_ns(pollNs)
                 continue
+            }
+            // An allocation-failure report was written and the pause is over: its JSON and the callback.
+            let failureReports = emergencyReportsWritten()
+            if failureReports != failureReportsSeen {
+                failureReportsSeen = failureReports
+                _ = _ReportWriter.followUpAllocationFailure()
             }
             if limits.signal != nil, cat_signal_take() != 0 {
                 report(.signal, "signal \(limits.signal!) received")
@@ -159,6 +166,12 @@ enum _Watchdog {
             }
             cat_sleep_ns(pollNs)
         }
+    }
+
+    static func emergencyReportsWritten() -> UInt64 {
+        var written: UInt64 = 0, skipped: UInt64 = 0
+        cat_emergency_stats(&written, &skipped)
+        return written
     }
 
     static func report(_ trigger: AllocationReport.Trigger, _ reason: String) {

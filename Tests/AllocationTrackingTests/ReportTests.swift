@@ -152,6 +152,15 @@ extension TrackerTests {
             #expect(values["signal_after_pause"] == "1", "\(result.output)")
             let writtenAfter = try #require(values["written_after"].flatMap(Double.init), "\(result.output)")
             #expect(writtenAfter >= 2, "\(result.output)")
+            // Once the pause is over, the failure's follow-up: onReport with the text as written, and the peak
+            // snapshot as JSON next to it, naming the site that held the most.
+            #expect(values["failure_callbacks"] == "1", "\(result.output)")
+            #expect(values["callbacks"] == "2", "\(result.output)")
+            #expect(values["failure_reason"] == "malloc(4611686018427387904)_returned_NULL_(ENOMEM)", "\(result.output)")
+            #expect(values["failure_text_matches_file"] == "true", "\(result.output)")
+            #expect(values["failure_json_loaded"] == "true", "\(result.output)")
+            #expect(values["json_moment"] == "peak", "\(result.output)")
+            #expect(values["json_top"] == "support.c:\(values["held_line"] ?? "?")", "\(result.output)")
         }
 
         @Test func plantedSymlinksAreNotFollowed() throws {

@@ -343,6 +343,10 @@ case "failure-pause":
             ((try? String(contentsOfFile: directory + "/" + $0, encoding: .utf8)) ?? "").contains("report: \(kind)")
         }.count
     }
+    let seen = Mutex<[AllocationReport]>([])
+    AllocationTracker.onReport = { report in seen.withLock { $0.append(report) } }
+    var line: Int32 = 0
+    let held = ats_malloc_touched(3 << 20, &line)  // the peak's biggest site
     var huge: UnsafeMutableRawPointer? = nil
     let failedAt = cat_monotonic_ns()
     let succeeded = ats_allocate("malloc", 1, 1 << 62, &huge)
@@ -357,6 +361,18 @@ case "failure-pause":
     }
     let writtenAfter = Double(cat_monotonic_ns() - failedAt) / 1e9
     AllocationTracker.stop()
+    free(held)
+    // The allocation failure's follow-up (after the pause): the callback, and the peak snapshot's JSON.
+    let failures = seen.withLock { $0 }.filter { $0.trigger == .allocationFailure }
+    print("failure_callbacks=\(failures.count) callbacks=\(seen.withLock { $0.count })")
+    if let failure = failures.first {
+        print("failure_reason=\(failure.reason.replacingOccurrences(of: " ", with: "_"))")
+        print("failure_text_matches_file=\(failure.file.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } == failure.text)")
+        let loaded = failure.snapshotFile.flatMap { try? Snapshot(contentsOf: URL(fileURLWithPath: $0)) }
+        print("failure_json_loaded=\(loaded != nil) json_moment=\(loaded.map { "\($0.moment)" } ?? "none")")
+        let top = (try? loaded?.statistics(groupedBy: .line).first).flatMap { $0 }
+        print("json_top=\(top.map { "\($0.traceback.frames.first?.file?.split(separator: "/").last ?? "?"):\($0.traceback.frames.first?.line ?? 0)" } ?? "none") held_line=\(line)")
+    }
     print("malloc_succeeded=\(succeeded) failure_reports=\(reports("allocation failure"))")
     print("signal_during_pause=\(duringPause) checked_after=\(checkedAfter)")
     print("signal_after_pause=\(afterPause) written_after=\(writtenAfter)")

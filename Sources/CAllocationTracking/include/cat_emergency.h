@@ -21,7 +21,8 @@
 //   straight through untracked; such a call would be counted by cat_debug_internal_allocations() (the tests
 //   assert it stays 0).
 // One report at a time (another thread failing meanwhile skips, counted), and at most one per minimum interval
-// (default 10 s; failures inside it are counted as skipped).
+// (default 10 s; failures inside it are counted as skipped). Every failure is timed (cat_emergency_memory_short):
+// the watchdog stays off the heap for a while afterwards, then writes the JSON companion and calls onReport.
 #ifndef CAT_EMERGENCY_H
 #define CAT_EMERGENCY_H
 
