@@ -2,7 +2,8 @@
 import AllocationTracking
 import XCTest
 
-// The same expectations for XCTest: failures are reported with XCTFail at the caller's file:line.
+// The same expectations for XCTest: failures are reported with XCTFail at the caller's file:line. Like the Swift
+// Testing ones, they also fail when the tracker dropped allocations while measuring (the counts are incomplete).
 
 /// XCTest: fails when a block allocated inside `body` is still live when it returns (top sites named).
 @discardableResult
@@ -11,7 +12,8 @@ public func XCTAssertNoLeaks<R>(_ message: @autoclosure () -> String = "",
                                 file: StaticString = #filePath, line: UInt = #line,
                                 _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: true, body)
-    if let failure = measurement.leakFailureMessage() { XCTFail(join(message(), failure), file: file, line: line) }
+    fail(measurement.droppedFailureMessage, message(), file, line)
+    fail(measurement.leakFailureMessage(), message(), file, line)
     return measurement
 }
 
@@ -22,9 +24,8 @@ public func XCTAssertAllocations<R>(atMost limit: Int, _ message: @autoclosure (
                                     file: StaticString = #filePath, line: UInt = #line,
                                     _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: false, body)
-    if let failure = measurement.allocationsFailureMessage(atMost: limit) {
-        XCTFail(join(message(), failure), file: file, line: line)
-    }
+    fail(measurement.droppedFailureMessage, message(), file, line)
+    fail(measurement.allocationsFailureMessage(atMost: limit), message(), file, line)
     return measurement
 }
 
@@ -35,11 +36,13 @@ public func XCTAssertAllocatedBytes<R>(atMost limit: Int, _ message: @autoclosur
                                        file: StaticString = #filePath, line: UInt = #line,
                                        _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: false, body)
-    if let failure = measurement.allocatedBytesFailureMessage(atMost: limit) {
-        XCTFail(join(message(), failure), file: file, line: line)
-    }
+    fail(measurement.droppedFailureMessage, message(), file, line)
+    fail(measurement.allocatedBytesFailureMessage(atMost: limit), message(), file, line)
     return measurement
 }
 
-private func join(_ message: String, _ failure: String) -> String { message.isEmpty ? failure : "\(message)\n\(failure)" }
+private func fail(_ failure: String?, _ message: String, _ file: StaticString, _ line: UInt) {
+    guard let failure else { return }
+    XCTFail(message.isEmpty ? failure : "\(message)\n\(failure)", file: file, line: line)
+}
 #endif

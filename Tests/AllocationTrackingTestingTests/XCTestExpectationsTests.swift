@@ -186,5 +186,37 @@ final class XCTestExpectationsTests: XCTestCase {
         assertOneFailure(failures, endingWith: "300 B allocated inside the scope (3 allocations); expected at most 299 B.",
                          atLine: callLine)
     }
+
+    // MARK: Dropped allocations
+
+    /// With the trace table full, the scope's allocations cannot all be recorded: every helper fails, saying so,
+    /// even though the (incomplete) counts are within the limits.
+    func testDroppedAllocationsFailEveryHelper() throws {
+        try AllocationTracker.start(.init(maxFrames: 8, unwinder: .framePointers, maxTraces: 16))
+        defer { AllocationTracker.stop() }
+        var filler: [UnsafeMutableRawPointer] = []
+        defer { for block in filler { free(block) } }
+        for depth in 1...64 { filler.append(try XCTUnwrap(ats_malloc_at_depth(32, Int32(depth)))) }  // fills the table
+        let expected = "the tracker could not record"
+
+        let leakLine = #line + 1
+        let (leaks, leakFailures) = try capturingFailures { try XCTAssertNoLeaks { allocateAndFree() } }
+        XCTAssertGreaterThan(leaks.droppedAllocations, 0)
+        XCTAssertEqual(leakFailures.count, 1, "\(leakFailures.map(\.description))")
+        XCTAssertTrue(leakFailures.first?.description.contains(expected) == true, "\(leakFailures.map(\.description))")
+        XCTAssertEqual(leakFailures.first?.line, leakLine)
+
+        let countLine = #line + 1
+        let (counts, countFailures) = try capturingFailures { try XCTAssertAllocations(atMost: 100) { allocateAndFree() } }
+        XCTAssertGreaterThan(counts.droppedAllocations, 0)
+        XCTAssertEqual(countFailures.count, 1, "\(countFailures.map(\.description))")
+        XCTAssertTrue(countFailures.first?.description.contains(expected) == true, "\(countFailures.map(\.description))")
+        XCTAssertEqual(countFailures.first?.line, countLine)
+
+        let (bytes, byteFailures) = try capturingFailures { try XCTAssertAllocatedBytes(atMost: 1 << 20) { allocateAndFree() } }
+        XCTAssertGreaterThan(bytes.droppedAllocations, 0)
+        XCTAssertEqual(byteFailures.count, 1, "\(byteFailures.map(\.description))")
+        XCTAssertTrue(byteFailures.first?.description.contains(expected) == true, "\(byteFailures.map(\.description))")
+    }
 }
 #endif
