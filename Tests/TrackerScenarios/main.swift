@@ -170,8 +170,31 @@ case "accounting":
         }
         AllocationTracker.stop()
     }
-    // Peak: rises only when blocks are added; resetPeak sets it to current; clearTraces zeroes both.
+    // Blocks allocated before start and freed after it are unknown to the tables: the counters do not move.
+    var early = [UnsafeMutableRawPointer?](repeating: nil, count: 100)
+    let earlyName = strdup("malloc")
+    _ = ats_allocate(earlyName, 100, 4096, &early)
+    free(earlyName)
     do { try AllocationTracker.start(.init(unwinder: .framePointers, limits: quiet)) } catch { fail("\(error)") }
+    let beforeEarlyFrees = AllocationTracker.tracedMemory
+    ats_free_all(&early, 100)
+    let afterEarlyFrees = AllocationTracker.tracedMemory
+    check(afterEarlyFrees == beforeEarlyFrees, "frees of blocks from before start: \(beforeEarlyFrees) -> \(afterEarlyFrees)")
+    // realloc(p, 0) frees p (glibc): current falls by exactly its size. Impossible sizes record nothing.
+    let shrinking = ats_realloc(nil, 64)
+    let beforeRealloc = AllocationTracker.tracedMemory
+    let reallocated = ats_realloc(shrinking, 0)
+    let afterRealloc = AllocationTracker.tracedMemory
+    check(reallocated == nil && afterRealloc.current == beforeRealloc.current - 64
+          && afterRealloc.liveBlocks == beforeRealloc.liveBlocks - 1, "realloc(p, 0): \(beforeRealloc) -> \(afterRealloc)")
+    var impossible: UnsafeMutableRawPointer? = nil
+    let impossibleName = strdup("calloc")
+    let beforeImpossible = AllocationTracker.tracedMemory
+    let impossibleResult = ats_allocate(impossibleName, 1, Int.max, &impossible)
+    let afterImpossible = AllocationTracker.tracedMemory
+    free(impossibleName)
+    check(impossibleResult == 0 && afterImpossible == beforeImpossible, "calloc(Int.max): \(beforeImpossible) -> \(afterImpossible)")
+    // Peak: rises only when blocks are added; resetPeak sets it to current; clearTraces zeroes both.
     let base = AllocationTracker.tracedMemory
     let big = ats_malloc_at_depth(1 << 20, 1)
     let high = AllocationTracker.tracedMemory
