@@ -10,44 +10,52 @@ import Musl
 /// Pre-resolves the names the allocation-failure report prints (see `cat_emergency.h`).
 ///
 /// The report is written inside a failing malloc, where symbolication (DWARF, demangling, dictionaries) is out of
-/// the question. So, while memory is plentiful, `refresh()` — called by the watchdog once a second — takes the trace
-/// ids added since the last call, symbolicates their frames in one batch (`_Symbolicator`, cached per address),
-/// and stores one short line per trace with `cat_names_put` into a pre-reserved arena:
-/// `renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31` — the attribution
-/// frame (file as recorded) and the next two non-system frames (file name only). Sites newer than the last
-/// refresh are printed by the report as `image+0xoffset (build id …)`, from `cat_images_capture()`.
+/// the question. So, while memory is plentiful, `refresh()` — called by the watchdog once a second — finds the
+/// sites the report would print now (the top `CAT_EMERGENCY_MAX_SITES` by live bytes, with `topSites`, the
+/// function the report itself uses), symbolicates the frames of those without a name in one batch
+/// (`_Symbolicator`, cached per address), and stores one short line per site with `cat_names_put` into a
+/// pre-reserved arena: `renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31` —
+/// the attribution frame (file as recorded) and the next two non-system frames (file name only).
+///
+/// Only the sites the report can print are named, not every site: a service with tens of thousands of call
+/// sites would otherwise spend a core symbolicating them at start-up, for names nobody reads. A site that
+/// entered the top since the last refresh (about a second) is printed as `image+0xoffset (build id …)`, from
+/// `cat_images_capture()`. When every top site has its name, a refresh allocates nothing.
 package enum _EmergencyNames {
-    /// Traces handled per call, so one call stays short (a cold symbolication costs about 0.14 ms per address).
-    static let tracesPerRefresh = 512
-    /// Retries for an id that was not published yet (being published by another thread, or a permanent hole).
-    static let pendingRetries = 20
+    /// Sites named per refresh: the most the report prints.
+    static var sitesPerRefresh: Int { Int(CAT_EMERGENCY_MAX_SITES) }
     static let maximumNameBytes = 1000
+    /// Stored for a site without frames (a counting-only measurement's), so that it counts as named.
+    static let noStack = "(no stack captured: a counting-only measurement)"
 
-    /// Guarded by the API lock.
-    nonisolated(unsafe) static var pending: [UInt64: Int] = [:]
+    /// Guarded by `refreshing`: the loader counts the image list was last captured at, and the buffers
+    /// `topSites` fills (allocated once, at the first refresh, while memory is plentiful).
     nonisolated(unsafe) static var loaderCounts: (UInt64, UInt64)? = nil
+    nonisolated(unsafe) static var topBuffer: UnsafeMutablePointer<UInt64>? = nil
 
-    /// Names the trace ids added since the last call (at most `tracesPerRefresh`). Suspends the calling thread's
-    /// tracking; takes the API lock to copy the frames and to store the names, not while symbolicating.
+    /// Names the sites the report would print now (the top `sitesPerRefresh` by live bytes) that have no name
+    /// yet. Suspends the calling thread's tracking; takes the API lock to find and copy the sites and to store
+    /// the names, not while symbolicating.
     package static func refresh() {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
-        // One refresh at a time (the watchdog and an explicit call): a second caller waits, then names what
-        // the first left, so a caller returns only once every trace that existed when it was called is named.
+        // One refresh at a time (the watchdog and an explicit call): a second caller waits, then names what the
+        // first left, so a caller returns only once the top sites as of its call are named.
         refreshing.withLock { _ in refreshLocked() }
     }
 
     static let refreshing = Mutex(())
 
     private static func refreshLocked() {
-        guard let (work, generation) = copyNewTraces(), !work.isEmpty else { return }
+        guard let (work, generation) = copyUnnamedTopSites(), !work.isEmpty else { return }
         var addresses = Set<UInt>()
         for item in work { addresses.formUnion(item.frames) }
         let resolved = _Symbolicator.shared.frames(for: addresses)
         let names = work.map { item -> (UInt64, String) in
             var frames: [Frame] = []
             for address in item.frames { frames += resolved[address] ?? [Frame(address: address)] }
-            return (item.id, line(for: frames))
+            let name = line(for: frames)
+            return (item.id, name.isEmpty ? noStack : name)
         }
         cat_api_lock()
         defer { cat_api_unlock() }
@@ -65,11 +73,11 @@ package enum _EmergencyNames {
     /// Forgets every name (trace ids are about to be reused). API lock held: call from `stop` / `clearTraces`.
     static func reset() {
         cat_names_reset()
-        pending.removeAll()
     }
 
-    /// The frames of the new (and pending) traces, and the names generation they belong to. API lock taken.
-    private static func copyNewTraces() -> ([(id: UInt64, frames: [UInt])], UInt64)? {
+    /// The frames of the top sites that have no name yet, and the names generation they belong to. API lock
+    /// taken. Allocates only when there is such a site (and once, for the buffers).
+    private static func copyUnnamedTopSites() -> ([(id: UInt64, frames: [UInt])], UInt64)? {
         cat_api_lock()
         defer { cat_api_unlock() }
         guard AllocationTracker.isTracing else { return nil }
@@ -78,27 +86,24 @@ package enum _EmergencyNames {
             cat_images_capture()
             loaderCounts = counts
         }
+        let capacity = sitesPerRefresh
+        if topBuffer == nil { topBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 3 * capacity) }
+        let ids = topBuffer!
         let state = _UnsafeTrackerState.process
-        let count = state.traceCount.atomicLoad()
-        let start = cat_names_resolved_count()
-        var ids = pending.keys.sorted()
-        if start < count { ids += Array(start..<min(count, start + UInt64(tracesPerRefresh))) }
+        let found = _UnsafeTraceTable.topSites(state, ids: ids, bytes: ids + capacity, blocks: ids + 2 * capacity,
+                                               capacity: capacity)
         var work: [(id: UInt64, frames: [UInt])] = []
-        for id in ids {
-            // Frames are immutable once published and stay mapped while the API lock is held.
-            if let entry = _UnsafeTraceTable.entry(state, id), _UnsafeTraceTable.published(entry).atomicLoadAcquire() == 1 {
+        for index in 0..<found {
+            let id = ids[index]
+            var text: UnsafePointer<CChar>? = nil
+            guard cat_names_get(id, &text) == 0 else { continue }
+            // Frames are immutable once published (topSites returns published sites only) and stay mapped while
+            // the API lock is held.
+            if let entry = _UnsafeTraceTable.entry(state, id) {
                 let raw = _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).withFramesCopied()
                 work.append((id, raw.copiedFrames))
-                pending[id] = nil
-            } else if id >= start {
-                cat_names_put(id, "", 0)  // processed (advances the watermark); retried while pending
-                if pending.count < 4096 { pending[id] = 0 }
-            } else {
-                let tries = (pending[id] ?? 0) + 1
-                pending[id] = tries >= pendingRetries ? nil : tries
             }
         }
-        if let last = ids.last, last >= start { cat_names_put(last, "", 0) }
         return (work, cat_names_generation())
     }
 

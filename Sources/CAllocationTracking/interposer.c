@@ -43,7 +43,6 @@ static CAT_TLS int t_cat_rare_path;   // 1 during a documented rare path that ma
 static CAT_TLS uint32_t t_cat_shard;  // 0 until assigned
 static uint64_t g_cat_next_shard;
 static uint64_t g_cat_internal_allocations;
-static uint64_t g_cat_interposed_calls;
 
 int cat_thread_set_state(int state) {
     int previous = t_cat_state;
@@ -68,7 +67,6 @@ uint64_t cat_thread_scope(void) { return t_cat_scope; }
 void cat_thread_set_scope(uint64_t tag) { t_cat_scope = tag; }
 
 uint64_t cat_debug_internal_allocations(void) { return cat_load_relaxed(&g_cat_internal_allocations); }
-uint64_t cat_debug_interposed_calls(void) { return cat_load_relaxed(&g_cat_interposed_calls); }
 
 // Called by stack_capture.c around pthread_getattr_np (the one rare path inside the hook that may allocate).
 void cat_enter_rare_path(void) { t_cat_rare_path = 1; }
@@ -246,7 +244,6 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
     if (ptr == NULL || t_cat_state != CAT_THREAD_NORMAL) return;
     int savedErrno = errno;
     t_cat_in_hook = 1;
-    cat_add_relaxed(&g_cat_interposed_calls, 1);
     uint64_t *words = cat_state_words();
     // Measurement scope: this thread's, else the process-wide one. Scope records are static memory (never
     // freed); word 2 bit 0 says whether the scope wants stacks. A counting-only scope skips the capture: its
@@ -282,7 +279,6 @@ static __attribute__((noinline)) uint64_t cat_record_free(void *ptr) {
     if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return 0;
     int savedErrno = errno;
     t_cat_in_hook = 1;
-    cat_add_relaxed(&g_cat_interposed_calls, 1);
     uint32_t shard = cat_thread_shard();
     cat_gate_enter(shard);
     uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), shard, ptr);

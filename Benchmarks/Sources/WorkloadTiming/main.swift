@@ -3,6 +3,7 @@
 // .framePointers and .libunwind (maxFrames 32), with 1 and 2 threads, and prints wall and CPU time medians.
 //
 //     swift run -c release WorkloadTiming [repetitions [workload]]     (defaults: 5, both M and W)
+//     WATCHDOG=off swift run -c release WorkloadTiming …                (tracked without the report watchdog)
 //
 // Prints a markdown table, then every sample (ms, in order) so drift across repetitions is visible.
 
@@ -35,6 +36,9 @@ let workloads: [(String, (Int) -> Int)] = [
     ("W", { ServiceWorkload.run(threads: $0) }),
 ].filter { only == nil || $0.0 == only }
 var samples: [String] = []
+// WATCHDOG=off: no report features, so no watchdog thread (the default configuration runs one).
+let limits: AllocationTracker.Configuration.Limits = getenv("WATCHDOG").map { String(cString: $0) } == "off"
+    ? .init(containerFraction: nil, onAllocationFailure: false) : .init()
 
 print("| workload | threads | mode | wall p50 (ms) | CPU p50 (ms) | wall ratio vs off | CPU ratio vs off | traced allocations / run |")
 print("|---|---:|---|---:|---:|---:|---:|---:|")
@@ -43,7 +47,7 @@ for (name, workload) in workloads {
         var offWall = 0.0, offCPU = 0.0
         for (modeName, unwinder) in modes {
             AllocationTracker.stop()
-            if let unwinder { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder)) }
+            if let unwinder { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits)) }
             _ = workload(threads)  // warm-up
             var walls: [Double] = [], cpus: [Double] = []
             var traced = 0

@@ -265,9 +265,6 @@ void cat_install_fork_handlers(void);
 
 // MARK: - Test support (package-internal use by the tests)
 
-/// Number of calls that went through each interposed function since process start (relaxed counters, only
-/// incremented while tracking is armed), so tests can prove every entry point is interposed.
-uint64_t cat_debug_interposed_calls(void);
 /// Allocations made by the calling thread while it was inside the tracker's own hook (they pass through
 /// untracked). The tests assert this stays 0: the hook itself never allocates.
 uint64_t cat_debug_internal_allocations(void);

@@ -13,10 +13,11 @@
 // - the text goes through a static cat_text_writer (a fixed 4 KiB buffer) with hand-formatted numbers, write(2);
 // - the top sites are selected by a `@_noLocks` Swift function (`cat_recorder.topSites`) into static arrays (the
 //   emergency reserve), under the gate's reader side (never the writer side: other threads may hold it);
-// - names come from a pre-resolved arena: a background thread (the watchdog, `_EmergencyNames.refresh()`)
-//   symbolicates new sites while memory is plentiful and stores one short line per trace id with
-//   cat_names_put. Sites newer than the last refresh (about a second) are printed as `image+0xoffset (build id
-//   …)` from the image list recorded by cat_images_capture() — no dladdr, no DWARF;
+// - names come from a pre-resolved arena: a background thread (the watchdog, `_EmergencyNames.refresh()`, once
+//   a second) symbolicates the sites the report would print (the top CAT_EMERGENCY_MAX_SITES by live bytes)
+//   while memory is plentiful and stores one short line per trace id with cat_names_put. A site that entered
+//   the top since the last refresh is printed as `image+0xoffset (build id …)` from the image list recorded by
+//   cat_images_capture() — no dladdr, no DWARF;
 // - the calling thread is CAT_THREAD_INTERNAL (and inside the hook) while writing, so anything unexpected passes
 //   straight through untracked; such a call would be counted by cat_debug_internal_allocations() (the tests
 //   assert it stays 0).
