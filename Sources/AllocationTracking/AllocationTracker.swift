@@ -271,7 +271,7 @@ public enum AllocationTracker {
         let entry = value == 0 ? nil : _UnsafeTraceTable.entry(state, _UnsafePointerTable.traceID(of: value))
         cat_gate_exit(shard)
         guard let entry else { return nil }
-        let raw = _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).withFramesCopied()
+        let raw = _RawTrace(frames: UInt(_UnsafeTraceTable.framesWord(entry).pointee), shape: _UnsafeTraceTable.shape(entry).pointee, liveBlocks: 0, liveBytes: 0).withFramesCopied()
         return _symbolicated([raw])[0].traceback
     }
 }
@@ -300,7 +300,7 @@ struct _RawTrace {
                     if live < capacity {
                         // Plain stores only: `copiedFrames` is an empty array (no allocation, no retain).
                         (buffer + live).initialize(to: _RawTrace(
-                            frames: UInt(entry[1]), shape: entry[2], liveBlocks: blocks, liveBytes: bytes))
+                            frames: UInt(_UnsafeTraceTable.framesWord(entry).pointee), shape: _UnsafeTraceTable.shape(entry).pointee, liveBlocks: blocks, liveBytes: bytes))
                     }
                     live += 1
                 }

@@ -100,7 +100,7 @@ package enum _EmergencyNames {
             // Frames are immutable once published (topSites returns published sites only) and stay mapped while
             // the API lock is held.
             if let entry = _UnsafeTraceTable.entry(state, id) {
-                let raw = _RawTrace(frames: UInt(entry[1]), shape: entry[2], liveBlocks: 0, liveBytes: 0).withFramesCopied()
+                let raw = _RawTrace(frames: UInt(_UnsafeTraceTable.framesWord(entry).pointee), shape: _UnsafeTraceTable.shape(entry).pointee, liveBlocks: 0, liveBytes: 0).withFramesCopied()
                 work.append((id, raw.copiedFrames))
             }
         }

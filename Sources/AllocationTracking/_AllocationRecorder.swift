@@ -44,28 +44,32 @@ enum _AllocationRecorder {
             state.shard(shard, Int(CAT_S_DROPPED)).atomicAdd(1)
             return UInt32(CAT_RECORD_DONE)
         }
-        addLive(state, entry: entry, shard: shard, bytes: bytes, isNewAllocation: true)
+        // This shard's allocation count (before this one), for an occasional load check.
+        let allocations = addLive(state, entry: entry, shard: shard, bytes: bytes, isNewAllocation: true)
         if scopeTag != 0 { _UnsafeScopes.allocated(state, scopeTag, bytes: bytes) }
-        let operations = state.shard(shard, Int(CAT_S_OPERATIONS)).atomicAdd(1)
-        if probes > _UnsafePointerTable.longProbe || operations & 255 == 0,
+        if probes > _UnsafePointerTable.longProbe || allocations & 255 == 0,
            _UnsafePointerTable.needsRebuild(state) {
             state.request(Int(CAT_NEED_POINTER_REBUILD))
         }
         return UInt32(CAT_RECORD_DONE)
     }
 
+    /// Adds a live block to its site and the totals; returns the shard's allocation count before it (0 when
+    /// `isNewAllocation` is false).
     @_noLocks
     @inline(__always)
+    @discardableResult
     static func addLive(_ state: _UnsafeTrackerState, entry: UnsafeMutablePointer<UInt64>, shard: Int, bytes: UInt64,
-                        isNewAllocation: Bool) {
+                        isNewAllocation: Bool) -> UInt64 {
         _UnsafeTraceTable.rebasePeak(state, entry)
         _UnsafeTraceTable.liveBlocks(entry).atomicAdd(1)
         _UnsafeTraceTable.liveBytes(entry).atomicAdd(bytes)
         state.shard(shard, Int(CAT_S_LIVE_BLOCKS)).atomicAdd(1)
+        var allocations: UInt64 = 0
         if isNewAllocation {
             _UnsafeTraceTable.totalBlocks(entry).atomicAdd(1)
             _UnsafeTraceTable.totalBytes(entry).atomicAdd(bytes)
-            state.shard(shard, Int(CAT_S_TOTAL_ALLOCATIONS)).atomicAdd(1)
+            allocations = state.shard(shard, Int(CAT_S_TOTAL_ALLOCATIONS)).atomicAdd(1)
             state.shard(shard, Int(CAT_S_TOTAL_BYTES)).atomicAdd(bytes)
         }
         let current = state.current.atomicAdd(bytes) &+ bytes
@@ -82,6 +86,7 @@ enum _AllocationRecorder {
                 break
             }
         }
+        return allocations
     }
 
     @_noLocks
@@ -264,7 +269,8 @@ enum _UnsafePointerTable {
 
     @inline(__always)
     static func home(_ key: UInt64, capacity: UInt64) -> UInt64 {
-        // Fibonacci hashing then Lemire's range reduction: any capacity, no division.
+        // Fibonacci hashing then Lemire's range reduction: any capacity, no division. (cat_record_allocation
+        // prefetches the slot with the same formula: keep them alike.)
         (key &* 0x9E37_79B9_7F4A_7C15).multipliedFullWidth(by: capacity).high
     }
 
@@ -434,15 +440,19 @@ enum _UnsafeTraceTable {
         return base + Int(truncatingIfNeeded: id & 4095) &* entryWords
     }
 
-    @inline(__always) static func liveBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 3 }
-    @inline(__always) static func liveBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 4 }
-    @inline(__always) static func totalBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 5 }
-    @inline(__always) static func totalBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 6 }
-    @inline(__always) static func published(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 7 }
-    @inline(__always) static func peakEpoch(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 8 }
-    @inline(__always) static func peakBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 9 }
-    @inline(__always) static func peakBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 10 }
-    @inline(__always) static func scopeTag(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + 12 }
+    // The entry's words (layout and why: CAT_E_* in CAllocationTracking.h).
+    @inline(__always) static func framesWord(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_FRAMES) }
+    @inline(__always) static func shape(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_SHAPE) }
+    @inline(__always) static func scopeTag(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_SCOPE) }
+    @inline(__always) static func liveBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_LIVE_BLOCKS) }
+    @inline(__always) static func liveBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_LIVE_BYTES) }
+    @inline(__always) static func totalBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_TOTAL_BLOCKS) }
+    @inline(__always) static func totalBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_TOTAL_BYTES) }
+    @inline(__always) static func peakEpoch(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_PEAK_EPOCH) }
+    @inline(__always) static func hashWord(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_HASH) }
+    @inline(__always) static func published(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_PUBLISHED) }
+    @inline(__always) static func peakBytes(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_PEAK_BYTES) }
+    @inline(__always) static func peakBlocks(_ entry: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> { entry + Int(CAT_E_PEAK_BLOCKS) }
 
     /// Saves the site's live counters as its values at the peak if the peak moved since the site last changed.
     /// Call before changing the live counters.
@@ -468,15 +478,34 @@ enum _UnsafeTraceTable {
         return (liveBytes(entry).atomicLoad(), liveBlocks(entry).atomicLoad())
     }
 
+    /// The stack's hash (for the index; equality is decided by the frames). Four independent lanes, so the
+    /// multiply chains overlap instead of running one after another: on a 20-frame stack that cuts the hash from
+    /// the largest cost of `intern` to a small one.
     @_noLocks
     @inline(__always)
     static func hash(_ frames: UnsafePointer<UInt>, count: Int, total: UInt32, scope: UInt64) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ (UInt64(total) << 32 | UInt64(count))
-        if scope != 0 { h = (h ^ scope) &* 0x0000_0100_0000_01B3 }
-        for i in 0..<count {
-            h = (h ^ UInt64(frames[i])) &* 0x0000_0100_0000_01B3
-            h ^= h >> 29
+        let prime: UInt64 = 0x0000_0100_0000_01B3
+        @inline(__always) func mix(_ h: UInt64, _ v: UInt) -> UInt64 {
+            let m = (h ^ UInt64(v)) &* prime
+            return m ^ (m >> 29)
         }
+        var a: UInt64 = 0xCBF2_9CE4_8422_2325 ^ (UInt64(total) << 32 | UInt64(count))
+        var b: UInt64 = 0x8422_2325_CBF2_9CE4 ^ scope
+        var c: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var d: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+        var i = 0
+        while i &+ 4 <= count {
+            a = mix(a, frames[i])
+            b = mix(b, frames[i &+ 1])
+            c = mix(c, frames[i &+ 2])
+            d = mix(d, frames[i &+ 3])
+            i &+= 4
+        }
+        while i < count {
+            a = mix(a, frames[i])
+            i &+= 1
+        }
+        var h = mix(mix(mix(a, UInt(b)), UInt(c)), UInt(d))
         h = (h ^ (h >> 32)) &* 0x9E37_79B9_7F4A_7C15
         return h | 1  // never 0
     }
@@ -514,10 +543,12 @@ enum _UnsafeTraceTable {
 
     @_noLocks
     @inline(__always)
-    static func matches(_ entry: UnsafeMutablePointer<UInt64>, hash: UInt64, frames: UnsafePointer<UInt>,
+    static func matches(_ entry: UnsafeMutablePointer<UInt64>, frames: UnsafePointer<UInt>,
                         count: Int, total: UInt32, scope: UInt64) -> Bool {
-        guard entry[0] == hash, entry[2] == (UInt64(total) << 32 | UInt64(count)), entry[12] == scope,
-              let stored = UnsafeMutablePointer<UInt64>(bitPattern: UInt(entry[1]))
+        // First-line words only (no hash check: the hash lives on the second line, and with the index at most
+        // half full a probe rarely meets another stack; the frames decide).
+        guard shape(entry).pointee == (UInt64(total) << 32 | UInt64(count)), scopeTag(entry).pointee == scope,
+              let stored = UnsafeMutablePointer<UInt64>(bitPattern: UInt(framesWord(entry).pointee))
         else { return false }
         for i in 0..<count where stored[i] != UInt64(frames[i]) { return false }
         return true
@@ -557,7 +588,7 @@ enum _UnsafeTraceTable {
                 // Lost the cell: `seen` now holds the winner; compare with it below.
             }
             if let candidate = entry(state, UInt64(seen) &- 1),
-               matches(candidate, hash: h, frames: frames, count: count, total: total, scope: scope) {
+               matches(candidate, frames: frames, count: count, total: total, scope: scope) {
                 return UInt64(seen) &- 1
             }
             slot = (slot &+ 1) & mask
@@ -582,10 +613,11 @@ enum _UnsafeTraceTable {
         }
         guard let stored = arenaAllocate(state, words: UInt64(count)) else { return nil }
         for i in 0..<count { stored[i] = UInt64(frames[i]) }
-        entry[0] = hash
-        entry[1] = UInt64(UInt(bitPattern: stored))
-        entry[2] = UInt64(total) << 32 | UInt64(count)
-        entry[12] = scope  // published with the index cell's release CAS, like the words above
+        // Published with the index cell's release CAS.
+        hashWord(entry).pointee = hash
+        framesWord(entry).pointee = UInt64(UInt(bitPattern: stored))
+        shape(entry).pointee = UInt64(total) << 32 | UInt64(count)
+        scopeTag(entry).pointee = scope
         return id
     }
 
@@ -644,7 +676,7 @@ enum _UnsafeTraceTable {
         var id: UInt64 = 0
         while id < count {
             if let e = entry(state, id), published(e).atomicLoad() == 1 {
-                var slot = e[0] & mask
+                var slot = hashWord(e).pointee & mask
                 while index[Int(truncatingIfNeeded: slot)] != 0 { slot = (slot &+ 1) & mask }
                 index[Int(truncatingIfNeeded: slot)] = UInt32(truncatingIfNeeded: id &+ 1)
             }

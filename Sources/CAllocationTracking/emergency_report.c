@@ -336,8 +336,8 @@ static uint32_t cat_em_collect(uint32_t capacity) {
         uint64_t *base = (uint64_t *)(uintptr_t)cat_load_acquire(words + CAT_W_TRACE_CHUNKS + chunk);
         if (!base) continue;
         const uint64_t *entry = base + (id & 4095) * CAT_TRACE_ENTRY_WORDS;
-        const uint64_t *frames = (const uint64_t *)(uintptr_t)entry[1];
-        uint32_t n = (uint32_t)(entry[2] & 0xFFFFFFFFu);
+        const uint64_t *frames = (const uint64_t *)(uintptr_t)entry[CAT_E_FRAMES];
+        uint32_t n = (uint32_t)(entry[CAT_E_SHAPE] & 0xFFFFFFFFu);
         if (!frames) continue;
         if (n > CAT_EMERGENCY_FRAMES) n = CAT_EMERGENCY_FRAMES;
         for (uint32_t f = 0; f < n; f++) g_cat_em_frames[i][f] = (uintptr_t)frames[f];

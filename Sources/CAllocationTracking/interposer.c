@@ -256,6 +256,15 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
         capture = index < CAT_SCOPES &&
                   (cat_load_relaxed(words + CAT_W_SCOPES + index * CAT_SCOPE_WORDS + 2) & 1) != 0;
     }
+    // The block's pointer-table slot is a cache miss (a random place in a large table): ask for it now, so it
+    // arrives while the stack is captured. Same formula as _UnsafePointerTable.home; a stale base or capacity
+    // (a rebuild meanwhile) only makes the prefetch useless, and prefetching never faults.
+    uint64_t capacity = cat_load_relaxed(words + CAT_W_POINTER_CAPACITY);
+    const uint64_t *slots = (const uint64_t *)(uintptr_t)cat_load_relaxed(words + CAT_W_POINTER_BASE);
+    if (slots && capacity) {
+        unsigned __int128 product = (unsigned __int128)((uint64_t)(uintptr_t)ptr * 0x9E3779B97F4A7C15ull) * capacity;
+        __builtin_prefetch(slots + (uint64_t)(product >> 64) * 2, 1, 3);
+    }
     uintptr_t frames[CAT_MAX_FRAMES];
     uint32_t total = 0;
     uint32_t count = capture ? cat_capture_stack(g_cat_unwinder, frameAddress, returnAddress, frames, g_cat_max_frames,

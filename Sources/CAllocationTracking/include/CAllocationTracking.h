@@ -81,7 +81,6 @@ enum {
     CAT_S_TOTAL_BYTES = 3,
     CAT_S_POINTER_SLOTS_USED = 4,
     CAT_S_DROPPED = 5,
-    CAT_S_OPERATIONS = 6,
 
     CAT_W_GATE_WRITER = 512,
     CAT_W_CURRENT = 520,   // traced bytes now
@@ -111,7 +110,22 @@ enum {
     CAT_STATE_WORDS = 9864,
 
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
-    CAT_TRACE_ENTRY_WORDS = 16,  // layout: _UnsafeTraceTable in _AllocationRecorder.swift
+    CAT_TRACE_ENTRY_WORDS = 16,  // two 64-byte lines; the words below (used by _UnsafeTraceTable and the report)
+    // First line: every word an allocation or a free reads or writes, so that an operation on a site touches one
+    // cache line (two threads sharing a site bounce one line, not two).
+    CAT_E_FRAMES = 0,        // address of the frames in the arena
+    CAT_E_SHAPE = 1,         // totalFrames << 32 | stored frame count
+    CAT_E_SCOPE = 2,         // measurement scope tag (0: none)
+    CAT_E_LIVE_BLOCKS = 3,
+    CAT_E_LIVE_BYTES = 4,
+    CAT_E_TOTAL_BLOCKS = 5,
+    CAT_E_TOTAL_BYTES = 6,
+    CAT_E_PEAK_EPOCH = 7,    // the global peak epoch the two peak words below belong to
+    // Second line: read when an entry is created, re-indexed or copied, and when the peak moved.
+    CAT_E_HASH = 8,          // stack hash (index rebuilds)
+    CAT_E_PUBLISHED = 9,     // 1 once visible through the index
+    CAT_E_PEAK_BYTES = 10,
+    CAT_E_PEAK_BLOCKS = 11,
     CAT_TRACE_CHUNK_BYTES = 4096 * 128,
     CAT_ARENA_CHUNK_WORDS = 32768,  // 256 KiB (1024 chunks: 256 MiB of frames at most)
 };
