@@ -10,7 +10,8 @@
 // MallocCount/* checks that ordo-one/benchmark's own malloc counting (.mallocCountTotal, from its
 // MallocInterposer trait: a second malloc interposer, a shared library that our interposer forwards to with
 // dlsym(RTLD_NEXT)) still reports exactly 1000 mallocs per iteration for a body that makes exactly 1000.
-// MallocCountW/* compares the same counters on a small W run across the modes.
+// MallocCountW/* compares the same counters on a small W run across the modes. Both run without the report
+// watchdog (M and W run with it, the default configuration): its own allocations would be counted too.
 
 import AllocationTracking
 import Benchmark
@@ -28,12 +29,17 @@ var exactUnits: [BenchmarkMetric: BenchmarkUnits] { [
     .mallocCountTotal: .count, .freeCountTotal: .count, mallocsMetric: .count, tracedMetric: .count, droppedMetric: .count,
 ] }
 
-/// Setup/teardown that start and stop tracking (nil: tracking stays off).
-func trackingHooks(_ unwinder: Unwinder?) -> (setup: Benchmark.BenchmarkSetupHook, teardown: Benchmark.BenchmarkTeardownHook) {
+/// Setup/teardown that start and stop tracking (nil: tracking stays off). `watchdog: false` turns the report
+/// features off, so no watchdog thread runs: ordo's malloc counters are process-wide and would count the
+/// watchdog's own allocations (resolving names for the allocation-failure report, cold at start).
+func trackingHooks(_ unwinder: Unwinder?, watchdog: Bool = true)
+    -> (setup: Benchmark.BenchmarkSetupHook, teardown: Benchmark.BenchmarkTeardownHook) {
+    let limits: AllocationTracker.Configuration.Limits = watchdog
+        ? .init() : .init(containerFraction: nil, onAllocationFailure: false)
     let setup: Benchmark.BenchmarkSetupHook = {
         AllocationTracker.stop()
         if let unwinder {
-            try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder))
+            try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits))
             precondition(AllocationTracker.isTracing, "tracking did not start")
         }
     }
@@ -71,6 +77,7 @@ let benchmarks: @Sendable () -> Void = {
 
     for mode in modes {
         let hooks = trackingHooks(mode.unwinder)
+        let countingHooks = trackingHooks(mode.unwinder, watchdog: false)
         let tracked = mode.unwinder != nil
 
         // M: malloc storm, 2 threads x 2,000,000 steps over 1024 slots each.
@@ -120,8 +127,8 @@ let benchmarks: @Sendable () -> Void = {
             closure: { _ in
                 cw_malloc_free_n(1000, 64)
             },
-            setup: hooks.setup,
-            teardown: hooks.teardown
+            setup: countingHooks.setup,
+            teardown: countingHooks.teardown
         )
 
         // The same counters on a small W run (2 threads x 50 requests): the count should not depend on the mode.
@@ -139,8 +146,8 @@ let benchmarks: @Sendable () -> Void = {
             closure: { _ in
                 blackHole(ServiceWorkload.run(requests: 50))
             },
-            setup: hooks.setup,
-            teardown: hooks.teardown
+            setup: countingHooks.setup,
+            teardown: countingHooks.teardown
         )
     }
 }
