@@ -37,6 +37,12 @@ let package = Package(
         ),
         // Scenarios that need a process of their own (fork, environment start-up, LD_PRELOAD chaining, a
         // missing libunwind); the tests spawn it and assert on what it prints.
+        // The `.trackerExclusive` suite trait, shared by both test targets.
+        .target(
+            name: "TrackerTestSupport",
+            dependencies: ["AllocationTrackingTestSupport"],
+            path: "Tests/TrackerTestSupport"
+        ),
         .executableTarget(
             name: "TrackerScenarios",
             dependencies: ["AllocationTracking", "AllocationTrackingTestSupport"],
@@ -44,11 +50,11 @@ let package = Package(
         ),
         .testTarget(
             name: "AllocationTrackingTests",
-            dependencies: ["AllocationTracking", "AllocationTrackingTestSupport", "TrackerScenarios"]
+            dependencies: ["AllocationTracking", "AllocationTrackingTestSupport", "TrackerTestSupport", "TrackerScenarios"]
         ),
         .testTarget(
             name: "AllocationTrackingTestingTests",
-            dependencies: ["AllocationTrackingTesting", "AllocationTrackingTestSupport"]
+            dependencies: ["AllocationTrackingTesting", "AllocationTrackingTestSupport", "TrackerTestSupport"]
         ),
     ]
 )

@@ -3,6 +3,7 @@ import AllocationTrackingTesting
 import AllocationTrackingTestSupport
 import Foundation
 import Testing
+import TrackerTestSupport
 
 #if canImport(Glibc)
 import Glibc

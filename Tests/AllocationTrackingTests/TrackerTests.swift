@@ -2,6 +2,7 @@ import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
 import Testing
+import TrackerTestSupport
 
 /// Every suite that starts the process-wide tracker nests in this one, so they run one at a time.
 @Suite(.serialized, .trackerExclusive) enum TrackerTests {}

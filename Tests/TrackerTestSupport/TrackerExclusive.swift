@@ -4,11 +4,14 @@ import Testing
 /// A suite trait: the suite owns the process-wide tracker while it runs. Every test target is linked into one
 /// test process, so suites in different targets that start/stop the tracker (or measure, which starts it
 /// implicitly) would otherwise stop each other's tracker. Applied once per suite (tests inside pass through).
-struct TrackerExclusive: SuiteTrait, TestScoping {
-    var isRecursive: Bool { false }
+/// One copy, in this support target, for both test targets.
+public struct TrackerExclusive: SuiteTrait, TestScoping {
+    public var isRecursive: Bool { false }
 
-    func provideScope(for test: Test, testCase: Test.Case?,
-                      performing function: @Sendable () async throws -> Void) async throws {
+    public init() {}
+
+    public func provideScope(for test: Test, testCase: Test.Case?,
+                             performing function: @Sendable () async throws -> Void) async throws {
         guard test.isSuite else { return try await function() }
         while ats_tracker_try_acquire() == 0 { try await Task.sleep(for: .milliseconds(5)) }
         defer { ats_tracker_release() }
@@ -17,5 +20,5 @@ struct TrackerExclusive: SuiteTrait, TestScoping {
 }
 
 extension Trait where Self == TrackerExclusive {
-    static var trackerExclusive: Self { TrackerExclusive() }
+    public static var trackerExclusive: Self { TrackerExclusive() }
 }
