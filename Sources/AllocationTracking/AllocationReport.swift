@@ -68,6 +68,9 @@ enum _ReportWriter {
     static let previous = Mutex<(Snapshot, String)?>(nil)
     /// Serialises report writing (the watchdog and an on-demand call may coincide).
     static let writing = Mutex(())
+    /// The allocation-failure report sequence (`cat_emergency_followup_sequence`) already followed up; set to
+    /// the current value at every start, so only reports written while tracking runs are followed up.
+    static let followedUp = Atomic<UInt64>(0)
 
     static func write(trigger: AllocationReport.Trigger, reason: String) throws -> AllocationReport {
         let state = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
@@ -190,8 +193,14 @@ enum _ReportWriter {
         let state = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(state) }
         let report: AllocationReport? = writing.withLock { _ in
+            // The report's path and sequence, copied consistently (another report may be written meanwhile: it
+            // gets its own follow-up), before the snapshot.
+            var buffer = [CChar](repeating: 0, count: 4200)
+            let sequence = cat_emergency_followup(&buffer, buffer.count)
+            guard sequence != followedUp.load(ordering: .acquiring) else { return nil }
+            followedUp.store(sequence, ordering: .releasing)
             guard let snapshot = try? AllocationTracker.takeSnapshot(at: .peak) else { return nil }
-            let path = String(cString: cat_emergency_last_path())
+            let path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             var problems: [String] = []
             var text = ""
             var snapshotFile: String?

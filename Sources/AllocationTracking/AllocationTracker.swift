@@ -94,6 +94,8 @@ public enum AllocationTracker {
         _configureEmergencyReport(directory: configuration.report.directory, topSites: configuration.report.topSites,
                                   minimumInterval: configuration.limits.minimumInterval,
                                   enabled: configuration.limits.onAllocationFailure)
+        // Before arming: a report written from now on is this session's, and gets its follow-up.
+        _ReportWriter.followedUp.store(cat_emergency_followup_sequence(), ordering: .releasing)
         cat_set_active(1)
         _Watchdog.start(configuration)
         if configuration.limits.reportAtExit { _installExitReport() }

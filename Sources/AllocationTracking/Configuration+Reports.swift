@@ -62,10 +62,11 @@ extension AllocationTracker.Configuration {
         public var reportAtExit: Bool
         /// Re-arm margin, as a fraction of each limit (default 0.05: re-arms below 95 % of the limit).
         public var hysteresis: Double
-        /// Seconds between two reports of the same trigger, at least (default 10). Also how long the watchdog
-        /// stays off the heap after an allocation failed: no soft-limit or signal report (they fire once the
-        /// pause is over, if still due) and no name refresh, because in Swift an allocation that fails traps —
-        /// what memory is left belongs to the process's own error path.
+        /// Seconds between two reports of the same trigger, at least (default 10). Also, with
+        /// `onAllocationFailure`, how long the watchdog stays off the heap after an allocation failed (for a
+        /// request smaller than the machine's memory): no soft-limit or signal report (they fire once the pause
+        /// is over, if still due) and no name refresh, because in Swift an allocation that fails traps — what
+        /// memory is left belongs to the process's own error path.
         public var minimumInterval: Double
         /// Seconds between two polls of the watchdog (default 0.1).
         public var pollInterval: Double

@@ -61,14 +61,27 @@ package enum _EmergencyNames {
         defer { cat_api_unlock() }
         // Stopped or cleared meanwhile: the ids name other stacks now.
         guard AllocationTracker.isTracing, cat_names_generation() == generation else { return }
+        if unstorableGeneration != generation {
+            unstorable.removeAll()
+            unstorableGeneration = generation
+        }
         for (id, name) in names {
             var bytes = Array(name.utf8.prefix(maximumNameBytes))
-            bytes.withUnsafeMutableBufferPointer { buffer in
+            let stored = bytes.withUnsafeMutableBufferPointer { buffer in
                 buffer.withMemoryRebound(to: CChar.self) { cat_names_put(id, $0.baseAddress!, $0.count) }
             }
+            // Not stored (an id past the names index, or a full arena): not resolved again every second.
+            if stored == 0, unstorable.count < maximumUnstorable { unstorable.insert(id) }
             bytes.removeAll()
         }
     }
+
+    /// Sites whose name could not be stored in this names generation (guarded by `refreshing`), so that a
+    /// refresh does not resolve them again; once `maximumUnstorable` are known the arena is taken as full and
+    /// refreshes stop until the names are reset.
+    nonisolated(unsafe) static var unstorable = Set<UInt64>()
+    nonisolated(unsafe) static var unstorableGeneration: UInt64 = 0
+    static let maximumUnstorable = 4096
 
     /// Forgets every name (trace ids are about to be reused). API lock held: call from `stop` / `clearTraces`.
     static func reset() {
@@ -86,6 +99,7 @@ package enum _EmergencyNames {
             cat_images_capture()
             loaderCounts = counts
         }
+        if unstorableGeneration == cat_names_generation(), unstorable.count >= maximumUnstorable { return nil }
         let capacity = sitesPerRefresh
         if topBuffer == nil { topBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 3 * capacity) }
         let ids = topBuffer!
@@ -97,6 +111,7 @@ package enum _EmergencyNames {
             let id = ids[index]
             var text: UnsafePointer<CChar>? = nil
             guard cat_names_get(id, &text) == 0 else { continue }
+            if unstorableGeneration == cat_names_generation(), unstorable.contains(id) { continue }
             // Frames are immutable once published (topSites returns published sites only) and stay mapped while
             // the API lock is held.
             if let entry = _UnsafeTraceTable.entry(state, id) {

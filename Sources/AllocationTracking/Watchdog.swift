@@ -113,7 +113,6 @@ enum _Watchdog {
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
         var lastNames: UInt64 = 0
-        var failureReportsSeen = emergencyReportsWritten()
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
             // An allocation failed recently (or its report is being written): everything below but the reads
@@ -124,9 +123,7 @@ enum _Watchdog {
                 continue
             }
             // An allocation-failure report was written and the pause is over: its JSON and the callback.
-            let failureReports = emergencyReportsWritten()
-            if failureReports != failureReportsSeen {
-                failureReportsSeen = failureReports
+            if cat_emergency_followup_sequence() != _ReportWriter.followedUp.load(ordering: .acquiring) {
                 _ = _ReportWriter.followUpAllocationFailure()
             }
             if limits.signal != nil, cat_signal_take() != 0 {
@@ -166,12 +163,6 @@ enum _Watchdog {
             }
             cat_sleep_ns(pollNs)
         }
-    }
-
-    static func emergencyReportsWritten() -> UInt64 {
-        var written: UInt64 = 0, skipped: UInt64 = 0
-        cat_emergency_stats(&written, &skipped)
-        return written
     }
 
     static func report(_ trigger: AllocationReport.Trigger, _ reason: String) {

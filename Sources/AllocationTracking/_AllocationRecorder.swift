@@ -404,16 +404,17 @@ enum _UnsafePointerTable {
 /// Interned call stacks ("traces") and their per-site counters.
 ///
 /// - Entries are 128 bytes (two cache lines), in chunks of 4096 (`CAT_W_TRACE_CHUNKS`), so they never move: a
-///   trace's id is its position, and a pointer-table value names it until clear/stop. Entry words: 0 hash,
-///   1 frames (arena pointer), 2 frame count | total frames << 32, 3 live blocks, 4 live bytes, 5 total blocks,
-///   6 total bytes, 7 published (1 once the entry is in the index), 8 peak epoch, 9 live bytes at the peak,
-///   10 live blocks at the peak, 11 reserved (zero), 12 measurement scope tag (0: none; part of the trace's
-///   identity, so a scope's blocks never share a trace with other code), 13-15 reserved (zero).
+///   trace's id is its position, and a pointer-table value names it until clear/stop. Entry words (`CAT_E_*`):
+///   first cache line, everything an allocation or a free touches — 0 frames (arena pointer), 1 frame count |
+///   total frames << 32, 2 measurement scope tag (0: none; part of the trace's identity, so a scope's blocks
+///   never share a trace with other code), 3 live blocks, 4 live bytes, 5 total blocks, 6 total bytes, 7 peak
+///   epoch; second line — 8 hash, 9 published (1 once the entry is in the index), 10 live bytes at the peak,
+///   11 live blocks at the peak, 12-15 reserved (zero).
 /// - Who held the memory at the peak, in O(1) per event: whenever the global peak rises, `CAT_W_PEAK_EPOCH` is
 ///   bumped. Before a site's live counters change, the site checks its epoch; if the peak has moved since, its
 ///   live values *before* this change are its values at that peak (it was not touched since), so they are copied
-///   into words 9-10 and the epoch updated (`rebasePeak`). At snapshot time a site whose epoch is current holds
-///   its peak values in 9-10; any other site has not changed since the peak, so its live values are the peak
+///   into words 10-11 and the epoch updated (`rebasePeak`). At snapshot time a site whose epoch is current holds
+///   its peak values in 10-11; any other site has not changed since the peak, so its live values are the peak
 ///   values. Exact for a single thread; with several threads, an operation in flight while another thread sets
 ///   the peak may land on either side of it.
 /// - Frames (raw return addresses, symbolicated later, outside malloc) live in an append-only arena of 256 KiB
@@ -634,7 +635,8 @@ enum _UnsafeTraceTable {
         var selected = 0
         var id: UInt64 = 0
         while id < count {
-            if let e = entry(state, id), published(e).atomicLoadAcquire() == 1 {
+            // Live counters first (first cache line): most sites have nothing live, and skip the second line.
+            if let e = entry(state, id), liveBlocks(e).atomicLoad() != 0, published(e).atomicLoadAcquire() == 1 {
                 let live = liveBytes(e).atomicLoad()
                 let liveCount = liveBlocks(e).atomicLoad()
                 if liveCount != 0, selected < capacity || live > bytes[selected &- 1] {
@@ -697,7 +699,7 @@ enum _UnsafeTraceTable {
 /// used), 1 parent tag (0: none), 2 flags (bit 0: capture stacks, read by the C hook), 3 allocations,
 /// 4 allocated bytes, 5 frees, 6 freed bytes, 7 current bytes, 8 peak bytes, 9-15 unused.
 ///
-/// An allocation made in scope S is tagged S in its trace (word 12); its free walks S and S's ancestors
+/// An allocation made in scope S is tagged S in its trace (word `CAT_E_SCOPE`); its free walks S and S's ancestors
 /// (bounded by `maxDepth`), updating every record whose head still equals the tag in the chain. A retired record
 /// keeps its parent link (so an outer scope still sees frees of blocks an inner, ended scope allocated) but is no
 /// longer counted; a recycled record has a new generation, so stale tags stop the walk. The one race left: a

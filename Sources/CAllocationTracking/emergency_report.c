@@ -41,8 +41,14 @@ static uint64_t g_cat_em_busy;
 static uint64_t g_cat_em_last_ns = CAT_TRIGGER_NEVER;
 static uint64_t g_cat_em_written;
 static uint64_t g_cat_em_skipped;
-// Monotonic time of the last allocation failure seen (reported or not; CAT_TRIGGER_NEVER: none yet).
+// Monotonic time of the last allocation failure seen (reported or not; CAT_TRIGGER_NEVER: none yet), counting
+// only requests smaller than the machine's memory: a failed malloc(SIZE_MAX) says nothing about pressure.
 static uint64_t g_cat_em_last_failure_ns = CAT_TRIGGER_NEVER;
+static uint64_t g_cat_em_pressure_size_limit = UINT64_MAX;
+// The last written report, for the watchdog's follow-up (cat_emergency_followup): a sequence lock. The writer
+// (inside the busy flag, so one at a time) makes the sequence odd, copies the path, makes it even again.
+static uint64_t g_cat_em_followup_sequence;
+static char g_cat_em_followup_path[CAT_EMERGENCY_PATH_MAX + 64];
 static char g_cat_em_last_path[CAT_EMERGENCY_PATH_MAX + 64];
 
 void cat_emergency_configure(int enabled, const char *directory, uint32_t topSites, uint64_t minIntervalNs) {
@@ -55,6 +61,8 @@ void cat_emergency_configure(int enabled, const char *directory, uint32_t topSit
     uint32_t sites = topSites == 0 ? CAT_EMERGENCY_DEFAULT_SITES : topSites;
     g_cat_em_top_sites = sites > CAT_EMERGENCY_MAX_SITES ? CAT_EMERGENCY_MAX_SITES : sites;
     g_cat_em_min_interval_ns = minIntervalNs;
+    long pages = sysconf(_SC_PHYS_PAGES), pageSize = sysconf(_SC_PAGESIZE);
+    g_cat_em_pressure_size_limit = pages > 0 && pageSize > 0 ? (uint64_t)pages * (uint64_t)pageSize : UINT64_MAX;
     cat_process_memory_init();
     cat_cgroup_detect(NULL, NULL, &g_cat_em_cgroup);
     cat_store_seq_cst(&g_cat_em_enabled, enabled ? 1 : 0);
@@ -75,7 +83,26 @@ uint64_t cat_emergency_last_failure_ns(void) { return cat_load_relaxed(&g_cat_em
 bool cat_emergency_memory_short(uint64_t nowNs, uint64_t quietNs) {
     if (cat_load_relaxed(&g_cat_em_busy) != 0) return true;
     uint64_t last = cat_load_relaxed(&g_cat_em_last_failure_ns);
-    return last != CAT_TRIGGER_NEVER && nowNs >= last && nowNs - last < quietNs;
+    // A failure timed after `nowNs` was read (another thread, meanwhile) counts as recent.
+    return last != CAT_TRIGGER_NEVER && (nowNs < last || nowNs - last < quietNs);
+}
+
+uint64_t cat_emergency_followup_sequence(void) { return cat_load_acquire(&g_cat_em_followup_sequence); }
+
+uint64_t cat_emergency_followup(char *path, size_t capacity) {
+    for (;;) {
+        uint64_t before = cat_load_acquire(&g_cat_em_followup_sequence);
+        if (before & 1) { cat_yield(); continue; }  // being written
+        size_t i = 0;
+        for (; i + 1 < capacity && i < sizeof(g_cat_em_followup_path); i++) {
+            char c = __atomic_load_n(&g_cat_em_followup_path[i], __ATOMIC_RELAXED);
+            path[i] = c;
+            if (c == 0) break;
+        }
+        if (capacity > 0) path[i < capacity ? i : capacity - 1] = 0;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (cat_load_relaxed(&g_cat_em_followup_sequence) == before) return before;
+    }
 }
 
 // MARK: - Pre-resolved names
@@ -86,7 +113,7 @@ static uint64_t *g_cat_names_index;     // maxTraces words: arena offset + 1 of 
 static uint64_t g_cat_names_capacity;   // entries in the index
 static unsigned char *g_cat_names_arena;
 static uint64_t g_cat_names_cursor;     // bytes used in the arena
-static uint64_t g_cat_names_watermark;  // trace ids below it processed
+static uint64_t g_cat_names_watermark;  // one past the highest trace id given to cat_names_put (for the reset)
 static uint64_t g_cat_names_generation;
 
 static void *cat_names_map(size_t bytes) {
@@ -107,12 +134,13 @@ int cat_names_reserve(uint64_t maxTraces) {
     return 0;
 }
 
-void cat_names_put(uint64_t traceID, const char *text, size_t length) {
+int cat_names_put(uint64_t traceID, const char *text, size_t length) {
     unsigned char *arena = (unsigned char *)(uintptr_t)cat_load_acquire((uint64_t *)&g_cat_names_arena);
-    if (!arena) return;
+    if (!arena) return 0;
     if (length > CAT_NAME_MAX) length = CAT_NAME_MAX;
-    // An id past the index (a later start with a larger maxTraces) gets no name, but the watermark still moves
-    // past it: otherwise every refresh would resolve the same traces again.
+    int stored = 0;
+    // An id past the index (a later start with a larger maxTraces) or a full arena: no name (the caller
+    // remembers, so as not to resolve it again every second).
     if (length > 0 && traceID < g_cat_names_capacity) {
         uint64_t offset = g_cat_names_cursor;
         uint64_t record = (16 + length + 7) & ~(uint64_t)7;
@@ -122,12 +150,12 @@ void cat_names_put(uint64_t traceID, const char *text, size_t length) {
             memcpy(arena + offset + 16, text, length);
             g_cat_names_cursor = offset + record;
             cat_store_release(&g_cat_names_index[traceID], offset + 1);  // publishes the complete record
+            stored = 1;
         }
     }
     if (traceID + 1 > g_cat_names_watermark) cat_store_release(&g_cat_names_watermark, traceID + 1);
+    return stored;
 }
-
-uint64_t cat_names_resolved_count(void) { return cat_load_acquire(&g_cat_names_watermark); }
 
 void cat_names_reset(void) {
     if (!g_cat_names_arena) {
@@ -475,8 +503,9 @@ static void cat_em_write(const char *function, size_t size, int fd, const char *
 void cat_emergency_report(const char *function, size_t size) {
     if (cat_load_relaxed(&g_cat_em_enabled) == 0) return;
     int savedErrno = errno;
-    // Every failure, reported or not, tells the tracker's own thread to stop allocating for a while.
-    cat_store_relaxed(&g_cat_em_last_failure_ns, cat_monotonic_ns());
+    // Every failure of a request the machine could hold, reported or not, tells the tracker's own thread to stop
+    // allocating for a while.
+    if ((uint64_t)size < g_cat_em_pressure_size_limit) cat_store_relaxed(&g_cat_em_last_failure_ns, cat_monotonic_ns());
     if (!cat_enter_emergency()) {  // the tracker's own thread: nothing to report from here
         errno = savedErrno;
         return;
@@ -522,6 +551,15 @@ void cat_emergency_report(const char *function, size_t size) {
             pthread_sigmask(SIG_SETMASK, &previousMask, NULL);
             cat_fsync_close(fd);
             cat_add_relaxed(&g_cat_em_written, 1);
+            // Publish the report for the watchdog's follow-up (JSON companion, onReport).
+            cat_store_relaxed(&g_cat_em_followup_sequence, cat_load_relaxed(&g_cat_em_followup_sequence) + 1);
+            __atomic_thread_fence(__ATOMIC_RELEASE);
+            for (size_t i = 0; i < sizeof(g_cat_em_followup_path); i++) {
+                char c = fd >= 0 ? g_cat_em_last_path[i] : 0;
+                __atomic_store_n(&g_cat_em_followup_path[i], c, __ATOMIC_RELAXED);
+                if (c == 0) break;
+            }
+            cat_store_release(&g_cat_em_followup_sequence, cat_load_relaxed(&g_cat_em_followup_sequence) + 1);
         }
         cat_store_release(&g_cat_em_busy, 0);
     }

@@ -153,6 +153,13 @@ int ats_limit_address_space(size_t headroom) {
     return setrlimit(RLIMIT_AS, &limit) == 0 ? 0 : errno;
 }
 
+int ats_unlimit_address_space(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) != 0) return errno;
+    limit.rlim_cur = limit.rlim_max;
+    return setrlimit(RLIMIT_AS, &limit) == 0 ? 0 : errno;
+}
+
 ATS_SECTION size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlocks, void (*afterWarmup)(void),
                                               void **out, size_t capacity, int *errnoOut, int *line) {
     size_t count = 0;

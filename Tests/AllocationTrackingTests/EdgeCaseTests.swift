@@ -51,7 +51,7 @@ extension TrackerTests {
                     == Outcome(isNull: true, error: ENOMEM))
             try withTracking(.init(unwinder: .framePointers)) {
                 let before = AllocationTracker.tracedMemory
-                #expect(someWindowLeavesCurrentUnchanged(batches: 5) { _ in
+                #expect(someWindowLeavesCurrentUnchanged(batches: 10) { _ in
                     _ = viaHelper("malloc", huge)
                     _ = viaHelper("calloc", huge)
                 })

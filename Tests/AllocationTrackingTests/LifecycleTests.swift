@@ -38,7 +38,7 @@ extension TrackerTests {
             // Freed after stop and after a restart: ignored, `current` never goes negative.
             try withTracking(.init(unwinder: .framePointers)) {
                 let unchanged = blocks.withUnsafeMutableBufferPointer { buffer in
-                    someWindowLeavesCurrentUnchanged(batches: 5) { ats_free_all(buffer.baseAddress! + $0 * 10, 10) }
+                    someWindowLeavesCurrentUnchanged(batches: 10) { ats_free_all(buffer.baseAddress! + $0 * 5, 5) }
                 }
                 #expect(unchanged)
                 #expect(AllocationTracker.tracedMemory.current >= 0)
@@ -62,7 +62,7 @@ extension TrackerTests {
                 #expect(totals3378.count == 0)
                 // Old blocks freed later do not disturb the accounting.
                 let unchanged = old.withUnsafeMutableBufferPointer { buffer in
-                    someWindowLeavesCurrentUnchanged(batches: 5) { ats_free_all(buffer.baseAddress! + $0 * 2, 2) }
+                    someWindowLeavesCurrentUnchanged(batches: 10) { ats_free_all(buffer.baseAddress! + $0, 1) }
                 }
                 #expect(unchanged)
                 // New blocks are traced.

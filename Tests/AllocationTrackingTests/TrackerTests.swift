@@ -2,6 +2,9 @@ import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 import TrackerTestSupport
 
 /// Every suite that starts the process-wide tracker nests in this one, so they run one at a time.
@@ -23,10 +26,12 @@ func withTracking<R>(_ configuration: AllocationTracker.Configuration = .init(),
 /// Process-wide counters also move with the test runner's own threads (Swift Testing reports events while other
 /// suites run), so an exact "unchanged" check over one window is flaky. Each window does one batch of the work;
 /// a window disturbed by another thread is simply not counted. A real bug (the batch itself moving `current`)
-/// shows in every window, so the check still fails. Exact single-window values: `exactCountersInAQuietProcess`.
+/// shows in every window, so the check still fails. Windows are 2 ms apart, so that they do not all fall in the
+/// same burst of another suite's allocations. Exact single-window values: `exactCountersInAQuietProcess`.
 func someWindowLeavesCurrentUnchanged(batches: Int, _ batch: (Int) -> Void) -> Bool {
     var unchanged = false
     for index in 0..<batches {
+        if index > 0 { usleep(2_000) }
         let before = AllocationTracker.tracedMemory.current
         batch(index)
         if AllocationTracker.tracedMemory.current == before { unchanged = true }

@@ -59,22 +59,26 @@ const char *cat_emergency_last_path(void);
 /// Monotonic time (cat_monotonic_ns) of the last allocation failure seen while the report was configured,
 /// reported or skipped; UINT64_MAX when none.
 uint64_t cat_emergency_last_failure_ns(void);
-/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs`.
+/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (only
+/// requests smaller than the machine's physical memory count: a failed malloc(SIZE_MAX) is no sign of pressure).
 /// The tracker's own thread (the watchdog's name refresh) does not allocate then: in Swift an allocation that
 /// fails traps, and the heap is exhausted — the process's own error path must get the memory that is left.
 bool cat_emergency_memory_short(uint64_t nowNs, uint64_t quietNs);
+/// A counter bumped (by 2) each time a report is written; what the watchdog compares to know a follow-up is due.
+uint64_t cat_emergency_followup_sequence(void);
+/// The last written report's file path ("" when it went to stderr only), copied consistently into `path`
+/// (`capacity` bytes, NUL-terminated), and the sequence value it belongs to. Outside malloc; never blocks a report.
+uint64_t cat_emergency_followup(char *path, size_t capacity);
 
 // MARK: - Pre-resolved names (written outside malloc, read by the emergency path)
 
 /// Maps (once; idempotent) an index of `maxTraces` per-trace offsets and an 8 MiB string arena, MAP_NORESERVE:
 /// pages are touched only as names are stored. Returns 0, or -1 when the memory cannot be mapped.
 int cat_names_reserve(uint64_t maxTraces);
-/// Stores the name line of `traceID` (`length` bytes, cut at 1024; 0: "processed, no name") and advances the
-/// watermark to traceID + 1. Single writer (API lock held), outside malloc. A reader sees no name or a complete
-/// one (published with a release store). When the arena is full, names are no longer stored.
-void cat_names_put(uint64_t traceID, const char *text, size_t length);
-/// The watermark: trace ids below it have been processed by cat_names_put.
-uint64_t cat_names_resolved_count(void);
+/// Stores the name line of `traceID` (`length` bytes, cut at 1024). Single writer (API lock held), outside
+/// malloc. A reader sees no name or a complete one (published with a release store). Returns 1 when stored, 0
+/// when not: `length` 0, an id past the index (a later start with a larger maxTraces), or a full arena.
+int cat_names_put(uint64_t traceID, const char *text, size_t length);
 /// Forgets every name (after clearTraces/stop: trace ids are reused). API lock held. A report running
 /// concurrently may print a site without its name (never a torn read outside the arena).
 void cat_names_reset(void);

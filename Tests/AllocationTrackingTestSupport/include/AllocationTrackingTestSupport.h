@@ -40,6 +40,8 @@ void ats_cxx_delete(void *block);
 /// Sets RLIMIT_AS to the process's current address-space size plus `headroom` bytes, without allocating
 /// (/proc/self/statm read into a stack buffer). Returns 0, or an errno value.
 int ats_limit_address_space(size_t headroom);
+/// Raises RLIMIT_AS back to its hard limit. Returns 0, or an errno value.
+int ats_unlimit_address_space(void);
 /// Allocates `blockSize`-byte blocks from one known malloc line (written to *line) into `out` until malloc returns
 /// NULL (errno then written to *errnoOut) or `capacity` blocks are held; calls `afterWarmup` once, after the first
 /// `warmupBlocks` blocks, from inside the loop (so every block shares one stack). Returns the number of blocks.
