@@ -241,6 +241,10 @@ public enum AllocationTracker {
     @_spi(Testing) public static var _symbolCacheCount: Int { _Symbolicator.shared.cachedAddressCount }
     /// Empties the symbol cache (for benchmarks of the cold path).
     @_spi(Testing) public static func _removeCachedSymbols() { _Symbolicator.shared.removeAll() }
+    /// How many of `addresses` are not in the symbol cache (for tests of the watchdog's warm-up).
+    @_spi(Testing) public static func _uncachedAddressCount(_ addresses: Set<UInt>) -> Int {
+        _Symbolicator.shared.uncached(addresses).count
+    }
 
     /// Traces with every captured address replaced by its symbolicated frames (inlined frames expanded).
     static func _symbolicated(_ raw: [_RawTrace]) -> [Trace] {

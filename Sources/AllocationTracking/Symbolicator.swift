@@ -102,6 +102,11 @@ final class _Symbolicator: Sendable {
     /// Addresses resolved so far (for tests and benchmarks).
     var cachedAddressCount: Int { state.withLock { $0.cache.count } }
 
+    /// The addresses of `addresses` not resolved yet.
+    func uncached(_ addresses: Set<UInt>) -> [UInt] {
+        state.withLock { state in addresses.filter { state.cache[$0] == nil } }
+    }
+
     /// Forgets every resolved address (for benchmarks of the cold path).
     func removeAll() { state.withLock { $0.cache.removeAll() } }
 

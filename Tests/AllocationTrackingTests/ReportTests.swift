@@ -165,6 +165,18 @@ extension TrackerTests {
             #expect(values["impossible_size_pauses"] == "false", "\(result.output)")
         }
 
+        /// The watchdog's refresh warms the symbol cache for new sites (a soft-limit report symbolicates a whole
+        /// snapshot and must be quick): in a child, one refresh resolves every address of 40 new stacks that hold
+        /// nothing live (so that naming the top sites cannot be what resolved them).
+        @Test func refreshWarmsTheSymbolCacheForNewSites() throws {
+            let result = try runChild(scenarios, ["warm-up"])
+            #expect(result.status == 0, "\(result.output)\(result.error)")
+            let values = keyValues(result.output)
+            #expect((values["addresses"].flatMap(Int.init) ?? 0) >= 3, "\(result.output)")
+            #expect((values["uncached_at_start"].flatMap(Int.init) ?? 0) > 0, "\(result.output)")
+            #expect(values["uncached_after"] == "0", "\(result.output)")
+        }
+
         @Test func plantedSymlinksAreNotFollowed() throws {
             let directory = try Self.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }

@@ -1,6 +1,6 @@
 // Scenarios run in a process of their own; AllocationTrackingTests spawns this executable and asserts on its
 // output and exit status. Each prints `key=value` lines.
-import AllocationTracking
+@_spi(Testing) import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
 import CAllocationTracking
@@ -373,7 +373,7 @@ case "failure-pause":
     let held = ats_malloc_touched(3 << 20, &line)  // the peak's biggest site
     // A real shortage: 256 MiB with 64 MiB of address space left (the names are resolved first, so that the
     // watchdog has nothing to symbolicate under the limit).
-    _EmergencyNames.refresh()
+    _EmergencyNames.refresh(warmingEverything: true)
     var big: UnsafeMutableRawPointer? = nil
     let mallocName = strdup("malloc")
     guard ats_limit_address_space(64 << 20) == 0 else { fail("setrlimit") }
@@ -416,6 +416,25 @@ case "failure-pause":
     print("malloc_succeeded=\(succeeded) failure_reports=\(failureReportFiles)")
     print("signal_during_pause=\(duringPause) checked_after=\(checkedAfter)")
     print("signal_after_pause=\(afterPause) written_after=\(writtenAfter)")
+
+case "warm-up":
+    // A refresh (what the watchdog runs once a second) resolves the addresses of new sites, bounded per call, so
+    // that a soft-limit report's snapshot finds them cached. The sites hold nothing live, so naming the top sites
+    // does not touch them: only the warm-up can. No watchdog here (the scenario calls refresh itself).
+    try! AllocationTracker.start(.init(limits: quiet))
+    var blocks: [UnsafeMutableRawPointer] = []
+    for depth in 1...40 { blocks.append(ats_malloc_at_depth(48, Int32(depth))!) }
+    let raw = try! AllocationTracker.takeSnapshot(symbolicate: false)
+    for block in blocks { free(block) }
+    var addresses = Set<UInt>()
+    for trace in raw.traces where trace.traceback.frames.contains(where: { (ats_alloc_text_start()..<ats_alloc_text_end()).contains(UInt($0.address)) }) {
+        for frame in trace.traceback.frames { addresses.insert(frame.address) }
+    }
+    let uncachedAtStart = AllocationTracker._uncachedAddressCount(addresses)
+    _EmergencyNames.refresh()
+    let uncachedAfter = AllocationTracker._uncachedAddressCount(addresses)
+    AllocationTracker.stop()
+    print("addresses=\(addresses.count) uncached_at_start=\(uncachedAtStart) uncached_after=\(uncachedAfter)")
 
 case "report-symlink":
     // Symlinks planted at the report's first names are not followed: the report gets the next free name.
@@ -560,7 +579,7 @@ func oomAfterWarmup() {
     // Every site the loop uses is named now (this also waits for a refresh the watchdog has in progress), and
     // nothing below allocates: no new site appears, so the watchdog finds nothing to symbolicate — and does not
     // allocate — while the loop exhausts memory. (Symbolication maps debug info: it cannot run under the limit.)
-    if OOM.resolveNames { _EmergencyNames.refresh() }
+    if OOM.resolveNames { _EmergencyNames.refresh(warmingEverything: true) }
     let result = ats_limit_address_space(64 << 20)
     if result != 0 { fail("setrlimit: \(result)") }
 }
