@@ -161,6 +161,18 @@ static bool cat_cgroup_try(cat_cgroup *out, int version, const char *root, const
                            const char *usageFile, const char *limitFile) {
     if (!cat_cgroup_join(out->usagePath, sizeof(out->usagePath), root, middle, path, usageFile)) return false;
     if (!cat_file_exists(out->usagePath)) return false;
+    // The group's directory and the mount's (root + middle), for the walk over the ancestors.
+    char mount[sizeof(out->directory)];
+    if (!cat_cgroup_join(out->directory, sizeof(out->directory), root, middle, path, "") ||
+        !cat_cgroup_join(mount, sizeof(mount), root, middle, "/", "")) {
+        out->directory[0] = 0;
+        mount[0] = 0;
+    }
+    size_t directoryLength = 0, mountLength = 0;
+    while (out->directory[directoryLength]) directoryLength++;
+    while (mount[mountLength]) mountLength++;
+    out->directoryLength = (uint32_t)directoryLength;
+    out->mountLength = (uint32_t)mountLength;
     if (!cat_cgroup_join(out->limitPath, sizeof(out->limitPath), root, middle, path, limitFile) ||
         !cat_file_exists(out->limitPath))
         out->limitPath[0] = 0;
@@ -265,29 +277,64 @@ int cat_cgroup_detect(const char *procSelfCgroupPath, const char *cgroupRoot, ca
     out->version = 0;
     out->usagePath[0] = 0;
     out->limitPath[0] = 0;
+    out->directory[0] = 0;
+    out->directoryLength = out->mountLength = 0;
     return -1;
+}
+
+// A limit file: "max" (v2) or a number; values >= 1 << 62 mean no limit (v1 prints LONG_MAX rounded down to a
+// page, 9223372036854771712). *limit 0: none. False when it cannot be read or parsed.
+static bool cat_cgroup_read_limit(const char *path, uint64_t *limit) {
+    char buffer[64];
+    if (cat_read_small_file(path, buffer, sizeof(buffer)) <= 0) return false;
+    const char *p = buffer;
+    while (cat_is_space(*p)) p++;
+    if (p[0] == 'm' && p[1] == 'a' && p[2] == 'x' && (p[3] == 0 || cat_is_space(p[3]))) {
+        *limit = 0;
+        return true;
+    }
+    uint64_t value;
+    if (!cat_parse_u64(&p, &value)) return false;
+    while (cat_is_space(*p)) p++;
+    if (*p != 0) return false;
+    *limit = value >= ((uint64_t)1 << 62) ? 0 : value;
+    return true;
+}
+
+// usage/limit > bestUsage/bestLimit (limits > 0), without division.
+static bool cat_cgroup_closer(uint64_t usage, uint64_t limit, uint64_t bestUsage, uint64_t bestLimit) {
+    return (unsigned __int128)usage * bestLimit > (unsigned __int128)bestUsage * limit;
 }
 
 int cat_cgroup_read(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit) {
     if (cgroup->version == 0) return -1;
     if (!cat_read_u64_file(cgroup->usagePath, usage)) return -1;
-    if (cgroup->limitPath[0] == 0) {
-        *limit = 0;
-        return 0;
+    *limit = 0;
+    if (cgroup->limitPath[0] != 0 && !cat_cgroup_read_limit(cgroup->limitPath, limit)) return -1;
+    // The ancestors up to the mount's root: a limit set on a parent (a pod, a systemd slice) applies too, to the
+    // parent's usage. The group closest to its limit wins. Unreadable ancestors are skipped.
+    const char *usageFile = cgroup->version == 2 ? "/memory.current" : "/memory.usage_in_bytes";
+    const char *limitFile = cgroup->version == 2 ? "/memory.max" : "/memory.limit_in_bytes";
+    char path[sizeof(cgroup->directory) + 32];
+    size_t length = cgroup->directoryLength;
+    if (length >= sizeof(cgroup->directory)) return 0;
+    for (size_t i = 0; i < length; i++) path[i] = cgroup->directory[i];
+    for (int level = 0; level < 32; level++) {
+        while (length > cgroup->mountLength && path[length - 1] != '/') length--;
+        if (length <= cgroup->mountLength) break;
+        length--;  // the '/' before the last component
+        uint64_t ancestorUsage, ancestorLimit;
+        size_t f = 0;
+        for (; limitFile[f]; f++) path[length + f] = limitFile[f];
+        path[length + f] = 0;
+        if (!cat_cgroup_read_limit(path, &ancestorLimit) || ancestorLimit == 0) continue;
+        for (f = 0; usageFile[f]; f++) path[length + f] = usageFile[f];
+        path[length + f] = 0;
+        if (!cat_read_u64_file(path, &ancestorUsage)) continue;
+        if (*limit == 0 || cat_cgroup_closer(ancestorUsage, ancestorLimit, *usage, *limit)) {
+            *usage = ancestorUsage;
+            *limit = ancestorLimit;
+        }
     }
-    char buffer[64];
-    if (cat_read_small_file(cgroup->limitPath, buffer, sizeof(buffer)) <= 0) return -1;
-    const char *p = buffer;
-    while (cat_is_space(*p)) p++;
-    if (p[0] == 'm' && p[1] == 'a' && p[2] == 'x' && (p[3] == 0 || cat_is_space(p[3]))) {
-        *limit = 0;
-        return 0;
-    }
-    uint64_t value;
-    if (!cat_parse_u64(&p, &value)) return -1;
-    while (cat_is_space(*p)) p++;
-    if (*p != 0) return -1;
-    // v1 reports "no limit" as LONG_MAX rounded down to a page (9223372036854771712).
-    *limit = value >= ((uint64_t)1 << 62) ? 0 : value;
     return 0;
 }

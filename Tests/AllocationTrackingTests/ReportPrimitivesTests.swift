@@ -276,6 +276,44 @@ extension TrackerTests {
             #expect(Self.read(cgroup) == Reading(result: 0, usage: 99, limit: 1000))
         }
 
+        /// A limit set on a parent group (a pod, a systemd slice) applies to the parent's usage: the group
+        /// closest to its limit gives the reading.
+        @Test func cgroupAncestorLimits() throws {
+            let fake = try FakeCgroup()
+            defer { fake.remove() }
+            try fake.file("/proc-self-cgroup", "0::/kubepods/pod1/ctr\n")
+            try fake.file("/sys/kubepods/pod1/ctr/memory.current", "100\n")
+            try fake.file("/sys/kubepods/pod1/ctr/memory.max", "max\n")
+            try fake.file("/sys/kubepods/pod1/memory.current", "900\n")
+            try fake.file("/sys/kubepods/pod1/memory.max", "1000\n")
+            try fake.file("/sys/kubepods/memory.current", "5000\n")
+            try fake.file("/sys/kubepods/memory.max", "max\n")
+            let (result, cgroup) = fake.detect()
+            #expect(result == 0 && cgroup.version == 2)
+            #expect(Self.usagePath(cgroup) == fake.mount + "/kubepods/pod1/ctr/memory.current")
+            #expect(Self.read(cgroup) == Reading(result: 0, usage: 900, limit: 1000))  // only the pod has a limit
+            try fake.file("/sys/kubepods/pod1/ctr/memory.max", "200\n")
+            #expect(Self.read(cgroup) == Reading(result: 0, usage: 900, limit: 1000))  // 90 % beats 50 %
+            try fake.file("/sys/kubepods/pod1/ctr/memory.current", "190\n")
+            #expect(Self.read(cgroup) == Reading(result: 0, usage: 190, limit: 200))   // 95 % beats 90 %
+            try fake.file("/sys/kubepods/memory.max", "5100\n")
+            #expect(Self.read(cgroup) == Reading(result: 0, usage: 5000, limit: 5100))  // 98 % two levels up
+            try fake.file("/sys/kubepods/memory.max", "garbage\n")                    // unreadable: skipped
+            #expect(Self.read(cgroup) == Reading(result: 0, usage: 190, limit: 200))
+
+            // v1: the same walk over memory.limit_in_bytes (LONG_MAX rounded to a page: no limit).
+            try fake.file("/proc-self-cgroup", "4:memory:/docker/abc\n")
+            try fake.file("/sys/memory/docker/abc/memory.usage_in_bytes", "10\n")
+            try fake.file("/sys/memory/docker/abc/memory.limit_in_bytes", "9223372036854771712\n")
+            try fake.file("/sys/memory/docker/memory.usage_in_bytes", "700\n")
+            try fake.file("/sys/memory/docker/memory.limit_in_bytes", "1000\n")
+            try fake.file("/sys/memory/memory.usage_in_bytes", "9000\n")
+            try fake.file("/sys/memory/memory.limit_in_bytes", "9223372036854771712\n")
+            let (resultV1, cgroupV1) = fake.detect()
+            #expect(resultV1 == 0 && cgroupV1.version == 1)
+            #expect(Self.read(cgroupV1) == Reading(result: 0, usage: 700, limit: 1000))
+        }
+
         @Test func cgroupV1() throws {
             let fake = try FakeCgroup()
             defer { fake.remove() }

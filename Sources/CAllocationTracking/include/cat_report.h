@@ -107,6 +107,9 @@ typedef struct {
     int version;
     char usagePath[512];
     char limitPath[512];
+    char directory[512];     // the group's directory; its ancestors up to the mount's root are read too
+    uint32_t directoryLength;
+    uint32_t mountLength;    // length of the mount's root (<root> or <root>/memory) within `directory`
 } cat_cgroup;
 
 /// Finds the process's memory cgroup. `procSelfCgroupPath` (NULL: "/proc/self/cgroup") and `cgroupRoot` (NULL:
@@ -122,8 +125,11 @@ typedef struct {
 /// allocates (each candidate is probed with open/close).
 int cat_cgroup_detect(const char *_Nullable procSelfCgroupPath, const char *_Nullable cgroupRoot, cat_cgroup *out);
 /// Reads the cgroup's usage and limit in bytes. `*limit` is 0 for "no limit": v2 "max", a missing limit file,
-/// or any value >= 1 << 62 (v1 prints LONG_MAX rounded down to a page, 9223372036854771712). Returns 0, or -1
-/// when a file cannot be read or parsed. Async-signal-safe, never allocates.
+/// or any value >= 1 << 62 (v1 prints LONG_MAX rounded down to a page, 9223372036854771712). The ancestors up to
+/// the mount's root are read too (a limit on a pod's or a slice's group applies to that group's usage): the
+/// group closest to its limit (the highest usage/limit) gives both values; with no limit anywhere, the group's
+/// own usage and 0. Returns 0, or -1 when the group's own files cannot be read or parsed (unreadable ancestors
+/// are skipped). Async-signal-safe, never allocates.
 int cat_cgroup_read(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit);
 
 // MARK: - Limit trigger (limit_trigger.c)
