@@ -68,6 +68,42 @@ extension TrackerTests {
     }
 }
 
+extension TrackerTests.Processes {
+    /// A block allocated by a library that is then dlclose'd: snapshots keep working (the symbol cache and image
+    /// maps start over), the block stays accounted, the unloaded frames lose their names (documented) and the
+    /// caller's keep theirs.
+    @Test func snapshotsAfterDlclose() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-dlclose-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = directory.appendingPathComponent("plugin.c")
+        let library = directory.appendingPathComponent("libplugin.so")
+        try """
+        #include <stdlib.h>
+        __attribute__((noinline)) void *ats_plugin_allocate(size_t size) {
+            void *block = malloc(size);
+            __asm__ __volatile__("" ::: "memory");
+            return block;
+        }
+        """.write(to: source, atomically: true, encoding: .utf8)
+        let compiler = ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+        let cc = try #require(compiler, "a C compiler is needed to build the library")
+        let build = try runChild(URL(fileURLWithPath: cc), ["-shared", "-fPIC", "-g", "-O1", "-o", library.path, source.path])
+        try #require(build.status == 0, "\(build.error)")
+        let result = try runChild(productURL("TrackerScenarios"), ["dlclose", library.path])
+        #expect(result.status == 0, "\(result.output)\(result.error)")
+        let values = keyValues(result.output)
+        #expect(values["named_before"] == "true", "\(result.output)")
+        #expect(values["caller_before"] == "true", "\(result.output)")
+        #expect(values["unloaded"] == "true", "\(result.output)")
+        #expect(values["site_after"] == "true", "\(result.output)")
+        #expect(values["named_after"] == "false", "\(result.output)")
+        #expect(values["caller_after"] == "true", "\(result.output)")
+    }
+}
+
 /// A minimal malloc interposer that counts malloc calls and forwards to the next one.
 let countingInterposer = """
 #define _GNU_SOURCE
