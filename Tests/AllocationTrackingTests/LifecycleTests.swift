@@ -84,7 +84,9 @@ extension TrackerTests {
                 ats_free_all(&blocks, 4)
                 let low = AllocationTracker.tracedMemory
                 #expect(low.peak >= high.peak)  // freeing never lowers the peak
-                #expect(low.current == high.current - 1_000_000)
+                // The test runner's threads allocate meanwhile: within 64 KiB here, exact in the quiet child
+                // (`exactCountersInAQuietProcess`).
+                #expect(abs(low.current - (high.current - 1_000_000)) < 64 << 10, "\(high) -> \(low)")
                 AllocationTracker.resetPeak()
                 let reset = AllocationTracker.tracedMemory
                 #expect(reset.peak < high.peak)
