@@ -562,7 +562,10 @@ case "oom-threads":
         pthread_create(&thread, nil, oomThread, nil)
         threads.append(thread)
     }
-    oomAfterWarmup()  // the limit, with every thread's stack mapped already
+    // Each thread first holds one block from its (only) allocation site, so the sites exist and are named before
+    // the limit: the watchdog has nothing to symbolicate while memory runs out.
+    while OOM.ready.load(ordering: .acquiring) < OOM.threadCount { usleep(1_000) }
+    oomAfterWarmup()  // names the sites, then the limit, with every thread's stack mapped already
     OOM.go.store(1, ordering: .releasing)
     for thread in threads { pthread_join(thread, nil) }
     var written: UInt64 = 0, skipped: UInt64 = 0
@@ -579,6 +582,7 @@ default:
 enum OOM {
     static let threadCount = 4
     static let go = Atomic<Int>(0)
+    static let ready = Atomic<Int>(0)
     static let enomemThreads = Atomic<Int>(0)
     nonisolated(unsafe) static var resolveNames = true
 }
@@ -586,9 +590,13 @@ enum OOM {
 func oomThread(_: UnsafeMutableRawPointer?) -> UnsafeMutableRawPointer? {
     let capacity = 4096
     let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: capacity)
-    while OOM.go.load(ordering: .acquiring) == 0 { sched_yield() }
     var failure: Int32 = 0, line: Int32 = 0
-    let count = ats_allocate_until_failure(1 << 20, 0, nil, blocks, capacity, &failure, &line)
+    // One block, then wait (called from inside the C loop, so every block shares one stack: one site), then
+    // allocate until malloc fails.
+    let count = ats_allocate_until_failure(1 << 20, 1, {
+        OOM.ready.add(1, ordering: .releasing)
+        while OOM.go.load(ordering: .acquiring) == 0 { sched_yield() }
+    }, blocks, capacity, &failure, &line)
     if failure == ENOMEM { OOM.enomemThreads.add(1, ordering: .relaxed) }
     ats_free_all(blocks, count)
     blocks.deallocate()
