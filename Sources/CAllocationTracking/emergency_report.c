@@ -76,10 +76,6 @@ void cat_emergency_stats(uint64_t *written, uint64_t *skipped) {
     *skipped = cat_load_relaxed(&g_cat_em_skipped);
 }
 
-const char *cat_emergency_last_path(void) { return g_cat_em_last_path; }
-
-uint64_t cat_emergency_last_failure_ns(void) { return cat_load_relaxed(&g_cat_em_last_failure_ns); }
-
 bool cat_emergency_memory_short(uint64_t nowNs, uint64_t quietNs) {
     if (cat_load_relaxed(&g_cat_em_busy) != 0) return true;
     uint64_t last = cat_load_relaxed(&g_cat_em_last_failure_ns);

@@ -54,11 +54,6 @@ void cat_emergency_report(const char *function, size_t size);
 
 /// Statistics for the tests: reports written, failures skipped (rate limit or a report in progress).
 void cat_emergency_stats(uint64_t *written, uint64_t *skipped);
-/// The path of the last report file written ("" if none). Not thread-safe: read after the report.
-const char *cat_emergency_last_path(void);
-/// Monotonic time (cat_monotonic_ns) of the last allocation failure seen while the report was configured,
-/// reported or skipped; UINT64_MAX when none.
-uint64_t cat_emergency_last_failure_ns(void);
 /// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (only
 /// requests smaller than the machine's physical memory count: a failed malloc(SIZE_MAX) is no sign of pressure).
 /// The tracker's own thread (the watchdog's name refresh) does not allocate then: in Swift an allocation that
