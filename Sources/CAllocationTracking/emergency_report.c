@@ -185,7 +185,7 @@ size_t cat_names_get(uint64_t traceID, const char **text) {
 
 // MARK: - Loaded images
 
-enum { CAT_IMAGES_MAX = 512, CAT_IMAGE_NAME = 96, CAT_BUILD_ID_MAX = 32 };
+enum { CAT_IMAGES_MAX = 512, CAT_IMAGE_NAME = 96 };
 
 typedef struct {
     uintptr_t start, end;  // lowest and highest PT_LOAD address

@@ -294,5 +294,6 @@ uint64_t cat_debug_internal_allocations(void);
 #include "cat_report.h"
 // The report written when an allocation fails, without allocating; pre-resolved names and image build ids.
 #include "cat_emergency.h"
+#include "cat_images.h"
 
 #endif
