@@ -246,7 +246,7 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
     t_cat_in_hook = 1;
     uint64_t *words = cat_state_words();
     // Measurement scope: this thread's, else the process-wide one. Scope records are static memory (never
-    // freed); word 2 bit 0 says whether the scope wants stacks. A counting-only scope skips the capture: its
+    // freed); CAT_SCOPE_FLAGS says whether the scope wants stacks. A counting-only scope skips the capture: its
     // allocations intern into one frameless trace per scope. Plain loads only (allocation-free).
     uint64_t scope = t_cat_scope;
     if (scope == 0) scope = cat_load_relaxed(words + CAT_W_SCOPE_PROCESS);
@@ -254,7 +254,8 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
     if (scope != 0) {
         uint64_t index = (scope & 0xFFFF) - 1;
         capture = index < CAT_SCOPES &&
-                  (cat_load_relaxed(words + CAT_W_SCOPES + index * CAT_SCOPE_WORDS + 2) & 1) != 0;
+                  (cat_load_relaxed(words + CAT_W_SCOPES + index * CAT_SCOPE_WORDS + CAT_SCOPE_FLAGS) &
+                   CAT_SCOPE_CAPTURE_STACKS) != 0;
     }
     // The block's pointer-table slot is a cache miss (a random place in a large table): ask for it now, so it
     // arrives while the stack is captured. Same formula as _UnsafePointerTable.home; a stale base or capacity

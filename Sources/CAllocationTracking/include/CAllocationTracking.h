@@ -103,11 +103,23 @@ enum {
     // Measurement scopes (AllocationTracker.measure). Everything from CAT_W_SCOPES on survives
     // cat_tables_release (stop/clearTraces): a late free on another thread may still read a scope record, so
     // records live in this static memory forever and are recycled by generation, never freed.
-    CAT_W_SCOPES = 5760,        // CAT_SCOPES records of CAT_SCOPE_WORDS words (layout: _UnsafeScopes in Swift)
+    CAT_W_SCOPES = 5760,        // CAT_SCOPES records of CAT_SCOPE_WORDS words (CAT_SCOPE_* below)
     CAT_SCOPES = 256,
     CAT_SCOPE_WORDS = 16,
     CAT_W_SCOPE_PROCESS = 9856, // tag of the innermost active process-wide scope (0: none)
     CAT_STATE_WORDS = 9864,
+
+    // The words of one measurement scope record (semantics: _UnsafeScopes in Swift).
+    CAT_SCOPE_HEAD = 0,            // the tag (generation << 16 | index + 1) while active, | 1 << 63 once ended
+    CAT_SCOPE_PARENT = 1,          // the enclosing scope's tag (0: none)
+    CAT_SCOPE_FLAGS = 2,           // CAT_SCOPE_CAPTURE_STACKS; read by the hook
+    CAT_SCOPE_ALLOCATIONS = 3,
+    CAT_SCOPE_ALLOCATED_BYTES = 4,
+    CAT_SCOPE_FREES = 5,
+    CAT_SCOPE_FREED_BYTES = 6,
+    CAT_SCOPE_CURRENT_BYTES = 7,
+    CAT_SCOPE_PEAK_BYTES = 8,
+    CAT_SCOPE_CAPTURE_STACKS = 1,  // flag: the scope wants stacks (a counting-only scope skips the capture)
 
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
     CAT_TRACE_ENTRY_WORDS = 16,  // two 64-byte lines; the words below (used by _UnsafeTraceTable and the report)
