@@ -13,7 +13,7 @@ public func XCTAssertNoLeaks<R>(_ message: @autoclosure () -> String = "",
                                 _ body: () throws -> R) throws -> AllocationMeasurement {
     let measurement = try AllocationTracker.measure(scope, captureStacks: true, body)
     fail(measurement.droppedFailureMessage, message(), file, line)
-    fail(measurement.leakFailureMessage(), message(), file, line)
+    fail(measurement.leakFailureMessage(callerFile: "\(file)"), message(), file, line)
     return measurement
 }
 

@@ -168,10 +168,12 @@ final class Helper: @unchecked Sendable {
         #expect(message.contains("AllocationTestKitTests.swift:\(line.line)"), "\(message)")
         #expect(message.contains("leakyFunction"), "\(message)")
 
+        let callLine = #line + 2  // the test's own call into the leaking code, named by the failure too
         try withKnownIssue {
             try expectNoLeaks { leakedOnPurpose.append(leakyFunction().0) }
         } matching: { issue in
             issue.comments.contains { $0.rawValue.contains("AllocationTestKitTests.swift:\(line.line)") }
+                && issue.comments.contains { $0.rawValue.contains("called from ") && $0.rawValue.contains("AllocationTestKitTests.swift:\(callLine)") }
         }
     }
 
@@ -202,6 +204,13 @@ final class Helper: @unchecked Sendable {
         #expect(budgets.failureMessage(name: "tidy", measured: 0)?.contains("lower it to 0") == true)
         #expect(budgets.failureMessage(name: "loose", measured: 90) == nil)
         #expect(budgets.failureMessage(name: "loose", measured: 89)?.contains("stale") == true)
+        // Under by more than the tolerance, however close the floor: 11 against 12 at 5 % is 8.3 % under.
+        let tight = AllocationBudgets(["twelve": .init(allocations: 12, tolerance: 0.05),
+                                       "hundred": .init(allocations: 100, tolerance: 0.05)])
+        #expect(tight.failureMessage(name: "twelve", measured: 12) == nil)
+        #expect(tight.failureMessage(name: "twelve", measured: 11)?.contains("lower it to 11") == true)
+        #expect(tight.failureMessage(name: "hundred", measured: 95) == nil)  // exactly 5 % under: within
+        #expect(tight.failureMessage(name: "hundred", measured: 94)?.contains("stale") == true)
         #expect(budgets.failureMessage(name: "missing", measured: 3)?.contains("no allocation budget") == true)
 
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("budgets-\(getpid()).json")

@@ -141,6 +141,9 @@ final class XCTestExpectationsTests: XCTestCase {
         XCTAssertTrue(description.contains("Top leaking sites:"), description)
         XCTAssertTrue(description.contains("XCTestExpectationsTests.swift:\(probe.line) in xctLeakyFunction"), description)
         XCTAssertTrue(description.contains(": 1 block(s), 80 B"), description)
+        // The test's own line that called the leaking code, not only the allocating line.
+        XCTAssertTrue(description.contains("called from ") &&
+                      description.contains("XCTestExpectationsTests.swift:\(callLine)"), description)
     }
 
     // MARK: XCTAssertAllocations(atMost:)
