@@ -218,15 +218,82 @@ extension TrackerTests {
             #expect(try C.parse(environmentValue: "container=off")?.limits.containerFraction == nil)
             #expect(try C.parse(environmentValue: "container=85%")?.limits.containerFraction == 0.85)
             for bad in ["soft_limit=lots", "container=2", "signal=SIGKILL", "signal=FOO", "interval=fast", "top=0",
-                        "on_failure=maybe", "hysteresis=1.5", "report_dir="] {
+                        "on_failure=maybe", "hysteresis=1.5", "report_dir=",
+                        // Signals whose default action is relied on, by name or by number (SIGTERM stops a pod).
+                        "signal=15", "signal=2", "signal=SIGTERM", "signal=INT", "signal=HUP", "signal=SIGQUIT",
+                        "signal=99", "signal=RTMAX+1",
+                        // Settings that were silently wrong: empty settings, durations without a unit, limits that
+                        // can never fire usefully.
+                        ",", " , ", "frames=3,,top=2", "frames=3,", "interval=100", "min_interval=10",
+                        "container=1e-300", "container=0.5%", "soft_limit=0.5B"] {
                 let error = #expect(throws: AllocationTrackingError.self, "\(bad)") { try C.parse(environmentValue: bad) }
                 #expect(error?.code == .invalidConfiguration, "\(bad)")
             }
+            let signalError = #expect(throws: AllocationTrackingError.self) { try C.parse(environmentValue: "signal=15") }
+            #expect(signalError?.message.contains("SIGUSR1, SIGUSR2 or a real-time signal") == true, "\(String(describing: signalError))")
+            // Allowed signals, by name and number; the real-time ones relative to SIGRTMIN/SIGRTMAX.
+            let rtmin = __libc_current_sigrtmin(), rtmax = __libc_current_sigrtmax()
+            for (text, signal) in [("USR1", SIGUSR1), ("SIGUSR2", SIGUSR2), ("\(SIGUSR2)", SIGUSR2), ("SIGRTMIN", rtmin),
+                                   ("SIGRTMIN+3", rtmin + 3), ("rtmax-1", rtmax - 1), ("\(rtmin + 1)", rtmin + 1)] {
+                #expect(try C.parse(environmentValue: "signal=\(text)")?.limits.signal == signal, "\(text)")
+            }
+            // Sizes: binary and decimal units, each spelling users type.
+            for (text, bytes) in [("32MiB", 32 << 20), ("32Mi", 32 << 20), ("32M", 32 << 20), ("32m", 32 << 20),
+                                  ("32MB", 32_000_000), ("32mb", 32_000_000), ("64kB", 64_000), ("64KiB", 64 << 10),
+                                  ("1.5GiB", 3 << 29), ("2Gi", 2 << 30), ("1048576", 1 << 20), ("512B", 512)] {
+                #expect(try C.parse(environmentValue: "soft_limit=\(text)")?.limits.trackedBytes == bytes, "\(text)")
+            }
+            // Durations need their unit.
+            #expect(try C.parse(environmentValue: "interval=250ms")?.limits.pollInterval == 0.25)
+            #expect(try C.parse(environmentValue: "min_interval=1h")?.limits.minimumInterval == 3600)
+            let unitError = #expect(throws: AllocationTrackingError.self) { try C.parse(environmentValue: "interval=100") }
+            #expect(unitError?.message == "interval must be a duration with its unit, such as 100ms, 10s, 1m or 1h, got '100'")
+            // What is echoed back is escaped: control characters from the environment never reach a terminal raw.
+            let escaped = #expect(throws: AllocationTrackingError.self) { try C.parse(environmentValue: "top=\u{1b}[31mred\n") }
+            #expect(escaped?.message == "top must be a number, got '\\x1b[31mred'", "\(String(describing: escaped))")
+            let newline = #expect(throws: AllocationTrackingError.self) { try C.parse(environmentValue: "top=a\tb\u{7}c") }
+            #expect(newline?.message == "top must be a number, got 'a\\tb\\x07c'", "\(String(describing: newline))")
             // A bad value in the environment: one clear line, tracking off, the process runs on.
             let result = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": "soft_limit=lots"])
             #expect(result.status == 0)
             #expect(result.output.contains("tracing=false"))
-            #expect(result.error == "swift-allocation-tracking: ALLOCATION_TRACKING=soft_limit=lots: soft_limit must be a size such as 512MiB, 2GiB or 1048576, got 'lots'; tracking is off\n")
+            #expect(result.error == "swift-allocation-tracking: ALLOCATION_TRACKING=soft_limit=lots: soft_limit must be a size such as 512MiB, 2GiB or 1048576 (binary: KiB MiB GiB TiB, Ki Mi Gi Ti, K M G T; decimal: kB MB GB TB), got 'lots'; tracking is off\n")
+        }
+
+        /// A report directory that cannot be used is refused at start with one clear line, not at the first
+        /// report (which may be the one before an OOM kill). Nothing is started.
+        @Test func reportDirectoryIsCheckedAtStart() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let file = directory.appendingPathComponent("a-file")
+            _ = FileManager.default.createFile(atPath: file.path, contents: Data("x".utf8))
+            let cases: [(String, String)] = [
+                ("relative/reports", "must be an absolute path"),
+                (directory.path + "/missing", "No such file or directory"),
+                (file.path, "is not a directory"),
+                ("/" + String(repeating: "d", count: 5000), "is longer than 4000 bytes"),
+            ]
+            for (path, expected) in cases {
+                let error = #expect(throws: AllocationTrackingError.self, "\(path.prefix(80))") {
+                    try AllocationTracker.start(.init(report: .init(directory: path)))
+                }
+                #expect(error?.code == .invalidConfiguration)
+                #expect(error?.message.hasPrefix("report directory '") == true, "\(String(describing: error))")
+                #expect(error?.message.contains(expected) == true, "\(String(describing: error))")
+                #expect(error?.message.contains("\n") == false)
+            }
+            // Unwritable: root writes anywhere, so this case needs an ordinary user.
+            if geteuid() != 0 {
+                let locked = directory.appendingPathComponent("locked")
+                try FileManager.default.createDirectory(at: locked, withIntermediateDirectories: false,
+                                                        attributes: [.posixPermissions: 0o500])
+                let error = #expect(throws: AllocationTrackingError.self) {
+                    try AllocationTracker.start(.init(report: .init(directory: locked.path)))
+                }
+                #expect(error?.message.contains("is not writable") == true)
+            } else {
+                print("reportDirectoryIsCheckedAtStart: the unwritable-directory case is skipped: running as root")
+            }
         }
 
         @Test func atExitReportListsLeaksAndGrowthSinceThePreviousReport() throws {

@@ -47,10 +47,12 @@ public enum AllocationTracker {
 
     /// Starts tracing. A no-op while already tracing (the running configuration is kept).
     ///
-    /// - Throws: `.invalidConfiguration` for out-of-range values, `.unavailable` in sanitizer builds,
+    /// - Throws: `.invalidConfiguration` for out-of-range values or a report directory that cannot be written
+    ///   (checked now, not at the first report), `.unavailable` in sanitizer builds,
     ///   `.unwinderUnavailable` when libunwind is selected but not installed.
     public static func start(_ configuration: Configuration = Configuration()) throws {
         try configuration.validate()
+        try configuration.checkReportDirectory()
         guard isAvailable else {
             throw AllocationTrackingError(
                 .unavailable,

@@ -98,11 +98,13 @@ extension AllocationTracker.Configuration {
         if let directory = report.directory, directory.isEmpty { throw bad("the report directory is empty") }
         if let bytes = limits.trackedBytes, bytes <= 0 { throw bad("trackedBytes must be positive, got \(bytes)") }
         if let bytes = limits.rssBytes, bytes <= 0 { throw bad("rssBytes must be positive, got \(bytes)") }
-        if let fraction = limits.containerFraction, !(fraction > 0 && fraction <= 1) {
-            throw bad("containerFraction must be in (0, 1], got \(fraction)")
+        // Below 1 % the threshold rounds to nothing a cgroup ever reports as "crossed" in a useful way: a limit
+        // that fires at start-up or never is a mistake, not a setting.
+        if let fraction = limits.containerFraction, !(fraction >= 0.01 && fraction <= 1) {
+            throw bad("containerFraction must be 0.01…1 (1 %…100 % of the container's limit), got \(fraction)")
         }
-        if let signal = limits.signal, !(1..<64).contains(signal) || [SIGKILL, SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL].contains(signal) {
-            throw bad("signal \(signal) cannot be used for reports")
+        if let signal = limits.signal, !Self.isReportSignal(signal) {
+            throw bad("signal \(signal) cannot be used for reports: \(Self.reportSignalsRule)")
         }
         guard limits.hysteresis >= 0 && limits.hysteresis < 1 else { throw bad("hysteresis must be in [0, 1), got \(limits.hysteresis)") }
         guard limits.minimumInterval >= 0 && limits.minimumInterval <= 1e9 else {
@@ -111,6 +113,42 @@ extension AllocationTracker.Configuration {
         guard limits.pollInterval >= 0.001 && limits.pollInterval <= 3600 else {
             throw bad("pollInterval must be 0.001…3600 seconds, got \(limits.pollInterval)")
         }
+    }
+
+    /// Checks at `start` that reports can be written where configured, so a mistake shows at once, not at the
+    /// first report (which may be the one before an OOM kill): the directory must be an absolute path short
+    /// enough for a report's file name, exist, be a directory, and be writable. Throws `.invalidConfiguration`.
+    func checkReportDirectory() throws {
+        guard let directory = report.directory else { return }
+        func bad(_ message: String) -> AllocationTrackingError {
+            AllocationTrackingError(.invalidConfiguration, "report directory \(_quoted(directory)): \(message)")
+        }
+        guard directory.hasPrefix("/") else { throw bad("must be an absolute path") }
+        // The allocation-failure report builds `<directory>/alloc-report-<pid>-<time>.txt` in a 4 KiB buffer.
+        guard directory.utf8.count <= Self.maximumReportDirectoryLength else {
+            throw bad("is longer than \(Self.maximumReportDirectoryLength) bytes")
+        }
+        var info = stat()
+        guard stat(directory, &info) == 0 else { throw bad(String(cString: strerror(errno))) }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw bad("is not a directory") }
+        guard access(directory, W_OK | X_OK) == 0 else { throw bad("is not writable: \(String(cString: strerror(errno)))") }
+    }
+
+    static let maximumReportDirectoryLength = 4000
+
+    /// Signals a report may take: those whose default action nobody relies on. SIGTERM and SIGINT end a process
+    /// gracefully (an orchestrator's stop), SIGHUP reloads, SIGQUIT dumps, SIGURG and SIGWINCH have meanings to
+    /// runtimes and terminals; SIGUSR1, SIGUSR2 and the real-time signals are free for applications.
+    static func isReportSignal(_ signal: Int32) -> Bool {
+        signal == SIGUSR1 || signal == SIGUSR2 || (realTimeSignals).contains(signal)
+    }
+
+    static var realTimeSignals: ClosedRange<Int32> { __libc_current_sigrtmin()...__libc_current_sigrtmax() }
+
+    static var reportSignalsRule: String {
+        "use SIGUSR1, SIGUSR2 or a real-time signal (SIGRTMIN…SIGRTMAX, \(realTimeSignals.lowerBound)…"
+            + "\(realTimeSignals.upperBound)); other signals' default actions are relied on (SIGTERM and SIGINT stop "
+            + "the process gracefully)"
     }
 
     /// Whether the watchdog thread has work: a soft limit to poll or a signal to serve (names for the
@@ -128,26 +166,27 @@ extension AllocationTracker.Configuration {
             switch text.lowercased() {
             case "1", "on", "true", "yes": return true
             case "0", "off", "false", "no": return false
-            default: throw bad("\(key) must be on or off, got '\(text)'")
+            default: throw bad("\(key) must be on or off, got \(_quoted(text))")
             }
         }
         func bytes() throws -> Int? {
             if ["off", "none", "0"].contains(text.lowercased()) { return nil }
             guard let value = Self.parseBytes(text) else {
-                throw bad("\(key) must be a size such as 512MiB, 2GiB or 1048576, got '\(text)'")
+                throw bad("\(key) must be a size such as 512MiB, 2GiB or 1048576 (binary: KiB MiB GiB TiB, Ki Mi Gi Ti, "
+                          + "K M G T; decimal: kB MB GB TB), got \(_quoted(text))")
             }
             return value
         }
         func seconds() throws -> Double {
             guard let value = Self.parseSeconds(text) else {
-                throw bad("\(key) must be a duration such as 100ms, 10s or 1m, got '\(text)'")
+                throw bad("\(key) must be a duration with its unit, such as 100ms, 10s, 1m or 1h, got \(_quoted(text))")
             }
             return value
         }
         switch key {
         case "report_dir": report.directory = text.isEmpty ? nil : text
         case "top":
-            guard let n = Int(text) else { throw bad("top must be a number, got '\(text)'") }
+            guard let n = Int(text) else { throw bad("top must be a number, got \(_quoted(text))") }
             report.topSites = n
         case "stderr": report.standardError = try onOff()
         case "soft_limit", "tracked_limit": limits.trackedBytes = try bytes()
@@ -155,19 +194,20 @@ extension AllocationTracker.Configuration {
         case "container":
             if ["off", "none", "0"].contains(text.lowercased()) { limits.containerFraction = nil; break }
             let trimmed = text.hasSuffix("%") ? String(text.dropLast()) : text
-            guard let value = Double(trimmed) else { throw bad("container must be a fraction such as 0.9 or 90%, got '\(text)'") }
+            guard let value = Double(trimmed) else { throw bad("container must be a fraction such as 0.9 or 90%, got \(_quoted(text))") }
             limits.containerFraction = text.hasSuffix("%") ? value / 100 : value
         case "on_failure", "oom_report": limits.onAllocationFailure = try onOff()
         case "signal":
             if ["off", "none", "0"].contains(text.lowercased()) { limits.signal = nil; break }
             guard let signal = Self.parseSignal(text) else {
-                throw bad("signal must be a name such as SIGUSR2 or a number, got '\(text)'")
+                throw bad("signal must be SIGUSR1, SIGUSR2, SIGRTMIN+n, SIGRTMAX-n or their number, got \(_quoted(text)): "
+                          + Self.reportSignalsRule)
             }
             limits.signal = signal
         case "at_exit": limits.reportAtExit = try onOff()
         case "hysteresis":
             let trimmed = text.hasSuffix("%") ? String(text.dropLast()) : text
-            guard let value = Double(trimmed) else { throw bad("hysteresis must be a fraction such as 0.05 or 5%, got '\(text)'") }
+            guard let value = Double(trimmed) else { throw bad("hysteresis must be a fraction such as 0.05 or 5%, got \(_quoted(text))") }
             limits.hysteresis = text.hasSuffix("%") ? value / 100 : value
         case "min_interval": limits.minimumInterval = try seconds()
         case "interval", "poll_interval": limits.pollInterval = try seconds()
@@ -180,42 +220,80 @@ extension AllocationTracker.Configuration {
     static let reportKeys = "report_dir, top, stderr, soft_limit, rss_limit, container, on_failure, signal, at_exit, "
         + "hysteresis, min_interval, interval, cgroup_root"
 
-    /// `512MiB`, `2GiB`, `64KiB`, `1.5G`, `100MB` (decimal), `1048576`.
+    /// A size: a whole number of bytes (`1048576`), or a number with a unit. Binary units (powers of 1024):
+    /// `KiB MiB GiB TiB` (IEC), `Ki Mi Gi Ti` (Kubernetes), `K M G T` (Docker's `--memory`, the JVM's `-Xmx`);
+    /// decimal units (powers of 1000): `kB MB GB TB`, as Kubernetes reads `M` too but this library does not.
+    /// Case-insensitive. `B` for bytes.
     static func parseBytes(_ text: String) -> Int? {
         let lower = text.lowercased().replacingOccurrences(" ", "")
         let units: [(String, Double)] = [
             ("kib", 0x1p10), ("mib", 0x1p20), ("gib", 0x1p30), ("tib", 0x1p40),
+            ("ki", 0x1p10), ("mi", 0x1p20), ("gi", 0x1p30), ("ti", 0x1p40),
             ("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("tb", 1e12),
             ("k", 0x1p10), ("m", 0x1p20), ("g", 0x1p30), ("t", 0x1p40), ("b", 1),
         ]
         for (suffix, scale) in units where lower.hasSuffix(suffix) {
-            guard let value = Double(lower.dropLast(suffix.count)), value > 0, value * scale < 9e18 else { return nil }
+            guard let value = Double(lower.dropLast(suffix.count)), value > 0, value * scale < 9e18,
+                  value * scale >= 1 else { return nil }
             return Int(value * scale)
         }
         guard let value = Int(lower), value > 0 else { return nil }
         return value
     }
 
-    /// `100ms`, `10s`, `1.5s`, `2m`, `0.1` (seconds).
+    /// A duration with its unit: `100ms`, `10s`, `1.5s`, `2m`, `1h`. A bare number is refused: `interval=100`
+    /// could mean milliseconds as easily as seconds.
     static func parseSeconds(_ text: String) -> Double? {
-        let lower = text.lowercased()
-        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60)]
+        let lower = text.lowercased().replacingOccurrences(" ", "")
+        let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
         for (suffix, scale) in units where lower.hasSuffix(suffix) {
             guard let value = Double(lower.dropLast(suffix.count)), value >= 0, value.isFinite else { return nil }
             return value * scale
         }
-        guard let value = Double(lower), value >= 0, value.isFinite else { return nil }
-        return value
+        return nil
     }
 
+    /// `SIGUSR2`, `USR2`, `12`, `SIGRTMIN`, `SIGRTMIN+3`, `RTMAX-1`. Any number parses (validation says which
+    /// signals are allowed); unknown names do not.
     static func parseSignal(_ text: String) -> Int32? {
         if let n = Int32(text) { return n }
         var name = text.uppercased()
         if name.hasPrefix("SIG") { name.removeFirst(3) }
+        for (base, value) in [("RTMIN", realTimeSignals.lowerBound), ("RTMAX", realTimeSignals.upperBound)]
+        where name.hasPrefix(base) {
+            let rest = name.dropFirst(base.count)
+            if rest.isEmpty { return value }
+            guard let offset = Int32(rest.hasPrefix("+") ? String(rest.dropFirst()) : String(rest)) else { return nil }
+            return value + offset
+        }
         let names: [String: Int32] = ["USR1": SIGUSR1, "USR2": SIGUSR2, "HUP": SIGHUP, "QUIT": SIGQUIT,
-                                      "PWR": SIGPWR, "URG": SIGURG, "WINCH": SIGWINCH]
+                                      "PWR": SIGPWR, "URG": SIGURG, "WINCH": SIGWINCH, "TERM": SIGTERM,
+                                      "INT": SIGINT, "KILL": SIGKILL]
         return names[name]
     }
+}
+
+/// `text` quoted for an error message: control characters escaped (a value from the environment may hold
+/// anything, and is echoed to a terminal or a log), and cut after 120 characters.
+func _quoted(_ text: String) -> String {
+    var out = "'"
+    for (i, scalar) in text.unicodeScalars.enumerated() {
+        if i == 120 { out += "…"; break }
+        switch scalar {
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        case "'": out += "\\'"
+        case "\\": out += "\\\\"
+        default:
+            if scalar.value < 0x20 || scalar.value == 0x7F || (0x80..<0xA0).contains(scalar.value) {
+                out += "\\x" + (scalar.value < 16 ? "0" : "") + String(scalar.value, radix: 16)
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "'"
 }
 
 extension String {

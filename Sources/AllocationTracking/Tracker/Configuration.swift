@@ -86,16 +86,21 @@ extension AllocationTracker {
             default: break
             }
             var configuration = Configuration()
-            for item in trimmed.split(separator: ",", omittingEmptySubsequences: true) {
+            // An empty setting (`,`, `a=1,,b=2`, a trailing comma) is refused rather than skipped: `,` alone would
+            // otherwise turn tracking on with the defaults, silently.
+            for item in trimmed.split(separator: ",", omittingEmptySubsequences: false) {
+                guard !String(item).trimmingWhitespace().isEmpty else {
+                    throw AllocationTrackingError(.invalidConfiguration, "empty setting between commas")
+                }
                 let parts = item.split(separator: "=", maxSplits: 1).map { String($0).trimmingWhitespace() }
                 guard parts.count == 2, !parts[0].isEmpty else {
-                    throw AllocationTrackingError(.invalidConfiguration, "expected key=value, got '\(item)'")
+                    throw AllocationTrackingError(.invalidConfiguration, "expected key=value, got \(_quoted(String(item)))")
                 }
                 let (key, text) = (parts[0].lowercased(), parts[1])
                 switch key {
                 case "frames", "max_frames":
                     guard let n = Int(text) else {
-                        throw AllocationTrackingError(.invalidConfiguration, "frames must be a number, got '\(text)'")
+                        throw AllocationTrackingError(.invalidConfiguration, "frames must be a number, got \(_quoted(text))")
                     }
                     configuration.maxFrames = n
                 case "unwinder":
@@ -104,18 +109,18 @@ extension AllocationTracker {
                     case "framepointers", "frame_pointers", "fp": configuration.unwinder = .framePointers
                     default:
                         throw AllocationTrackingError(
-                            .invalidConfiguration, "unwinder must be libunwind or framepointers, got '\(text)'")
+                            .invalidConfiguration, "unwinder must be libunwind or framepointers, got \(_quoted(text))")
                     }
                 case "max_traces":
                     guard let n = Int(text) else {
-                        throw AllocationTrackingError(.invalidConfiguration, "max_traces must be a number, got '\(text)'")
+                        throw AllocationTrackingError(.invalidConfiguration, "max_traces must be a number, got \(_quoted(text))")
                     }
                     configuration.maxTraces = n
                 default:
                     if try configuration.parseReportKey(key, text) { break }
                     throw AllocationTrackingError(
                         .invalidConfiguration,
-                        "unknown key '\(key)' (known: frames, unwinder, max_traces, \(Configuration.reportKeys))")
+                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, \(Configuration.reportKeys))")
                 }
             }
             try configuration.validate()
