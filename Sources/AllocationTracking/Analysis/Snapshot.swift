@@ -119,7 +119,7 @@ public struct Snapshot: Sendable {
     public var processID: Int
     public var executable: String?
     /// The loaded images the frames point into, the main executable first (see `Image`); empty when unknown (a
-    /// snapshot built by hand or loaded from a version 1 file).
+    /// snapshot built by hand, loaded from a version 1 file, or a measurement's `leaked`).
     public var images: [Image]
 
     public init(traces: [Trace], tracebackLimit: Int, droppedAllocations: Int = 0, moment: Moment = .now,
