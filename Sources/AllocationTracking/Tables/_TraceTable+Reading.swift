@@ -100,8 +100,8 @@ extension _UnsafeTraceTable {
                 let (bytes, blocks) = selection == .atPeak ? valuesAtPeak(state, entry)
                     : (liveBytes(entry).atomicLoad(), liveBlocks(entry).atomicLoad())
                 let totalBlocks = totalBlocks(entry).atomicLoad()
-                // A site whose every allocation was dropped (no pointer-table slot) has no total either.
-                let kept = selection == .allocated ? totalBlocks != 0 : blocks != 0
+                // A site whose every allocation was dropped (no pointer-table slot) has no total either: skipped.
+                let kept = blocks != 0 || (selection == .allocated && totalBlocks != 0)
                 if kept {
                     if selected < capacity {
                         (buffer + selected).initialize(to: _TraceEntryCopy(
