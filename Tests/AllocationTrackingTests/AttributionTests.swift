@@ -166,5 +166,73 @@ extension TrackerTests {
             }
             keep.forEach { free($0) }
         }
+
+        /// A snapshot carries the loaded images its frames point into, the main executable first, with the build
+        /// id the file on disk has (read here from its section headers, independently of the tracker, which reads
+        /// the loaded program headers), and every resolved frame lies in one of them.
+        @Test(arguments: allUnwinders)
+        func snapshotImagesCoverTheFrames(unwinder: AllocationTracker.Configuration.Unwinder) throws {
+            var line: Int32 = 0
+            var block: UnsafeMutableRawPointer?
+            let snapshot = try withTracking(.init(unwinder: unwinder)) { () throws -> Snapshot in
+                block = ats_malloc_attributed(2468, &line)
+                return try AllocationTracker.takeSnapshot()
+            }
+            defer { free(block) }
+            let executable = try #require(realpath("/proc/self/exe", nil))
+            defer { free(executable) }
+            let path = String(cString: executable)
+            let main = try #require(snapshot.images.first)
+            #expect(main.path == path)
+            let onDisk = try #require(try gnuBuildID(ofFile: path), "no build id in \(path)")
+            #expect(main.buildID == onDisk)
+            #expect(main.start < main.end && main.contains(UInt(ats_alloc_text_start())))
+            #expect(Set(snapshot.images).count == snapshot.images.count)
+            var resolved = 0
+            for trace in snapshot.traces {
+                for frame in trace.traceback.frames where frame.isSymbolicated && frame.address != 0 {
+                    resolved += 1
+                    #expect(snapshot.images.contains { $0.contains(frame.address) },
+                            "\(frame) in none of \(snapshot.images.map(\.path))")
+                }
+            }
+            #expect(resolved > 0)
+            // Only images frames point into (and the executable): libc is there when a frame is in it.
+            let images = Set(snapshot.traces.flatMap { $0.traceback.frames.compactMap(\.image) })
+            for image in snapshot.images.dropFirst() {
+                #expect(snapshot.traces.contains { $0.traceback.frames.contains { image.contains($0.address) } },
+                        "\(image.path) holds no frame (images named by frames: \(images))")
+            }
+        }
     }
+}
+
+/// The GNU build id of the ELF file at `path`, in lowercase hex, from its `SHT_NOTE` sections; nil when it has none.
+func gnuBuildID(ofFile path: String) throws -> String? {
+    let data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+    func integer(_ offset: Int, _ size: Int) -> Int {
+        var value = 0
+        for i in (0..<size).reversed() { value = value << 8 | Int(data[data.startIndex + offset + i]) }  // little endian
+        return value
+    }
+    guard data.count > 64, data.prefix(4) == Data([0x7F, 0x45, 0x4C, 0x46]), data[data.startIndex + 4] == 2 else {
+        return nil  // not a 64-bit ELF file
+    }
+    let sectionTable = integer(0x28, 8), entrySize = integer(0x3A, 2), sections = integer(0x3C, 2)
+    for index in 0..<sections {
+        let header = sectionTable + index * entrySize
+        guard integer(header + 4, 4) == 7 else { continue }  // SHT_NOTE
+        var note = integer(header + 0x18, 8)
+        let end = note + integer(header + 0x20, 8)
+        while note + 12 <= end {
+            let nameSize = integer(note, 4), descriptionSize = integer(note + 4, 4), type = integer(note + 8, 4)
+            let name = note + 12, description = name + (nameSize + 3) & ~3
+            if type == 3, nameSize == 4, data[(data.startIndex + name)..<(data.startIndex + name + 4)] == Data("GNU\0".utf8) {
+                return data[(data.startIndex + description)..<(data.startIndex + description + descriptionSize)]
+                    .map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            }
+            note = description + (descriptionSize + 3) & ~3
+        }
+    }
+    return nil
 }

@@ -883,6 +883,49 @@ import Testing
         Self.expectInvalidArgument { _ = try snapshot.report(top: -1) }
     }
 
+    /// A `.now` snapshot keeps the stacks whose blocks were all freed (count 0, for their totals). Live memory
+    /// is what statistics, diffs, filters' results and reports show: adding such traces — at new keys, at keys
+    /// with live traces, in the newer or the older snapshot, before a zero-size live trace of the same key —
+    /// changes none of them.
+    @Test func freedSitesChangeNoStatisticOrReport() throws {
+        let (live, live2) = Self.createSnapshots()
+        let zeroSize = Trace(traceback: Self.stack([("zero.py", 1), ("main.py", 1)]), size: 0, count: 1)
+        func freed(_ frames: [(String, Int)]) -> Trace {
+            Trace(traceback: Self.stack(frames), size: 0, count: 0, allocatedSize: 512, allocatedCount: 4)
+        }
+        var (snapshot, snapshot2) = (live, live2)
+        snapshot.traces += [zeroSize]
+        snapshot2.traces += [zeroSize]
+        let (withLive, withLive2) = (snapshot, snapshot2)
+        snapshot.traces.insert(contentsOf: [freed([("zero.py", 1), ("other.py", 2)]), freed([("e.py", 1)]),
+                                            freed([("a.py", 2), ("b.py", 4)])], at: 0)
+        snapshot2.traces.insert(contentsOf: [freed([("zero.py", 1), ("other.py", 2)]), freed([("d.py", 9)]),
+                                             freed([("a.py", 5), ("z.py", 1)])], at: 0)
+        #expect(snapshot.totalSize == withLive.totalSize && snapshot.totalCount == withLive.totalCount)
+        #expect(snapshot2.totalSize == withLive2.totalSize && snapshot2.totalCount == withLive2.totalCount)
+        for key in GroupingKey.allCases {
+            #expect(try snapshot.statistics(groupedBy: key) == withLive.statistics(groupedBy: key), "\(key)")
+            #expect(try snapshot2.compared(to: snapshot, groupedBy: key) == withLive2.compared(to: withLive, groupedBy: key),
+                    "\(key)")
+            #expect(try snapshot.compared(to: snapshot2, groupedBy: key) == withLive.compared(to: withLive2, groupedBy: key),
+                    "\(key)")
+            #expect(try snapshot2.report(groupedBy: key, relativeTo: nil) == withLive2.report(groupedBy: key, relativeTo: nil))
+            #expect(try snapshot2.report(comparedTo: snapshot, groupedBy: key, relativeTo: nil)
+                    == withLive2.report(comparedTo: withLive, groupedBy: key, relativeTo: nil))
+            if key != .traceback {
+                #expect(try snapshot2.statistics(groupedBy: key, cumulative: true)
+                        == withLive2.statistics(groupedBy: key, cumulative: true), "\(key)")
+            }
+        }
+        let filters = [Filter(inclusive: true, filePattern: "*.py"), Filter(inclusive: false, filePattern: "c.py")]
+        #expect(try snapshot2.filtered(by: filters).statistics(groupedBy: .line)
+                == withLive2.filtered(by: filters).statistics(groupedBy: .line))
+        // The zero-size live trace is the one whose traceback the report shows for its key.
+        #expect(try snapshot2.report(top: 10, tracebacks: 10, relativeTo: nil).contains("    main.py:1"))
+        // The filtered snapshot keeps the freed traces it admits (their totals are still there).
+        #expect(snapshot2.filtered(by: filters).traces.contains { $0.count == 0 && $0.allocatedSize == 512 })
+    }
+
     @Test func reportComparedTo() throws {
         let (snapshot, snapshot2) = Self.createSnapshots()
         #expect(try snapshot2.report(comparedTo: snapshot, top: 3, tracebacks: 2) == """

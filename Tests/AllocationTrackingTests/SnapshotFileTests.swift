@@ -38,18 +38,34 @@ import Testing
 
     /// A snapshot with every kind of field: frames with nil fields, inlined frames, shared frames, an empty
     /// traceback, a truncated one.
+    /// `withTotals: false`: the traces as they were before traces had totals (the totals default to the live
+    /// values), and no images — what the version 1 fixture holds.
     static func sample(moment: Snapshot.Moment = .peak, tracedMemory: TracedMemory? = nil,
-                       executable: String? = "My Service") -> Snapshot {
+                       executable: String? = "My Service", withTotals: Bool = true) -> Snapshot {
         Snapshot(traces: [
             Trace(traceback: Traceback(frames: [cFunction, inlined, full, unresolved], totalFrames: 40), size: 10240,
-                  count: 10),
+                  count: 10, allocatedSize: withTotals ? 1 << 50 : nil, allocatedCount: withTotals ? 1_000_000 : nil),
             Trace(traceback: Traceback(frames: [imageOnly, full], totalFrames: 2), size: 1 << 40, count: 3),
-            Trace(traceback: Traceback(frames: [odd]), size: 0, count: 1),
+            Trace(traceback: Traceback(frames: [odd]), size: 0, count: 1, allocatedSize: withTotals ? 0 : nil,
+                  allocatedCount: withTotals ? 7 : nil),
             Trace(traceback: Traceback(frames: [], totalFrames: 0), size: 7, count: 1),
             Trace(traceback: Traceback(frames: [byHand, byHand, full], totalFrames: 1024), size: 66, count: 1),
         ], tracebackLimit: 32, droppedAllocations: 3, moment: moment, tracedMemory: tracedMemory,
-           timestamp: 1_795_000_000.25 + 0.1 + 0.2, processID: 4242, executable: executable)
+           timestamp: 1_795_000_000.25 + 0.1 + 0.2, processID: 4242, executable: executable,
+           images: withTotals ? images : [])
     }
+
+    static let images = [
+        Snapshot.Image(path: "/srv/My Service", start: 0x5555_0000_1000, end: 0x5555_0080_0000, fileOffset: 0x1000,
+                       buildID: "48f5c23cfcf1980b5c1e83c5eb2369e9d396f2c6"),
+        Snapshot.Image(path: "/usr/lib/x86_64-linux-gnu/libc.so.6", start: 0x7f00_0000_0000, end: .max,
+                       fileOffset: 0),
+    ]
+
+    /// A file written by the code before format version 2 (`sample(tracedMemory: memory)`, as it wrote it).
+    static let version1File = #"""
+        {"droppedAllocations":3,"executable":"My Service","format":"swift-allocation-tracking-snapshot","frames":[{"address":139637976735744,"function":"strdup","image":"libc.so.6","imageOffset":8192,"isInlined":false,"line":0,"mangledName":"strdup"},{"address":93823560601856,"file":"\/src\/Sources\/App\/Cache.swift","function":"Array.append(_:)","image":"App","imageOffset":20736,"isInlined":true,"line":44},{"address":93823560601856,"file":"\/src\/Sources\/App\/Cache.swift","function":"Cache.insert(_:for:)","image":"App","imageOffset":20736,"isInlined":false,"line":42,"mangledName":"$s3App5CacheC6insert_3forySS_SitF"},{"address":139716164221082,"isInlined":false,"line":0},{"address":139715286146862,"image":"libfoo.so.1","imageOffset":7982,"isInlined":false,"line":0},{"address":18446744073709551615,"file":"\/tmp\/ü\/a b\/\"q\".swift","function":"weird \"name\"\n\t\\ é 路径 🙂","image":"","imageOffset":18446744073709551615,"isInlined":false,"line":0},{"address":0,"file":"a.py","isInlined":false,"line":2}],"moment":"peak","processID":4242,"timestamp":1795000000.55,"tracebackLimit":32,"tracedMemory":{"current":1099511638339,"droppedAllocations":3,"liveBlocks":16,"peak":1099511700000,"totalAllocatedBytes":9999999999,"totalAllocations":123456},"traces":[{"count":10,"frames":[0,1,2,3],"size":10240,"totalFrames":40},{"count":3,"frames":[4,2],"size":1099511627776,"totalFrames":2},{"count":1,"frames":[5],"size":0,"totalFrames":1},{"count":1,"frames":[],"size":7,"totalFrames":0},{"count":1,"frames":[6,6,2],"size":66,"totalFrames":1024}],"version":1}
+        """#
 
     static let memory = TracedMemory(current: 1_099_511_638_339, peak: 1_099_511_700_000, liveBlocks: 16,
                                      totalAllocations: 123_456, totalAllocatedBytes: 9_999_999_999,
@@ -64,6 +80,7 @@ import Testing
         #expect(a.timestamp == b.timestamp, sourceLocation: sourceLocation)
         #expect(a.processID == b.processID, sourceLocation: sourceLocation)
         #expect(a.executable == b.executable, sourceLocation: sourceLocation)
+        #expect(a.images == b.images, sourceLocation: sourceLocation)
     }
 
     /// The `AllocationTrackingError` that `body` throws, recorded as an issue when it throws anything else or
@@ -137,7 +154,7 @@ import Testing
             "FORMAT": "\"swift-allocation-tracking-snapshot\"", "VERSION": "1", "MOMENT": "\"now\"",
             "TIMESTAMP": "1795000000.25", "PID": "4242", "LIMIT": "32", "DROPPED": "0", "CURRENT": "10",
             "ADDRESS": "94000000000", "LINE": "42", "OFFSET": "4096", "INLINED": "false", "SIZE": "10",
-            "COUNT": "1", "TOTAL": "14", "INDEX": "0", "MORE": "", "EXTRA": "",
+            "COUNT": "1", "TOTAL": "14", "INDEX": "0", "MORE": "", "EXTRA": "", "TRACE": "",
         ]
         values.merge(fields) { $1 }
         var text = """
@@ -147,9 +164,27 @@ import Testing
             "totalAllocatedBytes":30,"droppedAllocations":0},\
             "frames":[{"address":<ADDRESS>,"function":"Cache.insert(_:for:)","file":"/src/Cache.swift",\
             "line":<LINE>,"image":"MyService","imageOffset":<OFFSET>,"isInlined":<INLINED>}],\
-            "traces":[{"size":<SIZE>,"count":<COUNT>,"totalFrames":<TOTAL>,"frames":[<INDEX>]}<MORE>]}
+            "traces":[{<TRACE>"size":<SIZE>,"count":<COUNT>,"totalFrames":<TOTAL>,"frames":[<INDEX>]}<MORE>]}
             """
         for (name, value) in values { text = text.replacingOccurrences(of: "<\(name)>", with: value) }
+        return Data(text.utf8)
+    }
+
+    /// The hand-written document as version 2: with images and the trace's totals (`ASIZE`, `ACOUNT`, `START`,
+    /// `END`, `BUILDID` placeholders).
+    static func document2(_ fields: [String: String] = [:]) -> Data {
+        var own = ["ASIZE": "30", "ACOUNT": "3", "START": "4096", "END": "8192", "BUILDID": "\"0a1b\""]
+        var outer = [
+            "VERSION": "2",
+            "EXTRA": "\"images\":[{\"path\":\"/srv/MyService\",\"start\":<START>,\"end\":<END>,\"fileOffset\":0,"
+                + "\"buildID\":<BUILDID>}],",
+            "TRACE": "\"allocatedSize\":<ASIZE>,\"allocatedCount\":<ACOUNT>,",
+        ]
+        for (name, value) in fields {
+            if own[name] != nil { own[name] = value } else { outer[name] = value }
+        }
+        var text = String(decoding: document(outer), as: UTF8.self)
+        for (name, value) in own { text = text.replacingOccurrences(of: "<\(name)>", with: value) }
         return Data(text.utf8)
     }
 
@@ -188,8 +223,8 @@ import Testing
         let data = try snapshot.jsonData()
         let text = String(decoding: data, as: UTF8.self)
         #expect(text.contains("\"format\":\"swift-allocation-tracking-snapshot\""))
-        #expect(text.contains("\"version\":1"))
-        #expect(Snapshot.fileFormatVersion == 1)
+        #expect(text.contains("\"version\":2"))
+        #expect(Snapshot.fileFormatVersion == 2)
 
         let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
         #expect(object["moment"] as? String == "peak")
@@ -212,6 +247,16 @@ import Testing
         #expect(traces[4]["frames"] as? [Int] == [6, 6, 2])
         #expect(traces[0]["totalFrames"] as? Int == 40)
         #expect(traces[0]["size"] as? Int == 10240 && traces[0]["count"] as? Int == 10)
+        // Version 2: every trace's totals, and the images.
+        #expect(traces[0]["allocatedSize"] as? Int == 1 << 50 && traces[0]["allocatedCount"] as? Int == 1_000_000)
+        #expect(traces[1]["allocatedSize"] as? Int == 1 << 40 && traces[1]["allocatedCount"] as? Int == 3)
+        let images = try #require(object["images"] as? [[String: Any]])
+        #expect(images.count == 2)
+        #expect(images[0]["path"] as? String == "/srv/My Service")
+        #expect(images[0]["start"] as? Int == 0x5555_0000_1000 && images[0]["end"] as? Int == 0x5555_0080_0000)
+        #expect(images[0]["fileOffset"] as? Int == 0x1000)
+        #expect(images[0]["buildID"] as? String == "48f5c23cfcf1980b5c1e83c5eb2369e9d396f2c6")
+        #expect(images[1].keys.sorted() == ["end", "fileOffset", "path", "start"])  // no build id: absent
         // Absent fields are absent, not null.
         #expect(frames[3].keys.sorted() == ["address", "isInlined", "line"])
         #expect(!text.contains("null"))
@@ -245,6 +290,52 @@ import Testing
                                                                       Frame(address: 0, isInlined: true)],
                                                              totalFrames: 1), size: 1, count: 1)])
         #expect(loaded.tracedMemory == nil && loaded.executable == nil && loaded.moment == .peak)
+    }
+
+    /// A version 2 document by hand: the totals and images load as written.
+    @Test func theHandWrittenVersion2DocumentLoads() throws {
+        let snapshot = try Snapshot(jsonData: Self.document2())
+        #expect(snapshot.traces.map(\.allocatedSize) == [30] && snapshot.traces.map(\.allocatedCount) == [3])
+        #expect(snapshot.traces.map(\.size) == [10] && snapshot.traces.map(\.count) == [1])
+        #expect(snapshot.images == [Snapshot.Image(path: "/srv/MyService", start: 4096, end: 8192, buildID: "0a1b")])
+        #expect(try Snapshot(jsonData: Self.document2(["BUILDID": "null"])).images[0].buildID == nil)
+    }
+
+    /// A file as the code wrote it before version 2 still loads: every field as it was, the totals equal to the
+    /// live values (the least they can have been), no images.
+    @Test func version1FilesStillLoad() throws {
+        let loaded = try Snapshot(jsonData: Data(Self.version1File.utf8))
+        let original = Self.sample(tracedMemory: Self.memory, withTotals: false)
+        Self.expectEqual(loaded, original)
+        for trace in loaded.traces {
+            #expect(trace.allocatedSize == trace.size && trace.allocatedCount == trace.count)
+        }
+        #expect(loaded.images.isEmpty)
+        #expect(try loaded.report() == original.report())
+        try Self.withTemporaryDirectory { directory in
+            let url = directory.appendingPathComponent("v1.json")
+            try Data(Self.version1File.utf8).write(to: url)
+            Self.expectEqual(try Snapshot(contentsOf: url), original)
+            // Saved again, it is a version 2 file with those totals.
+            try loaded.write(to: url)
+            #expect(String(decoding: try Data(contentsOf: url), as: UTF8.self).contains("\"version\":2"))
+            Self.expectEqual(try Snapshot(contentsOf: url), original)
+        }
+        // The hand-written version 1 document: a version 1 file's totals are its live values even where it has
+        // keys of the later version (they were not part of version 1).
+        let mixed = try Snapshot(jsonData: Self.document(["TRACE": "\"allocatedSize\":999,\"allocatedCount\":9,"]))
+        #expect(mixed.traces[0].allocatedSize == 10 && mixed.traces[0].allocatedCount == 1)
+    }
+
+    /// A trace whose blocks were all freed (count 0) keeps its totals through a file.
+    @Test func freedSitesRoundTrip() throws {
+        var snapshot = Self.sample(moment: .now, tracedMemory: Self.memory)
+        snapshot.traces.append(Trace(traceback: Traceback(frames: [Self.full, Self.cFunction]), size: 0, count: 0,
+                                     allocatedSize: 4000, allocatedCount: 40))
+        let loaded = try Snapshot(jsonData: snapshot.jsonData())
+        Self.expectEqual(loaded, snapshot)
+        #expect(loaded.traces.last?.allocatedSize == 4000 && loaded.traces.last?.allocatedCount == 40)
+        #expect(loaded.traces.last?.count == 0)
     }
 
     // MARK: - Hostile input
@@ -312,25 +403,35 @@ import Testing
             }
             // A field missing from a real document names it.
             let object = try #require(try JSONSerialization.jsonObject(with: Self.sample().jsonData()) as? [String: Any])
-            for key in ["moment", "timestamp", "processID", "tracebackLimit", "droppedAllocations", "frames", "traces"] {
+            for key in ["moment", "timestamp", "processID", "tracebackLimit", "droppedAllocations", "frames", "traces",
+                        "images"] {
                 var copy = object
                 copy.removeValue(forKey: key)
                 Self.expectInvalid(try JSONSerialization.data(withJSONObject: copy), mentioning: key, in: directory)
+            }
+            // Version 2 traces carry their totals.
+            for key in ["allocatedSize", "allocatedCount"] {
+                var copy = object
+                var traces = try #require(copy["traces"] as? [[String: Any]])
+                traces[2].removeValue(forKey: key)
+                copy["traces"] = traces
+                Self.expectInvalid(try JSONSerialization.data(withJSONObject: copy), mentioning: "traces.2")
             }
         }
     }
 
     @Test func otherVersionsAndFormats() throws {
         try Self.withTemporaryDirectory { directory in
-            Self.expectInvalid(Self.document(["VERSION": "2"]), mentioning: "version 2", in: directory)
+            Self.expectInvalid(Self.document(["VERSION": "3"]), mentioning: "version 3", in: directory)
+            Self.expectInvalid(Self.document2(["VERSION": "3"]), mentioning: "version 3")
             Self.expectInvalid(Self.document(["VERSION": "0"]), mentioning: "version 0", in: directory)
             Self.expectInvalid(Self.document(["VERSION": "-1"]), mentioning: "version -1")
             Self.expectInvalid(Self.document(["FORMAT": "\"swift-allocation-tracking-report\""]),
                                mentioning: "swift-allocation-tracking-report", in: directory)
             Self.expectInvalid(Self.document(["FORMAT": "\"\""]), mentioning: "format")
             // A later version is refused even when its body is unreadable to this version.
-            Self.expectInvalid(Data("{\"format\":\"swift-allocation-tracking-snapshot\",\"version\":2,\"traces\":7}".utf8),
-                               mentioning: "version 2")
+            Self.expectInvalid(Data("{\"format\":\"swift-allocation-tracking-snapshot\",\"version\":3,\"traces\":7}".utf8),
+                               mentioning: "version 3")
         }
     }
 
@@ -355,6 +456,18 @@ import Testing
             Self.expectInvalid(Self.document(["INDEX": "0.5"]))
             Self.expectInvalid(Self.document(["COUNT": "1.5"]))
             Self.expectInvalid(Self.document(["SIZE": "null"]))
+            // Version 2's fields.
+            Self.expectInvalid(Self.document2(["ASIZE": "-1"]), mentioning: "negative", in: directory)
+            Self.expectInvalid(Self.document2(["ACOUNT": "-1"]), mentioning: "negative")
+            Self.expectInvalid(Self.document2(["ASIZE": "1.5"]))
+            Self.expectInvalid(Self.document2(["ACOUNT": "null"]))
+            Self.expectInvalid(Self.document2(["START": "8193"]), mentioning: "image 0 ends before it starts", in: directory)
+            Self.expectInvalid(Self.document2(["START": "-1"]))
+            Self.expectInvalid(Self.document2(["END": "18446744073709551616"]))
+            Self.expectInvalid(Self.document2(["BUILDID": "\"0a1\""]), mentioning: "build id")
+            Self.expectInvalid(Self.document2(["BUILDID": "\"0A1B\""]), mentioning: "build id")
+            Self.expectInvalid(Self.document2(["BUILDID": "\"0g1b\""]), mentioning: "build id")
+            Self.expectInvalid(Self.document2(["BUILDID": "7"]))
         }
     }
 
@@ -372,6 +485,13 @@ import Testing
         let single = try Snapshot(jsonData: Self.document(["SIZE": max]))
         #expect(single.totalSize == Int.max)
         #expect(try single.statistics(groupedBy: .line, cumulative: true).map(\.size) == [Int.max])
+        // The totals' sums must fit too.
+        let anotherTotal = ",{\"allocatedSize\":\(max),\"allocatedCount\":1,\"size\":1,\"count\":1,\"totalFrames\":1,\"frames\":[0]}"
+        Self.expectInvalid(Self.document2(["ASIZE": max, "MORE": anotherTotal]), mentioning: "too large")
+        let anotherCount = ",{\"allocatedSize\":1,\"allocatedCount\":\(max),\"size\":1,\"count\":1,\"totalFrames\":1,\"frames\":[0]}"
+        Self.expectInvalid(Self.document2(["ACOUNT": "1", "MORE": anotherCount]), mentioning: "too large")
+        let largestTotal = try Snapshot(jsonData: Self.document2(["ASIZE": max, "ACOUNT": max]))
+        #expect(largestTotal.traces[0].allocatedSize == Int.max && largestTotal.traces[0].allocatedCount == Int.max)
     }
 
     @Test func hugeNumbers() throws {

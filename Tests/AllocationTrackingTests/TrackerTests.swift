@@ -57,7 +57,14 @@ struct Totals: Equatable {
     var count: Int
 }
 
+/// The traces holding live blocks that have a frame inside the C test helpers (a snapshot also keeps the stacks
+/// whose blocks were all freed, for their totals: `allHelperTraces`).
 func helperTraces(_ snapshot: Snapshot) -> [Trace] {
+    allHelperTraces(snapshot).filter { $0.count > 0 }
+}
+
+/// Every trace with a frame inside the C test helpers, those whose blocks were all freed included.
+func allHelperTraces(_ snapshot: Snapshot) -> [Trace] {
     snapshot.traces.filter { $0.traceback.frames.contains { helperText.contains($0.address) } }
 }
 

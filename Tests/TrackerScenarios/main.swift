@@ -138,6 +138,20 @@ case "accounting":
     }
     let functions = ["malloc", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc", "memalign",
                      "valloc", "pvalloc", "strdup", "new"]
+    // Per-site totals: the stacks whose totals grew between two snapshots, with what they allocated in between.
+    // (By the totals' growth, not by helper frames: with frame pointers a stack through libc or libstdc++ may
+    // lose the helper, and may then be the warm-up's stack too.) Snapshots are the tracker's own work, untracked.
+    func snapshot() -> Snapshot { try! AllocationTracker.takeSnapshot(symbolicate: false) }
+    func sitesAllocating(between earlier: Snapshot, and later: Snapshot)
+        -> [(trace: Trace, blocks: Int, bytes: Int, liveBlocks: Int, liveBytes: Int)] {
+        var known: [Traceback: Trace] = [:]
+        for trace in earlier.traces { known[trace.traceback] = trace }
+        return later.traces.compactMap { trace in
+            let old = known[trace.traceback] ?? Trace(traceback: trace.traceback, size: 0, count: 0)
+            let blocks = trace.allocatedCount - old.allocatedCount, bytes = trace.allocatedSize - old.allocatedSize
+            return blocks == 0 && bytes == 0 ? nil : (trace, blocks, bytes, trace.count - old.count, trace.size - old.size)
+        }
+    }
     for unwinder in [AllocationTracker.Configuration.Unwinder.libunwind, .framePointers] {
         do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: quiet)) } catch { fail("\(error)") }
         var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 40)
@@ -153,6 +167,7 @@ case "accounting":
             // The C string is made before the first reading (bridging a Swift string may allocate).
             let name = strdup(function)
             defer { free(name) }
+            let sitesBefore = snapshot()
             let before = AllocationTracker.tracedMemory
             _ = ats_allocate(name, count, size, &blocks)
             let during = AllocationTracker.tracedMemory
@@ -167,6 +182,13 @@ case "accounting":
             check(after.current == before.current && after.liveBlocks == before.liveBlocks
                   && after.peak == during.peak && after.droppedAllocations == 0,
                   "\(function)/\(unwinder) after free: \(before) -> \(after)")
+            // Its one site holds nothing more than before (nothing at all when the stack is new; with frame
+            // pointers, strdup's stack is also the one that made `name`) and keeps what it allocated.
+            let sites = sitesAllocating(between: sitesBefore, and: snapshot())
+            check(sites.count == 1 && sites[0].liveBlocks == 0 && sites[0].liveBytes == 0 && sites[0].blocks == count
+                  && sites[0].bytes == count * size
+                  && (sites[0].trace.count == 0 || sitesBefore.traces.contains { $0.traceback == sites[0].trace.traceback }),
+                  "\(function)/\(unwinder) site totals: \(sites)")
         }
         AllocationTracker.stop()
     }
@@ -194,6 +216,18 @@ case "accounting":
     let afterImpossible = AllocationTracker.tracedMemory
     free(impossibleName)
     check(impossibleResult == 0 && afterImpossible == beforeImpossible, "calloc(Int.max): \(beforeImpossible) -> \(afterImpossible)")
+    // A partially freed site: live what is left, totals everything it allocated.
+    var partial = [UnsafeMutableRawPointer?](repeating: nil, count: 10)
+    let partialName = strdup("malloc")
+    let sitesBeforePartial = snapshot()
+    _ = ats_allocate(partialName, 10, 300, &partial)
+    ats_free_all(&partial, 4)
+    let partialSites = sitesAllocating(between: sitesBeforePartial, and: snapshot())
+    check(partialSites.count == 1 && partialSites[0].trace.count == 6 && partialSites[0].trace.size == 1800
+          && partialSites[0].trace.allocatedCount == 10 && partialSites[0].trace.allocatedSize == 3000
+          && partialSites[0].blocks == 10, "partially freed site: \(partialSites)")
+    partial.withUnsafeMutableBufferPointer { ats_free_all($0.baseAddress! + 4, 6) }
+    free(partialName)
     // Peak: rises only when blocks are added; resetPeak sets it to current; clearTraces zeroes both.
     let base = AllocationTracker.tracedMemory
     let big = ats_malloc_at_depth(1 << 20, 1)
@@ -215,9 +249,9 @@ case "accounting":
 
 case "peak":
     // Who held the memory at the peak: exact per-site values in a process where only this thread allocates.
-    func helperSites(_ snapshot: Snapshot) -> [Int] {
+    func helperSites(_ snapshot: Snapshot) -> [Int] {  // the sites holding live blocks
         let range = ats_alloc_text_start()..<ats_alloc_text_end()
-        return snapshot.traces.filter { $0.traceback.frames.contains { range.contains($0.address) } }
+        return snapshot.traces.filter { $0.count > 0 && $0.traceback.frames.contains { range.contains($0.address) } }
             .map(\.size).sorted()
     }
     var a = [UnsafeMutableRawPointer?](repeating: nil, count: 10)

@@ -12,11 +12,11 @@ import Musl
 // Saving and loading snapshots: a documented, versioned JSON format holding the symbols, so a snapshot taken in
 // production can be read, filtered and diffed anywhere.
 //
-// Format version 1 (one JSON object; unknown keys are ignored, so later minor additions stay readable):
+// Format version 2 (one JSON object; unknown keys are ignored, so later minor additions stay readable):
 //
 //     {
 //       "format": "swift-allocation-tracking-snapshot",
-//       "version": 1,
+//       "version": 2,
 //       "moment": "now" | "peak",
 //       "timestamp": 1795000000.25,                 // seconds since 1970
 //       "processID": 4242, "executable": "MyService", // executable may be absent
@@ -24,36 +24,47 @@ import Musl
 //       "droppedAllocations": 0,
 //       "tracedMemory": { "current": …, "peak": …, "liveBlocks": …, "totalAllocations": …,
 //                         "totalAllocatedBytes": …, "droppedAllocations": … },   // may be absent
+//       "images": [ { "path": "/srv/MyService", "start": 94000000000, "end": 94000800000,
+//                     "fileOffset": 4096, "buildID": "48f5c23c…" }, … ],    // buildID may be absent
 //       "frames": [ { "address": 94000000000, "function": "Cache.insert(_:for:)",
 //                     "mangledName": "$s…", "file": "/src/Sources/App/Cache.swift", "line": 42,
 //                     "image": "MyService", "imageOffset": 4096, "isInlined": false }, … ],
-//       "traces": [ { "size": 10240, "count": 10, "totalFrames": 14, "frames": [0, 3, 7] }, … ]
+//       "traces": [ { "size": 10240, "count": 10, "allocatedSize": 40960, "allocatedCount": 40,
+//                     "totalFrames": 14, "frames": [0, 3, 7] }, … ]
 //     }
 //
 // Frames are stored once and referenced by index from each trace, most recent first. Every frame field but
-// `address`, `line` and `isInlined` may be absent.
+// `address`, `line` and `isInlined` may be absent. `size`/`count` are a trace's live bytes and blocks,
+// `allocatedSize`/`allocatedCount` everything its stack allocated (`Trace`); a trace with `count` 0 (all its blocks
+// freed) is kept for its totals. `images` are the loaded images the frames point into, main executable first
+// (`Snapshot.Image`: the code segment's address range and file offset, the GNU build id in hex).
+//
+// Version 1, which `init(contentsOf:)` still reads, is the same without `images` and without the traces'
+// `allocatedSize`/`allocatedCount`: its traces load with their live values as totals (the least they can have
+// been; the real totals were not saved) and its snapshot with no images.
 
 extension Snapshot {
-    /// The format version `write(to:)` produces and `init(contentsOf:)` reads.
-    public static let fileFormatVersion = 1
+    /// The format version `write(to:)` produces; `init(contentsOf:)` reads it and every earlier version.
+    public static let fileFormatVersion = 2
     static let fileFormatName = "swift-allocation-tracking-snapshot"
     /// Files larger than this are refused by `init(contentsOf:)` unless a larger limit is given.
     public static let defaultMaximumFileSize = 1 << 30
-    /// Files whose arrays and objects nest deeper than this are refused (version 1 nests 4 levels deep).
+    /// Files whose arrays and objects nest deeper than this are refused (versions 1 and 2 nest 4 levels deep).
     static let maximumFileNesting = 64
 
-    /// Writes the snapshot as JSON (format version 1, see above), atomically (a temporary file renamed into
+    /// Writes the snapshot as JSON (format version 2, see above), atomically (a temporary file renamed into
     /// place).
     public func write(to url: URL) throws {
         try jsonData().write(to: url, options: .atomic)
     }
 
-    /// The snapshot as JSON (format version 1).
+    /// The snapshot as JSON (format version 2).
     public func jsonData() throws -> Data {
         var frameIndex: [Frame: Int] = [:]
         var frames: [Frame] = []
         let files = traces.map { trace in
-            _TraceFile(size: trace.size, count: trace.count, totalFrames: trace.traceback.totalFrames,
+            _TraceFile(size: trace.size, count: trace.count, allocatedSize: trace.allocatedSize,
+                       allocatedCount: trace.allocatedCount, totalFrames: trace.traceback.totalFrames,
                        frames: trace.traceback.frames.map { frame in
                            if let i = frameIndex[frame] { return i }
                            frames.append(frame)
@@ -65,7 +76,7 @@ extension Snapshot {
             format: Self.fileFormatName, version: Self.fileFormatVersion, moment: moment, timestamp: timestamp,
             processID: processID, executable: executable, tracebackLimit: tracebackLimit,
             droppedAllocations: droppedAllocations, tracedMemory: tracedMemory.map(_TracedMemoryFile.init),
-            frames: frames, traces: files)
+            images: images, frames: frames, traces: files)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return try encoder.encode(file)
@@ -75,8 +86,9 @@ extension Snapshot {
     ///
     /// - Throws: `.invalidSnapshotFile` when the file cannot be read, is not a regular file, is larger than
     ///   `maximumSize` bytes, is not JSON of this format (truncated, corrupt, nested deeper than 64 levels), has
-    ///   another format version, or is inconsistent (negative sizes, frame indices out of range, sizes or counts
-    ///   whose totals do not fit an `Int`). Never crashes on hostile input; memory use is bounded by
+    ///   a format version this library does not read (it reads 1 and 2), or is inconsistent (negative sizes,
+    ///   frame indices out of range, sizes or counts whose totals do not fit an `Int`, an image ending before it
+    ///   starts or a build id that is not hex). Never crashes on hostile input; memory use is bounded by
     ///   `maximumSize`.
     public init(contentsOf url: URL, maximumSize: Int = Snapshot.defaultMaximumFileSize) throws {
         var info = stat()
@@ -118,23 +130,52 @@ extension Snapshot {
             throw invalid(data.isEmpty ? "the file is empty" : "not JSON of this format (truncated or corrupt?): \(_decodingSummary(error))")
         }
         guard header.format == Self.fileFormatName else { throw invalid("format is '\(header.format)', not '\(Self.fileFormatName)'") }
-        guard header.version == Self.fileFormatVersion else {
-            throw invalid("format version \(header.version); this library reads version \(Self.fileFormatVersion)")
+        guard (1...Self.fileFormatVersion).contains(header.version) else {
+            throw invalid("format version \(header.version); this library reads versions 1 to \(Self.fileFormatVersion)")
         }
         let file: _SnapshotFile
         do { file = try JSONDecoder().decode(_SnapshotFile.self, from: data) } catch {
             throw invalid(_decodingSummary(error))
         }
         guard file.tracebackLimit >= 0, file.droppedAllocations >= 0 else { throw invalid("negative counters") }
+        // Version 2 requires what version 1 lacks (a version 1 file with them is read as version 1).
+        let isVersion1 = header.version == 1
+        if !isVersion1 {
+            guard file.images != nil else { throw invalid("missing 'images'") }
+            if let n = file.traces.firstIndex(where: { $0.allocatedSize == nil || $0.allocatedCount == nil }) {
+                throw invalid("missing 'allocatedSize' or 'allocatedCount' at traces.\(n)")
+            }
+        }
+        let images = isVersion1 ? [] : file.images ?? []
+        for (n, image) in images.enumerated() {
+            guard image.start <= image.end else { throw invalid("image \(n) ends before it starts") }
+            if let id = image.buildID {
+                guard id.utf8.count % 2 == 0, id.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+                else { throw invalid("image \(n) has a build id that is not lowercase hex") }
+            }
+        }
         var traces: [Trace] = []
         traces.reserveCapacity(file.traces.count)
         // Totals (and cumulative statistics, which count a trace once per frame) must fit an Int: bound them by
         // the sums of size and count times the number of frames.
         var sizeBound = 0, countBound = 0
+        // The totals' sums must fit too (an exporter adds them up).
+        var allocatedSizeBound = 0, allocatedCountBound = 0
         for (n, trace) in file.traces.enumerated() {
             guard trace.size >= 0, trace.count >= 0, trace.totalFrames >= 0 else {
                 throw invalid("trace \(n) has a negative size, count or depth")
             }
+            let allocatedSize = isVersion1 ? trace.size : trace.allocatedSize ?? trace.size
+            let allocatedCount = isVersion1 ? trace.count : trace.allocatedCount ?? trace.count
+            guard allocatedSize >= 0, allocatedCount >= 0 else {
+                throw invalid("trace \(n) has a negative allocatedSize or allocatedCount")
+            }
+            let allocatedSizes = allocatedSizeBound.addingReportingOverflow(allocatedSize)
+            let allocatedCounts = allocatedCountBound.addingReportingOverflow(allocatedCount)
+            guard !allocatedSizes.overflow, !allocatedCounts.overflow else {
+                throw invalid("allocated sizes or counts too large: their totals from trace \(n) on do not fit in an Int")
+            }
+            (allocatedSizeBound, allocatedCountBound) = (allocatedSizes.partialValue, allocatedCounts.partialValue)
             let weight = max(1, trace.frames.count)
             let size = trace.size.multipliedReportingOverflow(by: weight)
             let count = trace.count.multipliedReportingOverflow(by: weight)
@@ -153,11 +194,12 @@ extension Snapshot {
                 frames.append(file.frames[index])
             }
             traces.append(Trace(traceback: Traceback(frames: frames, totalFrames: trace.totalFrames),
-                                size: trace.size, count: trace.count))
+                                size: trace.size, count: trace.count, allocatedSize: allocatedSize,
+                                allocatedCount: allocatedCount))
         }
         self.init(traces: traces, tracebackLimit: file.tracebackLimit, droppedAllocations: file.droppedAllocations,
                   moment: file.moment, tracedMemory: file.tracedMemory.map(\.value), timestamp: file.timestamp,
-                  processID: file.processID, executable: file.executable)
+                  processID: file.processID, executable: file.executable, images: images)
     }
 }
 
@@ -220,6 +262,8 @@ private struct _SnapshotFile: Codable {
     var tracebackLimit: Int
     var droppedAllocations: Int
     var tracedMemory: _TracedMemoryFile?
+    /// Version 2 on (absent in version 1).
+    var images: [Snapshot.Image]?
     var frames: [Frame]
     var traces: [_TraceFile]
 }
@@ -227,6 +271,9 @@ private struct _SnapshotFile: Codable {
 private struct _TraceFile: Codable {
     var size: Int
     var count: Int
+    /// Version 2 on (absent in version 1).
+    var allocatedSize: Int?
+    var allocatedCount: Int?
     var totalFrames: Int
     var frames: [Int]
 }

@@ -1,6 +1,6 @@
 extension Snapshot {
     /// Live memory grouped by `key`, sorted by size, then count, then key, largest first (tracemalloc's
-    /// `Snapshot.statistics`).
+    /// `Snapshot.statistics`). Traces with no live block (stacks whose blocks were all freed) are skipped.
     ///
     /// - `cumulative: true` counts every frame of each trace, not only its attribution frame: a function
     ///   that calls the allocating code shows the memory too, and a function on the stack twice (recursion)
@@ -66,7 +66,8 @@ extension Snapshot {
             groups[groupKey]!.size += trace.size
             groups[groupKey]!.count += trace.count
         }
-        for trace in traces {
+        // Live memory only: a stack whose blocks were all freed (kept in the snapshot for its totals) is no key.
+        for trace in traces where trace.isLive {
             if key == .traceback {
                 // By the frames, as tracemalloc: stacks truncated to the same frames are one key, however deep.
                 let groupKey = _GroupKey.stack(trace.traceback.frames)

@@ -87,7 +87,7 @@ enum _ReportWriter {
 
     static func compose(trigger: AllocationReport.Trigger, reason: String,
                         configuration: AllocationTracker.Configuration) throws -> AllocationReport {
-        let snapshot = try AllocationTracker.takeSnapshot()
+        let snapshot = try AllocationTracker._takeSnapshot(.live)  // a report of live memory, and its JSON
         let seconds = Int64(cat_unix_seconds())
         let time = _utcTimestamp(seconds)
         let top = configuration.report.topSites

@@ -22,10 +22,7 @@ import Musl
 /// entered the top since the last refresh (about a second) is printed as `image+0xoffset (build id …)`, from
 /// `cat_images_capture()`.
 ///
-/// A refresh also warms the symbol cache for the sites that appeared since the last one, at most
-/// `addressesPerRefresh` new addresses at a time: the soft-limit and signal reports symbolicate a whole snapshot
-/// (statistics by line need every site's file:line), and must be quick when the process is close to its limit.
-/// Each address is resolved once per process, so the warm-up ends once the program's call sites have been seen.
+/// A refresh also warms the symbol cache for the sites that appeared since the last one (`_SymbolCacheWarmer`).
 /// When every top site has its name and no new site appeared, a refresh allocates nothing.
 package enum _EmergencyNames {
     /// Sites named per refresh: the most the report prints.
@@ -34,24 +31,16 @@ package enum _EmergencyNames {
     /// Stored for a site without frames (a counting-only measurement's), so that it counts as named.
     static let noStack = "(no stack captured: a counting-only measurement)"
 
-    /// Guarded by `refreshing`: the loader counts the image list was last captured at, and the buffers
-    /// `topSites` fills (allocated once, at the first refresh, while memory is plentiful).
+    /// Guarded by `refreshing`: the loader counts the image list was last captured at, and the buffer the top
+    /// sites are selected into (allocated once, at the first refresh, while memory is plentiful).
     nonisolated(unsafe) static var loaderCounts: (UInt64, UInt64)? = nil
     nonisolated(unsafe) static var topBuffer: UnsafeMutablePointer<UInt64>? = nil
-    /// Symbol-cache warm-up (guarded by `refreshing`): traces below `warmedTraces` (in `warmedGeneration`) have
-    /// had their addresses queued; `warmQueue` holds those not resolved yet.
-    nonisolated(unsafe) static var warmedTraces: UInt64 = 0
-    nonisolated(unsafe) static var warmedGeneration: UInt64 = .max
-    nonisolated(unsafe) static var warmQueue: [UInt] = []
-    /// New addresses symbolicated per refresh (about 0.1–0.2 ms each, cold), and traces looked at per refresh.
-    static let addressesPerRefresh = 256
-    static let tracesPerWarmUp = 4096
 
     /// Names the sites the report would print now (the top `sitesPerRefresh` by live bytes) that have no name
     /// yet. Suspends the calling thread's tracking; takes the API lock to find and copy the sites and to store
     /// the names, not while symbolicating.
-    /// `warmingEverything`: also resolve every new address now, not `addressesPerRefresh` of them (tests that
-    /// must leave the watchdog nothing to do).
+    /// `warmingEverything`: also resolve every new address now, not a batch of them (tests that must leave the
+    /// watchdog nothing to do).
     package static func refresh(warmingEverything: Bool = false) {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
@@ -59,51 +48,11 @@ package enum _EmergencyNames {
         // first left, so a caller returns only once the top sites as of its call are named.
         refreshing.withLock { _ in
             nameTopSites()
-            repeat { warmSymbolCache() } while warmingEverything && !warmQueue.isEmpty
+            _SymbolCacheWarmer.warm(everything: warmingEverything)
         }
     }
 
     static let refreshing = Mutex(())
-
-    /// Queues the addresses of the traces added since the last call (not yet resolved), then resolves up to
-    /// `addressesPerRefresh` of the queue. Allocates nothing when no trace was added and the queue is empty.
-    private static func warmSymbolCache() {
-        var addresses = Set<UInt>()
-        do {
-            cat_api_lock()
-            defer { cat_api_unlock() }
-            guard AllocationTracker.isTracing else { return }
-            let generation = cat_names_generation()  // bumped by every stop/clearTraces, like the trace ids
-            if generation != warmedGeneration {
-                warmedGeneration = generation
-                warmedTraces = 0
-            }
-            let state = _UnsafeTrackerState.process
-            let count = state.traceCount.atomicLoad()
-            guard warmedTraces < count || !warmQueue.isEmpty else { return }
-            let end = min(count, warmedTraces &+ UInt64(tracesPerWarmUp))
-            var id = warmedTraces
-            while id < end, warmQueue.count + addresses.count < 8 * addressesPerRefresh {
-                // An id not published (yet, or never: a lost race leaves a hole) is skipped; its addresses are
-                // then resolved by the first snapshot that needs them.
-                if let entry = _UnsafeTraceTable.entry(state, id),
-                   _UnsafeTraceTable.published(entry).atomicLoadAcquire() == 1 {
-                    let raw = _RawTrace(frames: UInt(_UnsafeTraceTable.framesWord(entry).pointee),
-                                        shape: _UnsafeTraceTable.shape(entry).pointee, liveBlocks: 0, liveBytes: 0)
-                        .withFramesCopied()
-                    addresses.formUnion(raw.copiedFrames)
-                }
-                id &+= 1
-            }
-            warmedTraces = id
-        }
-        if !addresses.isEmpty { warmQueue += _Symbolicator.shared.uncached(addresses) }
-        guard !warmQueue.isEmpty else { return }
-        let taken = min(addressesPerRefresh, warmQueue.count)
-        let batch = Set(warmQueue.suffix(taken))
-        warmQueue.removeLast(taken)
-        _ = _Symbolicator.shared.frames(for: batch)
-    }
 
     private static func nameTopSites() {
         guard let (work, generation) = copyUnnamedTopSites(), !work.isEmpty else { return }
@@ -111,9 +60,7 @@ package enum _EmergencyNames {
         for item in work { addresses.formUnion(item.frames) }
         let resolved = _Symbolicator.shared.frames(for: addresses)
         let names = work.map { item -> (UInt64, String) in
-            var frames: [Frame] = []
-            for address in item.frames { frames += resolved[address] ?? [Frame(address: address)] }
-            let name = line(for: frames)
+            let name = line(for: _Symbolicator.expand(item.frames, resolved))
             return (item.id, name.isEmpty ? noStack : name)
         }
         cat_api_lock()
@@ -161,22 +108,12 @@ package enum _EmergencyNames {
         if unstorableGeneration == cat_names_generation(), unstorable.count >= maximumUnstorable { return nil }
         let capacity = sitesPerRefresh
         if topBuffer == nil { topBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 3 * capacity) }
-        let ids = topBuffer!
-        let state = _UnsafeTrackerState.process
-        let found = _UnsafeTraceTable.topSites(state, ids: ids, bytes: ids + capacity, blocks: ids + 2 * capacity,
-                                               capacity: capacity)
         var work: [(id: UInt64, frames: [UInt])] = []
-        for index in 0..<found {
-            let id = ids[index]
+        _UnsafeTraceTable.forEachTopSite(capacity: capacity, scratch: topBuffer!) { id in
             var text: UnsafePointer<CChar>? = nil
-            guard cat_names_get(id, &text) == 0 else { continue }
-            if unstorableGeneration == cat_names_generation(), unstorable.contains(id) { continue }
-            // Frames are immutable once published (topSites returns published sites only) and stay mapped while
-            // the API lock is held.
-            if let entry = _UnsafeTraceTable.entry(state, id) {
-                let raw = _RawTrace(frames: UInt(_UnsafeTraceTable.framesWord(entry).pointee), shape: _UnsafeTraceTable.shape(entry).pointee, liveBlocks: 0, liveBytes: 0).withFramesCopied()
-                work.append((id, raw.copiedFrames))
-            }
+            guard cat_names_get(id, &text) == 0 else { return }
+            if unstorableGeneration == cat_names_generation(), unstorable.contains(id) { return }
+            if let (addresses, _) = _UnsafeTraceTable.frames(ofTrace: id) { work.append((id, addresses)) }
         }
         return (work, cat_names_generation())
     }

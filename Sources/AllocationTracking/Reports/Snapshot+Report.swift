@@ -120,7 +120,7 @@ extension Snapshot {
     func _largestTraces(by key: GroupingKey, attribution: Attribution) -> [_GroupKey: Trace] {
         var cache = _SystemFrameCache(attribution)
         var largest: [_GroupKey: Trace] = [:]
-        for trace in traces {
+        for trace in traces where trace.isLive {
             let k: _GroupKey
             if key == .traceback {
                 k = .stack(trace.traceback.frames)

@@ -695,9 +695,10 @@ enum _UnsafeTraceTable {
 /// `CAT_W_SCOPES` in the state words. They are static memory that `stop`/`clearTraces` never zero, so a free on
 /// any thread, at any time, may read a record safely; records are recycled by generation, never freed.
 ///
-/// Record words: 0 head (the tag `generation << 16 | index + 1` while active; `| retired` once ended; 0 never
-/// used), 1 parent tag (0: none), 2 flags (bit 0: capture stacks, read by the C hook), 3 allocations,
-/// 4 allocated bytes, 5 frees, 6 freed bytes, 7 current bytes, 8 peak bytes, 9-15 unused.
+/// Record words (`CAT_SCOPE_*`): head (the tag `generation << 16 | index + 1` while active; `| retired` once
+/// ended; 0 never used), parent tag (0: none), flags (`CAT_SCOPE_CAPTURE_STACKS`, read by the C hook),
+/// allocations, allocated bytes, frees, freed bytes, current bytes, peak bytes; the rest unused. Records are
+/// claimed, read and ended outside malloc by the tables' read side (`_TraceTable+Reading.swift`).
 ///
 /// An allocation made in scope S is tagged S in its trace (word `CAT_E_SCOPE`); its free walks S and S's ancestors
 /// (bounded by `maxDepth`), updating every record whose head still equals the tag in the chain. A retired record
@@ -709,7 +710,6 @@ enum _UnsafeTraceTable {
 enum _UnsafeScopes {
     @inline(__always) static var retired: UInt64 { 1 << 63 }
     @inline(__always) static var maxDepth: Int { 16 }
-    @inline(__always) static var captureStacksFlag: UInt64 { 1 }
 
     @inline(__always)
     static func record(_ state: _UnsafeTrackerState, _ tag: UInt64) -> UnsafeMutablePointer<UInt64>? {
@@ -723,18 +723,19 @@ enum _UnsafeScopes {
         var t = tag
         var depth = 0
         while t != 0, depth < maxDepth, let r = record(state, t) {
-            let head = r.atomicLoad()
+            let head = (r + Int(CAT_SCOPE_HEAD)).atomicLoad()
             guard head & ~retired == t else { return }
             if head & retired == 0 {
-                (r + 3).atomicAdd(1)
-                (r + 4).atomicAdd(bytes)
-                let current = (r + 7).atomicAdd(bytes) &+ bytes
-                var peak = (r + 8).atomicLoad()
+                (r + Int(CAT_SCOPE_ALLOCATIONS)).atomicAdd(1)
+                (r + Int(CAT_SCOPE_ALLOCATED_BYTES)).atomicAdd(bytes)
+                let current = (r + Int(CAT_SCOPE_CURRENT_BYTES)).atomicAdd(bytes) &+ bytes
+                let peakWord = r + Int(CAT_SCOPE_PEAK_BYTES)
+                var peak = peakWord.atomicLoad()
                 while current > peak, current < retired {  // never raise the peak to a wrapped value
-                    if (r + 8).atomicCompareExchange(expected: &peak, desired: current) { break }
+                    if peakWord.atomicCompareExchange(expected: &peak, desired: current) { break }
                 }
             }
-            t = (r + 1).atomicLoad()
+            t = (r + Int(CAT_SCOPE_PARENT)).atomicLoad()
             depth &+= 1
         }
     }
@@ -745,14 +746,14 @@ enum _UnsafeScopes {
         var t = tag
         var depth = 0
         while t != 0, depth < maxDepth, let r = record(state, t) {
-            let head = r.atomicLoad()
+            let head = (r + Int(CAT_SCOPE_HEAD)).atomicLoad()
             guard head & ~retired == t else { return }
             if head & retired == 0 {
-                (r + 5).atomicAdd(count)
-                (r + 6).atomicAdd(bytes)
-                (r + 7).atomicSubtract(bytes)
+                (r + Int(CAT_SCOPE_FREES)).atomicAdd(count)
+                (r + Int(CAT_SCOPE_FREED_BYTES)).atomicAdd(bytes)
+                (r + Int(CAT_SCOPE_CURRENT_BYTES)).atomicSubtract(bytes)
             }
-            t = (r + 1).atomicLoad()
+            t = (r + Int(CAT_SCOPE_PARENT)).atomicLoad()
             depth &+= 1
         }
     }
@@ -764,8 +765,8 @@ enum _UnsafeScopes {
         var depth = 0
         while t != 0, depth < maxDepth, let r = record(state, t) {
             if t == scope { return true }
-            guard r.atomicLoad() & ~retired == t else { return false }
-            t = (r + 1).atomicLoad()
+            guard (r + Int(CAT_SCOPE_HEAD)).atomicLoad() & ~retired == t else { return false }
+            t = (r + Int(CAT_SCOPE_PARENT)).atomicLoad()
             depth &+= 1
         }
         return false

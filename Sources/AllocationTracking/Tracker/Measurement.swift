@@ -127,7 +127,7 @@ extension AllocationTracker {
         var captureStacks: Bool
         var tablesEpoch: UInt64
         var implicitGeneration: UInt64?  // set when this measurement holds an implicit start
-        var droppedAtStart: UInt64 = 0
+        var droppedAtStart = 0
     }
 
     static func _beginScope(_ scope: MeasurementScope, captureStacks: Bool) throws -> _ScopeToken {
@@ -153,90 +153,60 @@ extension AllocationTracker {
             _TrackerSession.implicitStarts += 1
             implicitGeneration = _TrackerSession.implicitGeneration
         }
-        let state = _UnsafeTrackerState.process
-        let scopes = Int(CAT_SCOPES)
-        var claimed: (index: Int, record: UnsafeMutablePointer<UInt64>)? = nil
-        for step in 0..<scopes {
-            let index = (_TrackerSession.scopeCursor + step) % scopes
-            let record = state.word(Int(CAT_W_SCOPES) + index * Int(CAT_SCOPE_WORDS))
-            let head = record.atomicLoad()
-            if head == 0 || head & _UnsafeScopes.retired != 0 {
-                claimed = (index, record)
-                _TrackerSession.scopeCursor = (index + 1) % scopes
-                break
-            }
-        }
-        guard let (index, record) = claimed else {
+        let processScope = _UnsafeScopes.processScope
+        let previous = scope == .thread ? cat_thread_scope() : processScope.atomicLoad()
+        let parent = previous != 0 ? previous : processScope.atomicLoad()
+        guard let (tag, index) = _UnsafeScopes.begin(parent: parent, captureStacks: captureStacks,
+                                                     cursor: _TrackerSession.scopeCursor) else {
             if implicitGeneration != nil { _releaseImplicitStartLocked(implicitGeneration) }
-            throw AllocationTrackingError(.unavailable, "more than \(scopes) allocation measurements are active at once")
+            throw AllocationTrackingError(.unavailable, "more than \(CAT_SCOPES) allocation measurements are active at once")
         }
-        let generation = ((record.atomicLoad() & ~_UnsafeScopes.retired) >> 16) &+ 1
-        let tag = (generation << 16 | UInt64(index + 1)) & ~_UnsafeScopes.retired
-        let processWord = state.word(Int(CAT_W_SCOPE_PROCESS))
-        let previous = scope == .thread ? cat_thread_scope() : processWord.atomicLoad()
-        let parent = previous != 0 ? previous : processWord.atomicLoad()
-        for word in 1..<Int(CAT_SCOPE_WORDS) { (record + word).atomicStore(0) }
-        (record + 1).atomicStore(parent)
-        (record + 2).atomicStore(captureStacks ? _UnsafeScopes.captureStacksFlag : 0)
-        record.atomicStoreRelease(tag)
-        if scope == .process { processWord.atomicStoreRelease(tag) }
+        _TrackerSession.scopeCursor = (index + 1) % Int(CAT_SCOPES)
+        if scope == .process { processScope.atomicStoreRelease(tag) }
         return _ScopeToken(tag: tag, scope: scope, previous: previous, captureStacks: captureStacks,
                            tablesEpoch: _TrackerSession.tablesEpoch, implicitGeneration: implicitGeneration,
-                           droppedAtStart: state.shardSum(Int(CAT_S_DROPPED)))
+                           droppedAtStart: tracedMemory.droppedAllocations)
     }
 
     /// Ends a scope: uninstalls it first, so the end's own work is never counted.
     static func _endScope(_ token: _ScopeToken) -> AllocationMeasurement {
-        let state = _UnsafeTrackerState.process
         if token.scope == .thread {
             cat_thread_set_scope(token.previous)
         } else {
             // Process scopes may end out of order (async code): put back the nearest enclosing scope that is
             // still running, never one that has ended.
             var expected = token.tag
-            _ = state.word(Int(CAT_W_SCOPE_PROCESS)).atomicCompareExchange(
-                expected: &expected, desired: _liveScope(state, from: token.previous))
+            _ = _UnsafeScopes.processScope.atomicCompareExchange(
+                expected: &expected, desired: _UnsafeScopes.liveScope(from: token.previous))
         }
         let previousState = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previousState) }
-        let record = _UnsafeScopes.record(state, token.tag)!
         var raw: [_RawTrace] = []
         var maxFrames = 0
         var interrupted = false
-        var counters = [Int](repeating: 0, count: Int(CAT_SCOPE_WORDS))
+        var counters = _ScopeCounters()
         do {
             cat_api_lock()
             defer { cat_api_unlock() }
             interrupted = !isTracing || _TrackerSession.tablesEpoch != token.tablesEpoch
-            if !interrupted, let (copied, configuration, _) = try? _copyTracesLocked(scope: token.tag) {
-                raw = copied
+            if !interrupted, let configuration = _TrackerSession.configuration {
+                // What is still live: a site of the scope whose blocks were all freed leaked nothing.
+                raw = _UnsafeTraceTable.copyTraces(.live, scope: token.tag).traces
                 maxFrames = configuration.maxFrames
             }
-            // Read before retiring: once retired (and the lock released) the record may be recycled.
-            for word in 3...8 { counters[word] = Int(truncatingIfNeeded: (record + word).atomicLoad()) }
-            record.atomicStoreRelease(token.tag | _UnsafeScopes.retired)
+            // Read before ending: once ended (and the lock released) the record may be recycled.
+            counters = _UnsafeScopes.counters(token.tag)
+            _UnsafeScopes.end(token.tag)
             _releaseImplicitStartLocked(token.implicitGeneration)
         }
-        let traces = token.captureStacks ? _symbolicated(raw) : raw.map { $0.trace() }
-        let dropped = interrupted ? 0 : Int(truncatingIfNeeded: state.shardSum(Int(CAT_S_DROPPED)) &- token.droppedAtStart)
+        let traces = token.captureStacks ? _Symbolicator.shared.traces(for: raw) : raw.map { $0.unsymbolicatedTrace() }
+        // Wrapping: the counter restarts from 0 after a stop (the measurement is then interrupted anyway).
+        let dropped = interrupted ? 0 : tracedMemory.droppedAllocations &- token.droppedAtStart
         return AllocationMeasurement(
-            allocations: counters[3], allocatedBytes: counters[4], frees: counters[5], freedBytes: counters[6],
-            peakBytes: counters[8], leaked: Snapshot(traces: traces, tracebackLimit: maxFrames, droppedAllocations: dropped),
+            allocations: counters.allocations, allocatedBytes: counters.allocatedBytes, frees: counters.frees,
+            freedBytes: counters.freedBytes, peakBytes: counters.peakBytes,
+            leaked: Snapshot(traces: traces, tracebackLimit: maxFrames, droppedAllocations: dropped),
             interrupted: interrupted, scope: token.scope, droppedAllocations: dropped)
-    }
-
-    /// `tag` if that scope is still running, else its nearest running ancestor (a retired record keeps its parent
-    /// link), else 0.
-    static func _liveScope(_ state: _UnsafeTrackerState, from tag: UInt64) -> UInt64 {
-        var current = tag
-        for _ in 0..<16 where current != 0 {
-            guard let record = _UnsafeScopes.record(state, current) else { return 0 }
-            let head = record.atomicLoad()
-            if head == current { return current }  // running
-            guard head == current | _UnsafeScopes.retired else { return 0 }  // recycled: the chain is gone
-            current = (record + 1).atomicLoad()
-        }
-        return 0
     }
 
     /// Drops a measurement's hold on the implicitly started tracker; the last one stops it. API lock held.
