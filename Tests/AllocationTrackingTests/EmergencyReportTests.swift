@@ -1,4 +1,6 @@
 import AllocationTracking
+import AllocationTrackingTestSupport
+import CAllocationTracking
 import Foundation
 import Testing
 
@@ -124,5 +126,63 @@ extension TrackerTests {
         #expect(_EmergencyNames.line(for: frames)
             == "renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31 ← App+0x234")
         #expect(_EmergencyNames.line(for: []) == "")
+    }
+}
+
+extension TrackerTests {
+    /// The image list the allocation-failure report prints unnamed frames from (`cat_images_find`) is built by the
+    /// one program-header walker (`cat_loaded_images_visit`): the image holding a C function of the test support
+    /// code and libc's `getpid` are found, with the walker's range, load bias and build id, named by basename.
+    @Test static func imageListAgreesWithTheLoadedImagesWalker() throws {
+        struct Search {
+            var address: UInt
+            var found = false
+            var start: UInt = 0, end: UInt = 0, bias: UInt = 0
+            var buildID: [UInt8] = []
+            var path = ""
+        }
+        func walk(_ address: UInt) -> Search {
+            var search = Search(address: address)
+            withUnsafeMutablePointer(to: &search) { pointer in
+                cat_loaded_images_visit({ image, context in
+                    let search = context!.assumingMemoryBound(to: Search.self)
+                    let address = search.pointee.address
+                    guard address >= image.pointee.start && address < image.pointee.end else { return 0 }
+                    search.pointee.found = true
+                    search.pointee.start = image.pointee.start
+                    search.pointee.end = image.pointee.end
+                    search.pointee.bias = image.pointee.bias
+                    search.pointee.buildID = withUnsafeBytes(of: image.pointee.buildID) {
+                        Array($0.prefix(Int(image.pointee.buildIDLength)))
+                    }
+                    search.pointee.path = String(cString: image.pointee.path)
+                    return 1
+                }, pointer)
+            }
+            return search
+        }
+        let getpidAddress = UInt(bitPattern: dlsym(UnsafeMutableRawPointer(bitPattern: 0), "getpid"))
+        #expect(getpidAddress != 0)
+        cat_images_capture()
+        #expect(cat_images_count() > 1)
+        for address in [UInt(ats_alloc_text_start()), getpidAddress] {
+            let walked = walk(address)
+            #expect(walked.found, "no image holds 0x\(String(address, radix: 16))")
+            var entry = cat_image_entry()
+            #expect(cat_images_find(address, &entry))
+            let name = withUnsafeBytes(of: entry.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            #expect(name == String(walked.path.split(separator: "/").last ?? ""), "\(name) vs \(walked.path)")
+            #expect(entry.start == walked.start && entry.end == walked.end)
+            #expect(entry.bias == walked.bias)
+            let entryID = withUnsafeBytes(of: entry.buildID) { Array($0.prefix(Int(entry.buildIDLength))) }
+            #expect(entryID == walked.buildID)
+        }
+        var entry = cat_image_entry()
+        #expect(cat_images_find(0, &entry) == false)
+        var libc = cat_image_entry()
+        _ = cat_images_find(getpidAddress, &libc)
+        let libcName = withUnsafeBytes(of: libc.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        #expect(libcName.hasPrefix("libc"), "\(libcName)")
+        #expect(libc.buildIDLength > 0, "Debian's libc has a GNU build id")
     }
 }

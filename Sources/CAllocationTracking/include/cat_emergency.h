@@ -1,4 +1,5 @@
-// cat_emergency.h: the report written when an allocation FAILS (emergency_report.c), without allocating.
+// cat_emergency.h: the report written when an allocation FAILS (emergency_report.c), without allocating, and
+// the pre-resolved names it prints (names_arena.c).
 //
 // When the real allocator returns NULL for a valid request (malloc/calloc/realloc/reallocarray with a size > 0,
 // posix_memalign returning ENOMEM, aligned_alloc/memalign/valloc/pvalloc returning NULL with errno ENOMEM — not
@@ -17,7 +18,7 @@
 //   a second) symbolicates the sites the report would print (the top CAT_EMERGENCY_MAX_SITES by live bytes)
 //   while memory is plentiful and stores one short line per trace id with cat_names_put. A site that entered
 //   the top since the last refresh is printed as `image+0xoffset (build id …)` from the image list recorded by
-//   cat_images_capture() — no dladdr, no DWARF;
+//   cat_images_capture() (cat_images.h) — no dladdr, no DWARF;
 // - the calling thread is CAT_THREAD_INTERNAL (and inside the hook) while writing, so anything unexpected passes
 //   straight through untracked; such a call would be counted by cat_debug_internal_allocations() (the tests
 //   assert it stays 0).
@@ -65,7 +66,7 @@ uint64_t cat_emergency_followup_sequence(void);
 /// (`capacity` bytes, NUL-terminated), and the sequence value it belongs to. Outside malloc; never blocks a report.
 uint64_t cat_emergency_followup(char *path, size_t capacity);
 
-// MARK: - Pre-resolved names (written outside malloc, read by the emergency path)
+// MARK: - Pre-resolved names (names_arena.c: written outside malloc, read by the emergency path)
 
 /// Maps (once; idempotent) an index of `maxTraces` per-trace offsets and an 8 MiB string arena, MAP_NORESERVE:
 /// pages are touched only as names are stored. Returns 0, or -1 when the memory cannot be mapped.
@@ -83,16 +84,6 @@ uint64_t cat_names_generation(void);
 /// The stored name of `traceID`: its length, with `*text` pointing into the arena; 0 when none.
 /// Async-signal-safe, allocation-free.
 size_t cat_names_get(uint64_t traceID, const char *_Nullable *_Nonnull text);
-
-// MARK: - Loaded images (for frames without a name)
-
-/// Records the loaded images (file name, address range, load bias, GNU build id from PT_NOTE NT_GNU_BUILD_ID)
-/// into static storage with dl_iterate_phdr (at most 512 images). Outside malloc (the loader takes its lock);
-/// cheap: call it whenever the image set may have changed. Readers use a sequence counter and skip an image
-/// list being rewritten.
-void cat_images_capture(void);
-/// Number of images recorded (for the tests).
-uint32_t cat_images_count(void);
 
 #pragma clang assume_nonnull end
 
