@@ -23,6 +23,7 @@ enum { CAT_EMERGENCY_DEFAULT_SITES = 20, CAT_EMERGENCY_PATH_MAX = 4096 };
 static uint64_t g_cat_em_enabled;
 static uint64_t g_cat_em_top_sites = CAT_EMERGENCY_DEFAULT_SITES;
 static uint64_t g_cat_em_min_interval_ns = 10ull * 1000 * 1000 * 1000;
+static int g_cat_em_standard_error = 1;
 static char g_cat_em_directory[CAT_EMERGENCY_PATH_MAX];
 static cat_cgroup g_cat_em_cgroup;
 
@@ -40,7 +41,8 @@ static uint64_t g_cat_em_followup_sequence;
 static char g_cat_em_followup_path[CAT_EMERGENCY_PATH_MAX + 64];
 static char g_cat_em_last_path[CAT_EMERGENCY_PATH_MAX + 64];
 
-void cat_emergency_configure(int enabled, const char *directory, uint32_t topSites, uint64_t minIntervalNs) {
+void cat_emergency_configure(int enabled, const char *directory, int standardError, uint32_t topSites,
+                             uint64_t minIntervalNs, const char *procSelfCgroup, const char *cgroupRoot) {
     cat_store_seq_cst(&g_cat_em_enabled, 0);  // no report reads the settings while they change
     while (cat_load_acquire(&g_cat_em_busy) != 0) cat_yield();
     size_t length = directory ? strlen(directory) : 0;
@@ -50,10 +52,11 @@ void cat_emergency_configure(int enabled, const char *directory, uint32_t topSit
     uint32_t sites = topSites == 0 ? CAT_EMERGENCY_DEFAULT_SITES : topSites;
     g_cat_em_top_sites = sites > CAT_EMERGENCY_MAX_SITES ? CAT_EMERGENCY_MAX_SITES : sites;
     g_cat_em_min_interval_ns = minIntervalNs;
+    g_cat_em_standard_error = standardError != 0;
     long pages = sysconf(_SC_PHYS_PAGES), pageSize = sysconf(_SC_PAGESIZE);
     g_cat_em_pressure_size_limit = pages > 0 && pageSize > 0 ? (uint64_t)pages * (uint64_t)pageSize : UINT64_MAX;
     cat_process_memory_init();
-    cat_cgroup_detect(NULL, NULL, &g_cat_em_cgroup);
+    cat_cgroup_detect(procSelfCgroup, cgroupRoot, &g_cat_em_cgroup);  // the group the watchdog watches
     cat_store_seq_cst(&g_cat_em_enabled, enabled ? 1 : 0);
 }
 
@@ -174,7 +177,7 @@ static void cat_em_write_frame(cat_text_writer *w, uintptr_t address, uintptr_t 
 
 static void cat_em_write(const char *function, size_t size, int fd, const char *path) {
     cat_text_writer *w = &g_cat_em_writer;
-    cat_tw_init(w, 2, fd);
+    cat_tw_init(w, g_cat_em_standard_error ? 2 : -1, fd);
     uint64_t *words = cat_state_words();
     uint64_t current = cat_load_relaxed(words + CAT_W_CURRENT);
     uint64_t peak = cat_load_relaxed(words + CAT_W_PEAK);
@@ -301,10 +304,18 @@ void cat_emergency_report(const char *function, size_t size) {
                 fd = cat_report_open_file(g_cat_em_directory, getpid(), cat_unix_seconds(), g_cat_em_last_path,
                                           sizeof(g_cat_em_last_path));
                 if (fd < 0) {
-                    static const char message[] =
-                        "swift-allocation-tracking: cannot create the report file in the configured directory; "
-                        "writing the report to stderr only\n";
-                    cat_write_stderr(message, sizeof(message) - 1);
+                    // One line saying why, on stderr even when the report does not go there (as the other
+                    // reports do).
+                    static const char toStderr[] =
+                        "swift-allocation-tracking: cannot create the allocation-failure report file in the "
+                        "configured directory; writing the report to stderr only\n";
+                    static const char lost[] =
+                        "swift-allocation-tracking: cannot create the allocation-failure report file in the "
+                        "configured directory; the report is not written (stderr=off)\n";
+                    if (g_cat_em_standard_error)
+                        cat_write_stderr(toStderr, sizeof(toStderr) - 1);
+                    else
+                        cat_write_stderr(lost, sizeof(lost) - 1);
                     g_cat_em_last_path[0] = 0;
                 }
             }

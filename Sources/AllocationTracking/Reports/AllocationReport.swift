@@ -54,7 +54,8 @@ extension AllocationTracker {
     /// Called after every report is written (from the thread that wrote it: the watchdog for limits and
     /// signals), to flush logs or export a profile. Runs outside the allocation path; keep it short. For an
     /// allocation failure (written inside the failing call, without allocating) the watchdog calls it once its
-    /// pause after the failure (`Limits.minimumInterval`) is over, with the report's text and the peak snapshot.
+    /// pause after the failure (`Limits.pauseAfterAllocationFailure`) is over, with the report's text and the peak
+    /// snapshot.
     public static var onReport: (@Sendable (AllocationReport) -> Void)? {
         get { _ReportWriter.callback.withLock { $0 } }
         set { _ReportWriter.callback.withLock { $0 = newValue } }

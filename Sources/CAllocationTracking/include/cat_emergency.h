@@ -4,11 +4,11 @@
 // When the real allocator returns NULL for a valid request (malloc/calloc/realloc/reallocarray with a size > 0,
 // posix_memalign returning ENOMEM, aligned_alloc/memalign/valloc/pvalloc returning NULL with errno ENOMEM — not
 // for invalid arguments such as a bad alignment or an overflowing calloc), the interposer calls
-// cat_emergency_report() before returning the NULL with errno unchanged. The report goes to stderr and to a new
-// file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file: 0600, O_CREAT|O_EXCL|O_NOFOLLOW,
-// fsync'd) and holds: the trigger (function and size), time, pid, tracked current/peak bytes, dropped
-// allocations, RSS, cgroup usage and limit, oom_score/oom_score_adj, and the top N sites by live bytes with
-// count, size, share and a short traceback.
+// cat_emergency_report() before returning the NULL with errno unchanged. The report goes to stderr (unless
+// configured off) and to a new file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file: 0600,
+// O_CREAT|O_EXCL|O_NOFOLLOW, fsync'd) and holds: the trigger (function and size), time, pid, tracked
+// current/peak bytes, dropped allocations, RSS, the usage and limit of the configured cgroup,
+// oom_score/oom_score_adj, and the top N sites by live bytes with count, size, share and a short traceback.
 //
 // Nothing on that path may call malloc (the heap is exhausted, and we are inside malloc):
 // - the text goes through a static cat_text_writer (a fixed 4 KiB buffer) with hand-formatted numbers, write(2);
@@ -24,7 +24,8 @@
 //   assert it stays 0).
 // One report at a time (another thread failing meanwhile skips, counted), and at most one per minimum interval
 // (default 10 s; failures inside it are counted as skipped). Every failure is timed (cat_emergency_memory_short):
-// the watchdog stays off the heap for a while afterwards, then writes the JSON companion and calls onReport.
+// the watchdog stays off the heap for its pause after a failure (`Limits.pauseAfterAllocationFailure`), then
+// writes the JSON companion and calls onReport.
 #ifndef CAT_EMERGENCY_H
 #define CAT_EMERGENCY_H
 
@@ -41,11 +42,21 @@ extern "C" {
 /// The most sites the report lists (`topSites` is clamped to it).
 enum { CAT_EMERGENCY_MAX_SITES = 64 };
 
-/// Configures the allocation-failure report. Call outside malloc (API lock held): copies `directory` into
-/// static storage (NULL or "": stderr only), detects the cgroup once and caches it, caches the page size.
-/// `enabled == 0` turns the report off. `topSites` 0 means the default (20); `minIntervalNs` is the minimum time
-/// between two reports. Not async-signal-safe.
-void cat_emergency_configure(int enabled, const char *_Nullable directory, uint32_t topSites, uint64_t minIntervalNs);
+/// Configures the allocation-failure report from the tracker's configuration, as the other reports read it.
+/// Call outside malloc (API lock held). `enabled == 0` turns the report off.
+/// - `directory`: copied into static storage (NULL, "" or a path of 4096 bytes or more: no file).
+/// - `standardError`: nonzero writes the report to stderr too (`Report.standardError`). Off, with no file, the
+///   report is written nowhere (still counted, and followed up); a file that cannot be created is reported in
+///   one stderr line either way.
+/// - `topSites`: 0 means the default (20); clamped to CAT_EMERGENCY_MAX_SITES.
+/// - `minIntervalNs`: the minimum time between two reports.
+/// - `procSelfCgroup`, `cgroupRoot`: where the memory cgroup is found (`Limits.procSelfCgroup`/`cgroupRoot`;
+///   NULL: the defaults), as cat_cgroup_detect takes them. Detected once here and cached: the report only reads
+///   the group's files.
+/// Caches the page size and the machine's memory too. Not async-signal-safe.
+void cat_emergency_configure(int enabled, const char *_Nullable directory, int standardError, uint32_t topSites,
+                             uint64_t minIntervalNs, const char *_Nullable procSelfCgroup,
+                             const char *_Nullable cgroupRoot);
 
 /// Writes the report for a failed `function(size)` (see above). Allocation-free and lock-free (it waits only
 /// where every allocation may: the gate's reader side while a writer holds it). Preserves errno. Returns at once
@@ -55,7 +66,8 @@ void cat_emergency_report(const char *function, size_t size);
 
 /// Statistics for the tests: reports written, failures skipped (rate limit or a report in progress).
 void cat_emergency_stats(uint64_t *written, uint64_t *skipped);
-/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (only
+/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (the
+/// watchdog passes `Limits.pauseAfterAllocationFailure`; only
 /// requests smaller than the machine's physical memory count: a failed malloc(SIZE_MAX) is no sign of pressure).
 /// The tracker's own thread (the watchdog's name refresh) does not allocate then: in Swift an allocation that
 /// fails traps, and the heap is exhausted — the process's own error path must get the memory that is left.
