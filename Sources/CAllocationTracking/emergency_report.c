@@ -1,31 +1,20 @@
-// The report written when an allocation fails, without allocating (contract: include/cat_emergency.h).
+// The report written when an allocation fails, without allocating (contract: include/cat_emergency.h): its
+// configuration and rate limit, the follow-up sequence lock the watchdog reads, and the report's text.
 //
 // Everything the report needs is prepared while memory is plentiful: the configuration and the cgroup files
-// (cat_emergency_configure), the names of the sites (cat_names_put, from the watchdog's
-// `_EmergencyNames.refresh()`), the loaded images and their build ids (cat_images_capture). The report itself
-// uses static buffers only (the "emergency reserve": the text writer, the top-site arrays, the path), formats
-// numbers by hand and writes with write(2).
+// (cat_emergency_configure), the names of the sites (names_arena.c, filled by the watchdog's
+// `_EmergencyNames.refresh()`), the loaded images and their build ids (loaded_images.c, cat_images_capture).
+// The report itself uses static buffers only (the "emergency reserve": the text writer, the top-site arrays,
+// the path), formats numbers by hand and writes with write(2).
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
-#include "cat_emergency.h"
+#include "cat_internal.h"
 
-#include <elf.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <link.h>
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
-
-// interposer.c: marks the calling thread as inside the tracker's hook for the duration of the report (its
-// allocations, if any, pass straight through and are counted by cat_debug_internal_allocations). Returns 0 when
-// the thread is already the tracker's own (inside the hook, or CAT_THREAD_INTERNAL): no report then.
-int cat_enter_emergency(void);
-void cat_leave_emergency(void);
-const cat_recorder *cat_current_recorder(void);
 
 // MARK: - Configuration
 
@@ -34,6 +23,7 @@ enum { CAT_EMERGENCY_DEFAULT_SITES = 20, CAT_EMERGENCY_PATH_MAX = 4096 };
 static uint64_t g_cat_em_enabled;
 static uint64_t g_cat_em_top_sites = CAT_EMERGENCY_DEFAULT_SITES;
 static uint64_t g_cat_em_min_interval_ns = 10ull * 1000 * 1000 * 1000;
+static int g_cat_em_standard_error = 1;
 static char g_cat_em_directory[CAT_EMERGENCY_PATH_MAX];
 static cat_cgroup g_cat_em_cgroup;
 
@@ -51,7 +41,8 @@ static uint64_t g_cat_em_followup_sequence;
 static char g_cat_em_followup_path[CAT_EMERGENCY_PATH_MAX + 64];
 static char g_cat_em_last_path[CAT_EMERGENCY_PATH_MAX + 64];
 
-void cat_emergency_configure(int enabled, const char *directory, uint32_t topSites, uint64_t minIntervalNs) {
+void cat_emergency_configure(int enabled, const char *directory, int standardError, uint32_t topSites,
+                             uint64_t minIntervalNs, const char *procSelfCgroup, const char *cgroupRoot) {
     cat_store_seq_cst(&g_cat_em_enabled, 0);  // no report reads the settings while they change
     while (cat_load_acquire(&g_cat_em_busy) != 0) cat_yield();
     size_t length = directory ? strlen(directory) : 0;
@@ -61,10 +52,11 @@ void cat_emergency_configure(int enabled, const char *directory, uint32_t topSit
     uint32_t sites = topSites == 0 ? CAT_EMERGENCY_DEFAULT_SITES : topSites;
     g_cat_em_top_sites = sites > CAT_EMERGENCY_MAX_SITES ? CAT_EMERGENCY_MAX_SITES : sites;
     g_cat_em_min_interval_ns = minIntervalNs;
+    g_cat_em_standard_error = standardError != 0;
     long pages = sysconf(_SC_PHYS_PAGES), pageSize = sysconf(_SC_PAGESIZE);
     g_cat_em_pressure_size_limit = pages > 0 && pageSize > 0 ? (uint64_t)pages * (uint64_t)pageSize : UINT64_MAX;
     cat_process_memory_init();
-    cat_cgroup_detect(NULL, NULL, &g_cat_em_cgroup);
+    cat_cgroup_detect(procSelfCgroup, cgroupRoot, &g_cat_em_cgroup);  // the group the watchdog watches
     cat_store_seq_cst(&g_cat_em_enabled, enabled ? 1 : 0);
 }
 
@@ -101,191 +93,6 @@ uint64_t cat_emergency_followup(char *path, size_t capacity) {
     }
 }
 
-// MARK: - Pre-resolved names
-
-enum { CAT_NAMES_ARENA_BYTES = 8 << 20, CAT_NAME_MAX = 1024 };
-
-static uint64_t *g_cat_names_index;     // maxTraces words: arena offset + 1 of the trace's record, 0 none
-static uint64_t g_cat_names_capacity;   // entries in the index
-static unsigned char *g_cat_names_arena;
-static uint64_t g_cat_names_cursor;     // bytes used in the arena
-static uint64_t g_cat_names_watermark;  // one past the highest trace id given to cat_names_put (for the reset)
-static uint64_t g_cat_names_generation;
-
-static void *cat_names_map(size_t bytes) {
-    void *pages = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return pages == MAP_FAILED ? NULL : pages;
-}
-
-int cat_names_reserve(uint64_t maxTraces) {
-    if (cat_load_acquire((uint64_t *)&g_cat_names_arena) != 0) return 0;
-    if (maxTraces == 0) maxTraces = 1;
-    uint64_t *index = cat_names_map(maxTraces * sizeof(uint64_t));
-    if (!index) return -1;
-    unsigned char *arena = cat_names_map(CAT_NAMES_ARENA_BYTES);
-    if (!arena) { munmap(index, maxTraces * sizeof(uint64_t)); return -1; }
-    g_cat_names_index = index;
-    cat_store_release(&g_cat_names_capacity, maxTraces);
-    cat_store_release((uint64_t *)&g_cat_names_arena, (uint64_t)(uintptr_t)arena);
-    return 0;
-}
-
-int cat_names_put(uint64_t traceID, const char *text, size_t length) {
-    unsigned char *arena = (unsigned char *)(uintptr_t)cat_load_acquire((uint64_t *)&g_cat_names_arena);
-    if (!arena) return 0;
-    if (length > CAT_NAME_MAX) length = CAT_NAME_MAX;
-    int stored = 0;
-    // An id past the index (a later start with a larger maxTraces) or a full arena: no name (the caller
-    // remembers, so as not to resolve it again every second).
-    if (length > 0 && traceID < g_cat_names_capacity) {
-        uint64_t offset = g_cat_names_cursor;
-        uint64_t record = (16 + length + 7) & ~(uint64_t)7;
-        if (offset + record <= CAT_NAMES_ARENA_BYTES) {
-            uint64_t header[2] = {traceID, length};
-            memcpy(arena + offset, header, sizeof(header));
-            memcpy(arena + offset + 16, text, length);
-            g_cat_names_cursor = offset + record;
-            cat_store_release(&g_cat_names_index[traceID], offset + 1);  // publishes the complete record
-            stored = 1;
-        }
-    }
-    if (traceID + 1 > g_cat_names_watermark) cat_store_release(&g_cat_names_watermark, traceID + 1);
-    return stored;
-}
-
-void cat_names_reset(void) {
-    if (!g_cat_names_arena) {
-        cat_add_seq_cst(&g_cat_names_generation, 1);
-        return;
-    }
-    uint64_t used = g_cat_names_watermark < g_cat_names_capacity ? g_cat_names_watermark : g_cat_names_capacity;
-    for (uint64_t i = 0; i < used; i++) cat_store_relaxed(&g_cat_names_index[i], 0);
-    g_cat_names_cursor = 0;
-    cat_store_release(&g_cat_names_watermark, 0);
-    cat_add_seq_cst(&g_cat_names_generation, 1);
-}
-
-uint64_t cat_names_generation(void) { return cat_load_acquire(&g_cat_names_generation); }
-
-size_t cat_names_get(uint64_t traceID, const char **text) {
-    *text = NULL;
-    unsigned char *arena = (unsigned char *)(uintptr_t)cat_load_acquire((uint64_t *)&g_cat_names_arena);
-    if (!arena || traceID >= cat_load_acquire(&g_cat_names_capacity)) return 0;
-    uint64_t slot = cat_load_acquire(&g_cat_names_index[traceID]);
-    if (slot == 0 || slot - 1 + 16 > CAT_NAMES_ARENA_BYTES) return 0;
-    uint64_t header[2];
-    memcpy(header, arena + slot - 1, sizeof(header));
-    // A record of another id (the names were reset meanwhile) or a length running off the arena: no name.
-    if (header[0] != traceID || header[1] == 0 || header[1] > CAT_NAME_MAX ||
-        slot - 1 + 16 + header[1] > CAT_NAMES_ARENA_BYTES)
-        return 0;
-    *text = (const char *)arena + slot - 1 + 16;
-    return (size_t)header[1];
-}
-
-// MARK: - Loaded images
-
-enum { CAT_IMAGES_MAX = 512, CAT_IMAGE_NAME = 96 };
-
-typedef struct {
-    uintptr_t start, end;  // lowest and highest PT_LOAD address
-    uintptr_t bias;        // dlpi_addr: address - bias is what addr2line -e <image> wants
-    char name[CAT_IMAGE_NAME];
-    unsigned char buildID[CAT_BUILD_ID_MAX];
-    uint32_t buildIDLength;
-} cat_image;
-
-static cat_image g_cat_images[CAT_IMAGES_MAX];
-static uint32_t g_cat_image_count;
-static uint64_t g_cat_images_sequence;  // odd while the list is rewritten
-
-static void cat_copy_basename(char *out, size_t size, const char *path) {
-    const char *base = path;
-    for (const char *p = path; *p; p++)
-        if (*p == '/') base = p + 1;
-    size_t n = strlen(base);
-    if (n >= size) n = size - 1;
-    memcpy(out, base, n);
-    out[n] = 0;
-}
-
-static int cat_image_callback(struct dl_phdr_info *info, size_t size, void *context) {
-    (void)size;
-    uint32_t *count = context;
-    if (*count >= CAT_IMAGES_MAX) return 1;
-    cat_image image;
-    memset(&image, 0, sizeof(image));
-    image.bias = (uintptr_t)info->dlpi_addr;
-    image.start = UINTPTR_MAX;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_LOAD) {
-            uintptr_t start = image.bias + ph->p_vaddr, end = start + ph->p_memsz;
-            if (start < image.start) image.start = start;
-            if (end > image.end) image.end = end;
-        } else if (ph->p_type == PT_NOTE && image.buildIDLength == 0) {
-            const unsigned char *note = (const unsigned char *)(image.bias + ph->p_vaddr);
-            const unsigned char *limit = note + ph->p_memsz;
-            while (note + sizeof(ElfW(Nhdr)) <= limit) {
-                const ElfW(Nhdr) *header = (const ElfW(Nhdr) *)note;
-                const unsigned char *name = note + sizeof(ElfW(Nhdr));
-                const unsigned char *desc = name + ((header->n_namesz + 3) & ~3u);
-                const unsigned char *next = desc + ((header->n_descsz + 3) & ~3u);
-                if (next > limit) break;
-                if (header->n_type == NT_GNU_BUILD_ID && header->n_namesz == 4 && memcmp(name, "GNU", 4) == 0) {
-                    uint32_t n = header->n_descsz < CAT_BUILD_ID_MAX ? header->n_descsz : CAT_BUILD_ID_MAX;
-                    memcpy(image.buildID, desc, n);
-                    image.buildIDLength = n;
-                    break;
-                }
-                note = next;
-            }
-        }
-    }
-    if (image.start == UINTPTR_MAX) return 0;
-    const char *path = info->dlpi_name;
-    char exe[512];
-    if (!path || !*path) {  // the main executable
-        ssize_t n = *count == 0 ? readlink("/proc/self/exe", exe, sizeof(exe) - 1) : -1;
-        exe[n > 0 ? n : 0] = 0;
-        path = n > 0 ? exe : "(main)";
-    }
-    cat_copy_basename(image.name, sizeof(image.name), path);
-    g_cat_images[*count] = image;
-    *count += 1;
-    return 0;
-}
-
-void cat_images_capture(void) {
-    static pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;  // outside malloc: captures may race each other
-    pthread_mutex_lock(&serial);
-    cat_add_seq_cst(&g_cat_images_sequence, 1);  // odd: readers skip the list
-    uint32_t count = 0;
-    dl_iterate_phdr(cat_image_callback, &count);
-    __atomic_store_n(&g_cat_image_count, count, __ATOMIC_RELEASE);
-    cat_add_seq_cst(&g_cat_images_sequence, 1);
-    pthread_mutex_unlock(&serial);
-}
-
-uint32_t cat_images_count(void) { return __atomic_load_n(&g_cat_image_count, __ATOMIC_ACQUIRE); }
-
-// The image holding `address` copied into `out`; 0 when unknown or the list is being rewritten.
-static int cat_image_lookup(uintptr_t address, cat_image *out) {
-    uint64_t before = cat_load_acquire(&g_cat_images_sequence);
-    if (before & 1) return 0;
-    uint32_t count = cat_images_count();
-    int found = 0;
-    for (uint32_t i = 0; i < count && i < CAT_IMAGES_MAX; i++) {
-        if (address >= g_cat_images[i].start && address < g_cat_images[i].end) {
-            *out = g_cat_images[i];
-            found = 1;
-            break;
-        }
-    }
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return found && cat_load_relaxed(&g_cat_images_sequence) == before;
-}
-
 // MARK: - The report
 
 enum { CAT_EMERGENCY_FRAMES = 6 };
@@ -298,40 +105,11 @@ static uint64_t g_cat_em_blocks[CAT_EMERGENCY_MAX_SITES];
 static uintptr_t g_cat_em_frames[CAT_EMERGENCY_MAX_SITES][CAT_EMERGENCY_FRAMES];
 static uint32_t g_cat_em_frame_counts[CAT_EMERGENCY_MAX_SITES];
 
-static void cat_civil(int64_t days, int64_t *year, int *month, int *day) {  // H. Hinnant's civil_from_days
-    days += 719468;
-    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t doe = days - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *day = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *month = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *year = yoe + era * 400 + (*month <= 2);
-}
-
-static void cat_tw_2(cat_text_writer *w, int value) {
-    cat_tw_char(w, (char)('0' + value / 10));
-    cat_tw_char(w, (char)('0' + value % 10));
-}
-
+// `2026-11-21T19:22:08Z (unix 1795288928)`.
 static void cat_tw_time(cat_text_writer *w, int64_t seconds) {
-    int64_t days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400;
-    int64_t rest = seconds - days * 86400, year;
-    int month, day;
-    cat_civil(days, &year, &month, &day);
-    cat_tw_i64(w, year, false);
-    cat_tw_char(w, '-');
-    cat_tw_2(w, month);
-    cat_tw_char(w, '-');
-    cat_tw_2(w, day);
-    cat_tw_char(w, 'T');
-    cat_tw_2(w, (int)(rest / 3600));
-    cat_tw_char(w, ':');
-    cat_tw_2(w, (int)(rest / 60 % 60));
-    cat_tw_char(w, ':');
-    cat_tw_2(w, (int)(rest % 60));
-    cat_tw_str(w, "Z (unix ");
+    char text[CAT_UTC_TEXT_SIZE];
+    cat_tw_bytes(w, text, cat_format_utc(seconds, false, text));
+    cat_tw_str(w, " (unix ");
     cat_tw_i64(w, seconds, false);
     cat_tw_char(w, ')');
 }
@@ -348,20 +126,21 @@ static uint32_t cat_em_collect(uint32_t capacity) {
     const cat_recorder *recorder = cat_current_recorder();
     if (!recorder || !recorder->topSites) return 0;
     uint64_t *words = cat_state_words();
-    uint32_t shard = cat_thread_shard();
+    uint32_t shard = cat_thread_shard_inline();
     cat_gate_enter(shard);
     uint32_t count = (uint32_t)recorder->topSites(words, g_cat_em_ids, g_cat_em_bytes, g_cat_em_blocks, capacity);
     if (count > capacity) count = capacity;
     for (uint32_t i = 0; i < count; i++) {
         g_cat_em_frame_counts[i] = 0;
+        // The trace entry: chunk id / CAT_TRACE_ENTRIES_PER_CHUNK of the trace table, slot id % that.
         uint64_t id = g_cat_em_ids[i];
-        uint64_t chunk = id >> 12;
+        uint64_t chunk = id / CAT_TRACE_ENTRIES_PER_CHUNK;
         if (chunk >= CAT_TRACE_CHUNK_LIMIT) continue;
         uint64_t *base = (uint64_t *)(uintptr_t)cat_load_acquire(words + CAT_W_TRACE_CHUNKS + chunk);
         if (!base) continue;
-        const uint64_t *entry = base + (id & 4095) * CAT_TRACE_ENTRY_WORDS;
+        const uint64_t *entry = base + (id % CAT_TRACE_ENTRIES_PER_CHUNK) * CAT_TRACE_ENTRY_WORDS;
         const uint64_t *frames = (const uint64_t *)(uintptr_t)entry[CAT_E_FRAMES];
-        uint32_t n = (uint32_t)(entry[CAT_E_SHAPE] & 0xFFFFFFFFu);
+        uint32_t n = (uint32_t)(entry[CAT_E_SHAPE] & 0xFFFFFFFFu);  // the stored frame count (low half)
         if (!frames) continue;
         if (n > CAT_EMERGENCY_FRAMES) n = CAT_EMERGENCY_FRAMES;
         for (uint32_t f = 0; f < n; f++) g_cat_em_frames[i][f] = (uintptr_t)frames[f];
@@ -374,8 +153,8 @@ static uint32_t cat_em_collect(uint32_t capacity) {
 // `image+0xoffset`, with ` (build id …)` unless the previous frame of the site was in the same image
 // (`*previousBias`).
 static void cat_em_write_frame(cat_text_writer *w, uintptr_t address, uintptr_t *previousBias) {
-    cat_image image;
-    if (cat_image_lookup(address, &image)) {
+    cat_image_entry image;
+    if (cat_images_find(address, &image)) {
         cat_tw_str(w, image.name);
         cat_tw_char(w, '+');
         cat_tw_hex(w, address - image.bias, 1);
@@ -398,7 +177,7 @@ static void cat_em_write_frame(cat_text_writer *w, uintptr_t address, uintptr_t 
 
 static void cat_em_write(const char *function, size_t size, int fd, const char *path) {
     cat_text_writer *w = &g_cat_em_writer;
-    cat_tw_init(w, 2, fd);
+    cat_tw_init(w, g_cat_em_standard_error ? 2 : -1, fd);
     uint64_t *words = cat_state_words();
     uint64_t current = cat_load_relaxed(words + CAT_W_CURRENT);
     uint64_t peak = cat_load_relaxed(words + CAT_W_PEAK);
@@ -525,10 +304,18 @@ void cat_emergency_report(const char *function, size_t size) {
                 fd = cat_report_open_file(g_cat_em_directory, getpid(), cat_unix_seconds(), g_cat_em_last_path,
                                           sizeof(g_cat_em_last_path));
                 if (fd < 0) {
-                    static const char message[] =
-                        "swift-allocation-tracking: cannot create the report file in the configured directory; "
-                        "writing the report to stderr only\n";
-                    cat_write_stderr(message, sizeof(message) - 1);
+                    // One line saying why, on stderr even when the report does not go there (as the other
+                    // reports do).
+                    static const char toStderr[] =
+                        "swift-allocation-tracking: cannot create the allocation-failure report file in the "
+                        "configured directory; writing the report to stderr only\n";
+                    static const char lost[] =
+                        "swift-allocation-tracking: cannot create the allocation-failure report file in the "
+                        "configured directory; the report is not written (stderr=off)\n";
+                    if (g_cat_em_standard_error)
+                        cat_write_stderr(toStderr, sizeof(toStderr) - 1);
+                    else
+                        cat_write_stderr(lost, sizeof(lost) - 1);
                     g_cat_em_last_path[0] = 0;
                 }
             }

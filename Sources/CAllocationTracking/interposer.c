@@ -1,4 +1,5 @@
-// The interposed malloc family and the per-thread reentrancy guard.
+// The interposed malloc family, and the hook that records each call (contracts: CAllocationTracking.h; the
+// per-thread guard it checks is thread_state.c's, see cat_internal.h).
 //
 // Every replacement forwards to the *next* definition of the same function (dlsym(RTLD_NEXT)), not to
 // __libc_malloc: a process that preloads jemalloc/tcmalloc keeps its allocator, and another interposer (such as
@@ -9,10 +10,10 @@
 // resolved function pointer. free() adds one unsigned compare for the bootstrap buffer.
 //
 // Code that runs inside malloc (everything below that is reached with g_cat_active set) must not allocate,
-// lock, or touch lazily initialised globals. Thread-locals are initial-exec so reading them never calls
-// __tls_get_addr (which may allocate).
+// lock, or touch lazily initialised globals. Thread-locals are initial-exec (CAT_TLS) so reading them never
+// calls __tls_get_addr (which may allocate).
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -31,65 +32,11 @@
 #define CAT_SANITIZER 1
 #endif
 
-#define CAT_LIKELY(x) __builtin_expect(!!(x), 1)
-#define CAT_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define CAT_TLS __thread __attribute__((tls_model("initial-exec")))
-
-// MARK: - Per-thread state (reentrancy guard)
-
-static CAT_TLS int t_cat_state;       // CAT_THREAD_*
-static CAT_TLS int t_cat_in_hook;     // 1 while this thread runs the tracker's hook
-static CAT_TLS int t_cat_rare_path;   // 1 during a documented rare path that may allocate (stack bounds)
-static CAT_TLS uint32_t t_cat_shard;  // 0 until assigned
-static uint64_t g_cat_next_shard;
-static uint64_t g_cat_internal_allocations;
-
-int cat_thread_set_state(int state) {
-    int previous = t_cat_state;
-    t_cat_state = state;
-    return previous;
-}
-
-int cat_thread_state(void) { return t_cat_state; }
-
-uint32_t cat_thread_shard(void) {
-    uint32_t shard = t_cat_shard;
-    if (CAT_UNLIKELY(shard == 0)) {
-        shard = (uint32_t)(cat_add_relaxed(&g_cat_next_shard, 1) % 63) + 1;
-        t_cat_shard = shard;
-    }
-    return shard;
-}
-
-// The innermost measurement scope of this thread (AllocationTracker.measure); see cat_allocation_scope.
-static CAT_TLS uint64_t t_cat_scope;
-uint64_t cat_thread_scope(void) { return t_cat_scope; }
-void cat_thread_set_scope(uint64_t tag) { t_cat_scope = tag; }
-
-uint64_t cat_debug_internal_allocations(void) { return cat_load_relaxed(&g_cat_internal_allocations); }
-
-// Called by stack_capture.c around pthread_getattr_np (the one rare path inside the hook that may allocate).
-void cat_enter_rare_path(void) { t_cat_rare_path = 1; }
-void cat_leave_rare_path(void) { t_cat_rare_path = 0; }
-
-// Called by emergency_report.c around the allocation-failure report: the thread counts as inside the hook, so
-// an allocation made while writing it (there should be none) passes through and is counted in
-// g_cat_internal_allocations. Returns 0, changing nothing, when the thread is the tracker's own already.
-int cat_enter_emergency(void) {
-    if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return 0;
-    t_cat_in_hook = 1;
-    return 1;
-}
-void cat_leave_emergency(void) { t_cat_in_hook = 0; }
-
 // MARK: - Recorder (installed by Swift)
 
 static uint64_t g_cat_active;  // 0/1, relaxed: the single branch of the disarmed hot path
 static uint32_t g_cat_max_frames = 32;
 static int g_cat_unwinder = CAT_UNWINDER_FRAME_POINTERS;
-
-const cat_recorder *cat_current_recorder(void);
-void cat_install_recorder_ops(const cat_recorder *recorder);
 
 void cat_install_recorder(const cat_recorder *recorder, uint32_t maxFrames, int unwinder) {
     cat_install_recorder_ops(recorder);
@@ -188,7 +135,6 @@ static CAT_TLS int t_cat_resolving;
 
 // While resolving, this thread's allocations come from the bootstrap buffer.
 static void *cat_resolving_malloc(size_t n) { return cat_bootstrap_alloc(n, 16); }
-static void cat_resolving_free(void *p) { (void)p; }
 static void *cat_resolving_calloc(size_t n, size_t m) {
     size_t total;
     if (__builtin_mul_overflow(n, m, &total)) { errno = ENOMEM; return NULL; }
@@ -272,7 +218,7 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
                                                  &total)
                              : 0;
     const cat_recorder *recorder = cat_current_recorder();
-    uint32_t shard = cat_thread_shard();
+    uint32_t shard = cat_thread_shard_inline();
     for (uint32_t attempt = 0; attempt < 2; attempt++) {
         cat_gate_enter(shard);
         uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1, scope);
@@ -289,7 +235,7 @@ static __attribute__((noinline)) uint64_t cat_record_free(void *ptr) {
     if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return 0;
     int savedErrno = errno;
     t_cat_in_hook = 1;
-    uint32_t shard = cat_thread_shard();
+    uint32_t shard = cat_thread_shard_inline();
     cat_gate_enter(shard);
     uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), shard, ptr);
     cat_gate_exit(shard);
@@ -302,7 +248,7 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
     if (removed == 0) return;
     int savedErrno = errno;
     t_cat_in_hook = 1;
-    uint32_t shard = cat_thread_shard();
+    uint32_t shard = cat_thread_shard_inline();
     cat_gate_enter(shard);
     cat_current_recorder()->restore(cat_state_words(), shard, ptr, removed);
     cat_gate_exit(shard);
@@ -494,9 +440,6 @@ size_t malloc_usable_size(void *ptr) {
 
 // MARK: - Process events
 
-void cat_api_reinit_in_child(void);
-void cat_gate_reset_in_child(void);
-void cat_emergency_reset_in_child(void);
 static uint64_t g_cat_fork_installed;
 static int g_cat_fork_held_gate;
 static int g_cat_fork_saved_state;
@@ -536,8 +479,7 @@ void cat_install_fork_handlers(void) {
 }
 
 // Read ALLOCATION_TRACKING once at process start. The Swift module parses it (one clear stderr line and
-// tracking left off when it is malformed).
-extern void cat_swift_start_from_environment_impl(void);
+// tracking left off when it is malformed): cat_swift_start_from_environment_impl (cat_internal.h).
 
 __attribute__((constructor)) static void cat_start_from_environment(void) {
     const char *value = getenv("ALLOCATION_TRACKING");

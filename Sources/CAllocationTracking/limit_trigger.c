@@ -9,7 +9,7 @@
 // minIntervalNs ago, and claims the fire by a CAS on lastFiredNs, so even two crossings racing through a
 // re-arm cannot both fire inside one interval.
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <time.h>
 

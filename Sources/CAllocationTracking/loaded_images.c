@@ -1,10 +1,12 @@
-// The loaded images and their build ids (contract: include/cat_images.h).
+// The loaded images and their build ids, and the static image list the allocation-failure report reads
+// (contract: include/cat_images.h). The one place that parses program headers and build-id notes.
 #define _GNU_SOURCE
-#include "cat_images.h"
+#include "cat_internal.h"
 
 #include <elf.h>
 #include <link.h>
 #include <limits.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -73,4 +75,64 @@ static int cat_visit_one(struct dl_phdr_info *info, size_t size, void *context) 
 void cat_loaded_images_visit(cat_loaded_image_visitor visitor, void *context) {
     cat_images_walk walk = {visitor, context, 0};
     dl_iterate_phdr(cat_visit_one, &walk);
+}
+
+// MARK: - The static image list
+
+static cat_image_entry g_cat_images[CAT_IMAGE_LIST_MAX];
+static uint32_t g_cat_image_count;
+static uint64_t g_cat_images_sequence;  // odd while the list is rewritten
+
+static void cat_copy_basename(char *out, size_t size, const char *path) {
+    const char *base = path;
+    for (const char *p = path; *p; p++)
+        if (*p == '/') base = p + 1;
+    size_t n = strlen(base);
+    if (n >= size) n = size - 1;
+    memcpy(out, base, n);
+    out[n] = 0;
+}
+
+// Appends one image to the list (the sequence is odd: readers skip it meanwhile); stops the walk when full.
+static int cat_images_record(const cat_loaded_image *image, void *context) {
+    uint32_t *count = context;
+    if (*count >= CAT_IMAGE_LIST_MAX) return 1;
+    cat_image_entry *entry = &g_cat_images[*count];
+    entry->start = image->start;
+    entry->end = image->end;
+    entry->bias = image->bias;
+    cat_copy_basename(entry->name, sizeof(entry->name), image->path);
+    memcpy(entry->buildID, image->buildID, sizeof(entry->buildID));
+    entry->buildIDLength = image->buildIDLength;
+    *count += 1;
+    return 0;
+}
+
+void cat_images_capture(void) {
+    static pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;  // outside malloc: captures may race each other
+    pthread_mutex_lock(&serial);
+    cat_add_seq_cst(&g_cat_images_sequence, 1);  // odd: readers skip the list
+    uint32_t count = 0;
+    cat_loaded_images_visit(cat_images_record, &count);
+    __atomic_store_n(&g_cat_image_count, count, __ATOMIC_RELEASE);
+    cat_add_seq_cst(&g_cat_images_sequence, 1);
+    pthread_mutex_unlock(&serial);
+}
+
+uint32_t cat_images_count(void) { return __atomic_load_n(&g_cat_image_count, __ATOMIC_ACQUIRE); }
+
+bool cat_images_find(uintptr_t address, cat_image_entry *out) {
+    uint64_t before = cat_load_acquire(&g_cat_images_sequence);
+    if (before & 1) return false;
+    uint32_t count = cat_images_count();
+    bool found = false;
+    for (uint32_t i = 0; i < count && i < CAT_IMAGE_LIST_MAX; i++) {
+        if (address >= g_cat_images[i].start && address < g_cat_images[i].end) {
+            *out = g_cat_images[i];
+            found = true;
+            break;
+        }
+    }
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return found && cat_load_relaxed(&g_cat_images_sequence) == before;
 }

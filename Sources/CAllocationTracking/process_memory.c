@@ -5,7 +5,7 @@
 // getline. Each file is small (statm, oom_score, one cgroup value, /proc/self/cgroup); it is read with
 // open/read/close into a stack buffer and parsed by hand.
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,9 +4,9 @@
 // its memory, and possibly from inside malloc or a signal handler: it cannot allocate, lock, or use stdio
 // (printf allocates for some formats and takes the stream lock). So text goes through a fixed buffer to raw
 // write(2) calls, every number is formatted by hand (sizes exactly as CPython's tracemalloc does, with integer
-// arithmetic), and the file name's UTC timestamp is computed without gmtime (which takes the timezone lock).
+// arithmetic), and dates are formatted without gmtime (which takes the timezone lock).
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -193,9 +193,10 @@ void cat_tw_percent(cat_text_writer *w, uint64_t part, uint64_t whole) {
     cat_tw_char(w, '%');
 }
 
-// MARK: - The report file
+// MARK: - UTC time
 
-// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days).
+// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's civil_from_days). No overflow for any
+// day count an int64_t of seconds gives (|days| < 2^47).
 static void cat_civil_from_days(int64_t days, int64_t *year, int *month, int *day) {
     days += 719468;
     int64_t era = (days >= 0 ? days : days - 146096) / 146097;
@@ -207,6 +208,47 @@ static void cat_civil_from_days(int64_t days, int64_t *year, int *month, int *da
     *month = (int)(monthIndex < 10 ? monthIndex + 3 : monthIndex - 9);
     *year = yearOfEra + era * 400 + (*month <= 2);
 }
+
+// `value` in decimal, zero-padded to `minDigits`, at `out`; returns the characters written.
+static size_t cat_put_decimal(char *out, uint64_t value, int minDigits) {
+    char digits[20];
+    int first = cat_format_u64(value, digits);
+    while (20 - first < minDigits) digits[--first] = '0';
+    size_t n = (size_t)(20 - first);
+    for (size_t i = 0; i < n; i++) out[i] = digits[first + (int)i];
+    return n;
+}
+
+size_t cat_format_utc(int64_t unixSeconds, bool compact, char *out) {
+    // Floor division without overflow (INT64_MIN included): a time before 1970 is a day before plus a
+    // non-negative second of that day.
+    int64_t days = unixSeconds / 86400, secondOfDay = unixSeconds % 86400;
+    if (secondOfDay < 0) {
+        secondOfDay += 86400;
+        days -= 1;
+    }
+    int64_t year;
+    int month, day;
+    cat_civil_from_days(days, &year, &month, &day);
+    size_t n = 0;
+    if (year < 0) out[n++] = '-';
+    n += cat_put_decimal(out + n, year < 0 ? (uint64_t)0 - (uint64_t)year : (uint64_t)year, 4);
+    if (!compact) out[n++] = '-';
+    n += cat_put_decimal(out + n, (uint64_t)month, 2);
+    if (!compact) out[n++] = '-';
+    n += cat_put_decimal(out + n, (uint64_t)day, 2);
+    out[n++] = 'T';
+    n += cat_put_decimal(out + n, (uint64_t)(secondOfDay / 3600), 2);
+    if (!compact) out[n++] = ':';
+    n += cat_put_decimal(out + n, (uint64_t)(secondOfDay / 60 % 60), 2);
+    if (!compact) out[n++] = ':';
+    n += cat_put_decimal(out + n, (uint64_t)(secondOfDay % 60), 2);
+    out[n++] = 'Z';
+    out[n] = 0;
+    return n;
+}
+
+// MARK: - The report file
 
 // A bounded string builder on caller memory; `overflow` is set instead of writing past the end.
 typedef struct {
@@ -250,15 +292,8 @@ int cat_report_open_file(const char *directory, int pid, int64_t unixSeconds, ch
     if (directoryLength == 0) return -EINVAL;
     while (directoryLength > 1 && directory[directoryLength - 1] == '/') directoryLength--;
 
-    // Floor division: a time before 1970 still gets a valid date.
-    int64_t days = unixSeconds / 86400, secondOfDay = unixSeconds % 86400;
-    if (secondOfDay < 0) {
-        secondOfDay += 86400;
-        days -= 1;
-    }
-    int64_t year;
-    int month, day;
-    cat_civil_from_days(days, &year, &month, &day);
+    char stamp[CAT_UTC_TEXT_SIZE];
+    cat_format_utc(unixSeconds, true, stamp);
 
     char path[PATH_MAX];
     cat_path_builder base = {.out = path, .size = sizeof(path), .length = 0, .overflow = 0};
@@ -268,14 +303,7 @@ int cat_report_open_file(const char *directory, int pid, int64_t unixSeconds, ch
     cat_pb_str(&base, "alloc-report-");
     cat_pb_i64(&base, pid, 0);
     cat_pb_str(&base, "-");
-    cat_pb_i64(&base, year, 4);
-    cat_pb_u64(&base, (uint64_t)month, 2);
-    cat_pb_u64(&base, (uint64_t)day, 2);
-    cat_pb_str(&base, "T");
-    cat_pb_u64(&base, (uint64_t)(secondOfDay / 3600), 2);
-    cat_pb_u64(&base, (uint64_t)(secondOfDay / 60 % 60), 2);
-    cat_pb_u64(&base, (uint64_t)(secondOfDay % 60), 2);
-    cat_pb_str(&base, "Z");
+    cat_pb_str(&base, stamp);
     if (base.overflow) return -ENAMETOOLONG;
     size_t stemLength = base.length;
 

@@ -1,7 +1,7 @@
 // The on-demand report signal: a handler that only sets a flag (async-signal-safe), which the watchdog thread
 // takes on its next poll and answers with a report written outside the handler.
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <errno.h>
 #include <pthread.h>

@@ -10,18 +10,13 @@
 // C code built by SwiftPM on Linux keeps frame pointers; glibc and libstdc++ do not, so a walk that enters
 // them stops (or, for a leaf that leaves rbp alone, skips them). Cheaper than libunwind by a wide margin.
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CAT_TLS __thread __attribute__((tls_model("initial-exec")))
-
-void cat_enter_rare_path(void);
-void cat_leave_rare_path(void);
 
 typedef int (*cat_unw_backtrace_fn)(void **buffer, int size);
 static cat_unw_backtrace_fn g_cat_unw_backtrace;

@@ -5,7 +5,7 @@
 // stderr writes (as swift-nio keeps its syscalls in one file). The Swift side asks for memory by setting bits in
 // CAT_W_REQUESTS; cat_service_requests() answers outside the gate.
 #define _GNU_SOURCE
-#include "CAllocationTracking.h"
+#include "cat_internal.h"
 
 #include <pthread.h>
 #include <sched.h>

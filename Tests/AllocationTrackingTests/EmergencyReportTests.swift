@@ -1,4 +1,6 @@
 import AllocationTracking
+import AllocationTrackingTestSupport
+import CAllocationTracking
 import Foundation
 import Testing
 
@@ -95,6 +97,65 @@ extension TrackerTests.Processes {
         #expect(files.count == 1, "\(files)")
         #expect(result.error.components(separatedBy: "==== end of report").count == 2, "\(result.error)")
     }
+
+    /// The allocation-failure report takes its settings from the configuration given to `start`, as the other
+    /// reports do: with `standardError: false` nothing reaches stderr but the file is written, and the cgroup
+    /// lines come from the configured (here fake, cgroup v2) tree, not the machine's.
+    @Test func allocationFailureReportFollowsTheConfiguration() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ats-oom-cg-\(UUID().uuidString)")
+        let directory = root.appendingPathComponent("reports")
+        try FileManager.default.createDirectory(atPath: root.path + "/cg/test", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: root) }
+        try "0::/test\n".write(toFile: root.path + "/proc_cgroup", atomically: true, encoding: .utf8)
+        try "9500000\n".write(toFile: root.path + "/cg/test/memory.current", atomically: true, encoding: .utf8)
+        try "10000000\n".write(toFile: root.path + "/cg/test/memory.max", atomically: true, encoding: .utf8)
+        let before = Int64(Date().timeIntervalSince1970)
+        let result = try runChild(productURL("TrackerScenarios"), ["oom-configured", directory.path, root.path])
+        let after = Int64(Date().timeIntervalSince1970)
+        let context = "\(result.output)\(result.error)"
+        #expect(result.status == 0, "\(context)")
+        #expect(keyValues(result.output)["errno"] == "\(ENOMEM)", "\(context)")
+        #expect(keyValues(result.output)["reports"] == "1", "\(context)")
+        #expect(!result.error.contains("swift-allocation-tracking"), "stderr=off, yet: \(result.error)")
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(files.count == 1, "\(files) \(context)")
+        let text = try String(contentsOfFile: directory.appendingPathComponent(try #require(files.first)).path,
+                              encoding: .utf8)
+        #expect(text.hasPrefix("==== swift-allocation-tracking report: allocation failure ====\n"), "\(text)")
+        #expect(text.contains("\ncgroup v2 usage: 9277 KiB (9500000 B), limit: 9766 KiB (10000000 B)\n"), "\(text)")
+        // The time line, by the one date formatter: the text matches the unix seconds next to it.
+        let timeLine = try #require(text.split(separator: "\n").first { $0.hasPrefix("time: ") }, "\(text)")
+        let unix = try #require(timeLine.split(separator: "(unix ").last.flatMap { Int64($0.dropLast()) },
+                                "\(timeLine)")
+        #expect((before...after).contains(unix), "\(timeLine)")
+        var time = time_t(unix), parts = tm()
+        gmtime_r(&time, &parts)
+        let expected = String(format: "time: %04d-%02d-%02dT%02d:%02d:%02dZ (unix %lld)", parts.tm_year + 1900,
+                              parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, unix)
+        #expect(String(timeLine) == expected)
+    }
+
+    /// The watchdog's pause after an allocation failure is `pauseAfterAllocationFailure`, not `minimumInterval`:
+    /// a report requested by signal just after the failure is written once the pause is over — after 1 s when the
+    /// minimum interval is 60 s, after 3 s when it is 0.2 s.
+    @Test func pauseAfterAnAllocationFailureFollowsItsOwnSetting() throws {
+        for (minimumInterval, pause, latest) in [(60.0, 1.0, 15.0), (0.2, 3.0, 18.0)] {
+            let directory = FileManager.default.temporaryDirectory
+                .appendingPathComponent("ats-pause-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(productURL("TrackerScenarios"),
+                                      ["pause-after-failure", directory.path, "\(minimumInterval)", "\(pause)"])
+            let context = "minimumInterval \(minimumInterval), pause \(pause): \(result.output)\(result.error)"
+            #expect(result.status == 0, "\(context)")
+            let values = keyValues(result.output)
+            #expect(values["malloc_succeeded"] == "0", "\(context)")
+            let after = try #require(values["signal_report_after"].flatMap(Double.init), "\(context)")
+            #expect(after >= pause, "\(context)")
+            #expect(after < latest, "\(context)")
+        }
+    }
 }
 
 /// `key=value` pairs of a scenario's output (space- or line-separated; the last one wins).
@@ -124,5 +185,85 @@ extension TrackerTests {
         #expect(_EmergencyNames.line(for: frames)
             == "renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31 ← App+0x234")
         #expect(_EmergencyNames.line(for: []) == "")
+    }
+}
+
+extension TrackerTests {
+    /// `failure_pause` sets `Limits.pauseAfterAllocationFailure` (parsed like `min_interval`, validated like it),
+    /// and the configuration's description gives it back.
+    @Test static func failurePauseConfiguration() throws {
+        typealias C = AllocationTracker.Configuration
+        #expect(C.Limits().pauseAfterAllocationFailure == 10)
+        let parsed = try #require(try C.parse(environmentValue: "failure_pause=2s,min_interval=30s"))
+        #expect(parsed.limits.pauseAfterAllocationFailure == 2)
+        #expect(parsed.limits.minimumInterval == 30)
+        #expect(try C.parse(environmentValue: "failure_pause=250ms")?.limits.pauseAfterAllocationFailure == 0.25)
+        #expect(parsed.description.contains(",failure_pause=2.0s"), "\(parsed.description)")
+        #expect(try C.parse(environmentValue: parsed.description)?.limits == parsed.limits)
+        for bad in ["failure_pause=soon", "failure_pause=-1s"] {
+            let error = #expect(throws: AllocationTrackingError.self, "\(bad)") { try C.parse(environmentValue: bad) }
+            #expect(error?.code == .invalidConfiguration, "\(bad)")
+        }
+        var configuration = C()
+        configuration.limits.pauseAfterAllocationFailure = 2e9
+        #expect(throws: AllocationTrackingError.self) { try configuration.validate() }
+        configuration.limits.pauseAfterAllocationFailure = .nan
+        #expect(throws: AllocationTrackingError.self) { try configuration.validate() }
+    }
+
+    /// The image list the allocation-failure report prints unnamed frames from (`cat_images_find`) is built by the
+    /// one program-header walker (`cat_loaded_images_visit`): the image holding a C function of the test support
+    /// code and libc's `getpid` are found, with the walker's range, load bias and build id, named by basename.
+    @Test static func imageListAgreesWithTheLoadedImagesWalker() throws {
+        struct Search {
+            var address: UInt
+            var found = false
+            var start: UInt = 0, end: UInt = 0, bias: UInt = 0
+            var buildID: [UInt8] = []
+            var path = ""
+        }
+        func walk(_ address: UInt) -> Search {
+            var search = Search(address: address)
+            withUnsafeMutablePointer(to: &search) { pointer in
+                cat_loaded_images_visit({ image, context in
+                    let search = context!.assumingMemoryBound(to: Search.self)
+                    let address = search.pointee.address
+                    guard address >= image.pointee.start && address < image.pointee.end else { return 0 }
+                    search.pointee.found = true
+                    search.pointee.start = image.pointee.start
+                    search.pointee.end = image.pointee.end
+                    search.pointee.bias = image.pointee.bias
+                    search.pointee.buildID = withUnsafeBytes(of: image.pointee.buildID) {
+                        Array($0.prefix(Int(image.pointee.buildIDLength)))
+                    }
+                    search.pointee.path = String(cString: image.pointee.path)
+                    return 1
+                }, pointer)
+            }
+            return search
+        }
+        let getpidAddress = UInt(bitPattern: dlsym(UnsafeMutableRawPointer(bitPattern: 0), "getpid"))
+        #expect(getpidAddress != 0)
+        cat_images_capture()
+        #expect(cat_images_count() > 1)
+        for address in [UInt(ats_alloc_text_start()), getpidAddress] {
+            let walked = walk(address)
+            #expect(walked.found, "no image holds 0x\(String(address, radix: 16))")
+            var entry = cat_image_entry()
+            #expect(cat_images_find(address, &entry))
+            let name = withUnsafeBytes(of: entry.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            #expect(name == String(walked.path.split(separator: "/").last ?? ""), "\(name) vs \(walked.path)")
+            #expect(entry.start == walked.start && entry.end == walked.end)
+            #expect(entry.bias == walked.bias)
+            let entryID = withUnsafeBytes(of: entry.buildID) { Array($0.prefix(Int(entry.buildIDLength))) }
+            #expect(entryID == walked.buildID)
+        }
+        var entry = cat_image_entry()
+        #expect(cat_images_find(0, &entry) == false)
+        var libc = cat_image_entry()
+        _ = cat_images_find(getpidAddress, &libc)
+        let libcName = withUnsafeBytes(of: libc.name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        #expect(libcName.hasPrefix("libc"), "\(libcName)")
+        #expect(libc.buildIDLength > 0, "Debian's libc has a GNU build id")
     }
 }

@@ -62,6 +62,64 @@ extension TrackerTests {
             #expect(Self.formatted { cat_tw_str($0, "a"); cat_tw_char($0, 0x62); cat_tw_str($0, nil) } == "ab(null)")
         }
 
+        // MARK: - UTC dates
+
+        /// `cat_format_utc(seconds, compact)` as a String.
+        static func utc(_ seconds: Int64, compact: Bool = false) -> String {
+            var buffer = [CChar](repeating: 0x7F, count: Int(CAT_UTC_TEXT_SIZE))
+            let length = cat_format_utc(seconds, compact, &buffer)
+            #expect(length < buffer.count && buffer[length] == 0, "NUL-terminated inside the buffer: \(seconds)")
+            return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+
+        /// The one date formatter of the reports, on instants checked with `date -u -d @N` and, for the int64
+        /// extremes, with Python's proleptic ordinals shifted by 400-year cycles.
+        @Test func utcDatesOnKnownInstants() {
+            let table: [(Int64, String)] = [
+                (0, "1970-01-01T00:00:00Z"),
+                (951_782_400, "2000-02-29T00:00:00Z"),       // leap day of a century divisible by 400
+                (1_709_209_496, "2024-02-29T12:24:56Z"),
+                (2_147_483_647, "2038-01-19T03:14:07Z"),     // the last second of a signed 32-bit time_t
+                (2_147_483_648, "2038-01-19T03:14:08Z"),
+                (4_107_542_399, "2100-02-28T23:59:59Z"),     // 2100 is no leap year: March follows
+                (4_107_542_400, "2100-03-01T00:00:00Z"),
+                (253_402_300_800, "10000-01-01T00:00:00Z"),
+                (-1, "1969-12-31T23:59:59Z"),                // floor division before 1970
+                (-86_400, "1969-12-31T00:00:00Z"),
+                (-62_135_596_800, "0001-01-01T00:00:00Z"),
+                (-62_135_596_801, "0000-12-31T23:59:59Z"),   // year 0 (1 BC), zero-padded
+                (-62_167_219_201, "-0001-12-31T23:59:59Z"),
+                (.max, "292277026596-12-04T15:30:07Z"),
+                (.min, "-292277022657-01-27T08:29:52Z"),
+            ]
+            for (seconds, expected) in table {
+                #expect(Self.utc(seconds) == expected, "cat_format_utc(\(seconds))")
+            }
+            #expect(Self.utc(1_709_251_199, compact: true) == "20240229T235959Z")
+            #expect(Self.utc(-1, compact: true) == "19691231T235959Z")
+            #expect(Self.utc(.min, compact: true) == "-2922770226570127T082952Z")
+        }
+
+        /// Against glibc's gmtime_r over the range its `int` year can hold (about ±31 million years here).
+        @Test func utcDatesMatchGmtime() {
+            var generator = SystemRandomNumberGenerator()
+            for _ in 0..<20_000 {
+                let seconds = Int64.random(in: -1_000_000_000_000_000...1_000_000_000_000_000, using: &generator)
+                var time = time_t(seconds)
+                var parts = tm()
+                guard gmtime_r(&time, &parts) != nil else { continue }
+                let year = Int(parts.tm_year) + 1900
+                func pad(_ value: Int, _ width: Int) -> String {
+                    let digits = String(value.magnitude)
+                    return (value < 0 ? "-" : "") + String(repeating: "0", count: max(0, width - digits.count)) + digits
+                }
+                let expected = "\(pad(year, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))T"
+                    + "\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2))Z"
+                #expect(Self.utc(seconds) == expected, "cat_format_utc(\(seconds))")
+                if Self.utc(seconds) != expected { break }
+            }
+        }
+
         // MARK: - Writer and report file
 
         /// A fresh directory under the temporary directory, removed by the caller.

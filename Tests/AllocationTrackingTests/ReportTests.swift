@@ -135,8 +135,8 @@ extension TrackerTests {
             #expect(text.contains("support.c:\(line): size=121 KiB, count=1"), "\(text)")
         }
 
-        /// After an allocation failure the watchdog stays off the heap for `minimumInterval` (in Swift a failing
-        /// allocation traps): a report requested by signal meanwhile is written once the pause is over.
+        /// After an allocation failure the watchdog stays off the heap for `pauseAfterAllocationFailure` (in Swift a
+        /// failing allocation traps): a report requested by signal meanwhile is written once the pause is over.
         @Test func watchdogPausesAfterAnAllocationFailure() throws {
             let directory = try Self.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }

@@ -389,12 +389,12 @@ case "signal":
 
 case "failure-pause":
     // failure-pause <directory>: an allocation fails for want of memory, then the report signal arrives. The
-    // watchdog stays off the heap for minimumInterval (2 s) after the failure: the signal's report is written only
-    // after the pause, and then the failure's follow-up (onReport, the peak snapshot's JSON).
+    // watchdog stays off the heap for pauseAfterAllocationFailure (2 s) after the failure: the signal's report is
+    // written only after the pause, and then the failure's follow-up (onReport, the peak snapshot's JSON).
     let directory = String(arguments.dropFirst().first!)
     try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
                                        limits: .init(containerFraction: nil, signal: SIGUSR2, minimumInterval: 2,
-                                                     pollInterval: 0.02)))
+                                                     pauseAfterAllocationFailure: 2, pollInterval: 0.02)))
     func reports(_ kind: String) -> Int {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter {
@@ -608,6 +608,8 @@ case "oom-threads":
     print("reports=\(written) skipped=\(skipped)")
     exit(0)
 
+case "oom-configured": oomConfiguredScenario(Array(arguments.dropFirst()))
+case "pause-after-failure": pauseAfterFailureScenario(Array(arguments.dropFirst()))
 default:
     fail("unknown scenario \(arguments.first ?? "<none>")")
 }

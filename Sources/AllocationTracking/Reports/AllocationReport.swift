@@ -54,7 +54,8 @@ extension AllocationTracker {
     /// Called after every report is written (from the thread that wrote it: the watchdog for limits and
     /// signals), to flush logs or export a profile. Runs outside the allocation path; keep it short. For an
     /// allocation failure (written inside the failing call, without allocating) the watchdog calls it once its
-    /// pause after the failure (`Limits.minimumInterval`) is over, with the report's text and the peak snapshot.
+    /// pause after the failure (`Limits.pauseAfterAllocationFailure`) is over, with the report's text and the peak
+    /// snapshot.
     public static var onReport: (@Sendable (AllocationReport) -> Void)? {
         get { _ReportWriter.callback.withLock { $0 } }
         set { _ReportWriter.callback.withLock { $0 = newValue } }
@@ -239,21 +240,11 @@ func _percent(_ part: Int, of whole: Int) -> String {
     return _fixed(Double(part) * 100 / Double(whole), decimals: 1, sign: false) + "%"
 }
 
-/// `2026-11-21T19:40:00Z` from Unix seconds (proleptic Gregorian, by hand: no locale, no allocation-heavy
-/// formatter).
+/// `2026-11-21T19:40:00Z` from Unix seconds: `cat_format_utc`, the one date formatter of every report (C and
+/// Swift; no locale, no allocation-heavy formatter).
 func _utcTimestamp(_ seconds: Int64) -> String {
-    let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-    let secondOfDay = seconds - days * 86_400
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468
-    let era = (z >= 0 ? z : z - 146_096) / 146_097
-    let doe = z - era * 146_097
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-    let mp = (5 * doy + 2) / 153
-    let day = doy - (153 * mp + 2) / 5 + 1
-    let month = mp < 10 ? mp + 3 : mp - 9
-    let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
-    func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-    return "\(year)-\(two(month))-\(two(day))T\(two(secondOfDay / 3600)):\(two(secondOfDay % 3600 / 60)):\(two(secondOfDay % 60))Z"
+    withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(CAT_UTC_TEXT_SIZE)) { buffer in
+        let length = cat_format_utc(seconds, false, buffer.baseAddress!)
+        return String(decoding: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length), as: UTF8.self)
+    }
 }

@@ -154,11 +154,14 @@ package enum _EmergencyNames {
 
 extension AllocationTracker {
     /// Configures the allocation-failure report (`cat_emergency.h`): reserves the names arena (for the configured
-    /// `maxTraces`), records the loaded images, and sets the directory, the number of sites and the minimum
-    /// interval between two reports (seconds). Call with the API lock held (as `start` does) or from a single
-    /// thread; the names are filled by `_EmergencyNames.refresh()`.
-    package static func _configureEmergencyReport(directory: String?, topSites: Int, minimumInterval: Double,
-                                                  enabled: Bool) {
+    /// `maxTraces`), records the loaded images, and sets the directory, whether the report goes to standard error
+    /// too, the number of sites, the minimum interval between two reports (seconds) and where the memory cgroup is
+    /// found (nil: the defaults) — the settings the other reports read from `Configuration.Report` and
+    /// `Configuration.Limits`. Call with the API lock held (as `start` does) or from a single thread; the names
+    /// are filled by `_EmergencyNames.refresh()`.
+    package static func _configureEmergencyReport(directory: String?, standardError: Bool = true, topSites: Int,
+                                                  minimumInterval: Double, procSelfCgroup: String? = nil,
+                                                  cgroupRoot: String? = nil, enabled: Bool) {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
         if enabled {
@@ -169,10 +172,18 @@ extension AllocationTracker {
         let seconds = minimumInterval.isFinite ? max(0, minimumInterval) : 0
         let nanoseconds = seconds >= 1.8e10 ? UInt64.max : UInt64(seconds * 1e9)
         let sites = UInt32(clamping: max(0, topSites))
-        if let directory {
-            directory.withCString { cat_emergency_configure(enabled ? 1 : 0, $0, sites, nanoseconds) }
-        } else {
-            cat_emergency_configure(enabled ? 1 : 0, nil, sites, nanoseconds)
+        // Optional strings as C strings (NULL for nil), alive for the call.
+        func withOptionalCString<R>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> R) -> R {
+            guard let text else { return body(nil) }
+            return text.withCString { body($0) }
+        }
+        withOptionalCString(directory) { directory in
+            withOptionalCString(procSelfCgroup) { procSelfCgroup in
+                withOptionalCString(cgroupRoot) { cgroupRoot in
+                    cat_emergency_configure(enabled ? 1 : 0, directory, standardError ? 1 : 0, sites, nanoseconds,
+                                            procSelfCgroup, cgroupRoot)
+                }
+            }
         }
     }
 }

@@ -109,7 +109,7 @@ enum _Watchdog {
         _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         let limits = running.configuration.limits
         let pollNs = UInt64(limits.pollInterval * 1e9)
-        let pauseNs = UInt64(limits.minimumInterval * 1e9)  // off the heap this long after an allocation failure
+        let pauseNs = UInt64(limits.pauseAfterAllocationFailure * 1e9)  // off the heap this long after a failure
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
         var lastNames: UInt64 = 0

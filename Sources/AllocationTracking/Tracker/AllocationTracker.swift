@@ -93,8 +93,12 @@ public enum AllocationTracker {
         _TrackerSession.configuration = configuration
         _TrackerSession.startedInProcess = getpid()
         cat_install_fork_handlers()
-        _configureEmergencyReport(directory: configuration.report.directory, topSites: configuration.report.topSites,
+        _configureEmergencyReport(directory: configuration.report.directory,
+                                  standardError: configuration.report.standardError,
+                                  topSites: configuration.report.topSites,
                                   minimumInterval: configuration.limits.minimumInterval,
+                                  procSelfCgroup: configuration.limits.procSelfCgroup,
+                                  cgroupRoot: configuration.limits.cgroupRoot,
                                   enabled: configuration.limits.onAllocationFailure)
         // Before arming: a report written from now on is this session's, and gets its follow-up.
         _ReportWriter.followedUp.store(cat_emergency_followup_sequence(), ordering: .releasing)

@@ -62,12 +62,22 @@ extension AllocationTracker.Configuration {
         public var reportAtExit: Bool
         /// Re-arm margin, as a fraction of each limit (default 0.05: re-arms below 95 % of the limit).
         public var hysteresis: Double
-        /// Seconds between two reports of the same trigger, at least (default 10). Also, with
-        /// `onAllocationFailure`, how long the watchdog stays off the heap after an allocation failed (for a
-        /// request smaller than the machine's memory): no soft-limit or signal report (they fire once the pause
-        /// is over, if still due) and no name refresh, because in Swift an allocation that fails traps — what
-        /// memory is left belongs to the process's own error path.
+        /// Seconds between two reports of the same trigger, at least (default 10), the allocation-failure
+        /// report included.
         public var minimumInterval: Double
+        /// Seconds the watchdog stays off the heap after an allocation failed for want of memory (a request
+        /// smaller than the machine's memory; a failed `malloc(SIZE_MAX)` is no sign of pressure), with
+        /// `onAllocationFailure`: no soft-limit or signal report (they are written once the pause is over, if
+        /// still due), no name refresh, and the failure report's follow-up (its JSON snapshot, `onReport`) only
+        /// afterwards — because in Swift an allocation that fails traps, and what memory is left belongs to the
+        /// process's own error path. Every later failure starts the pause again, so it only has to outlast the
+        /// last one.
+        ///
+        /// Default 10: an error path that sheds load or drops caches frees its memory well within a second, so
+        /// ten seconds leave a wide margin on a loaded machine (many polls of the watchdog), while the follow-up
+        /// of the report still arrives while the failure is news. (It is also the pause earlier versions took,
+        /// when `minimumInterval` doubled as it.) 0 … 1,000,000,000.
+        public var pauseAfterAllocationFailure: Double
         /// Seconds between two polls of the watchdog (default 0.1).
         public var pollInterval: Double
         /// Where cgroup files are found (tests point these at a fake tree).
@@ -76,8 +86,9 @@ extension AllocationTracker.Configuration {
 
         public init(trackedBytes: Int? = nil, rssBytes: Int? = nil, containerFraction: Double? = 0.9,
                     onAllocationFailure: Bool = true, signal: Int32? = nil, reportAtExit: Bool = false,
-                    hysteresis: Double = 0.05, minimumInterval: Double = 10, pollInterval: Double = 0.1,
-                    cgroupRoot: String = "/sys/fs/cgroup", procSelfCgroup: String = "/proc/self/cgroup") {
+                    hysteresis: Double = 0.05, minimumInterval: Double = 10, pauseAfterAllocationFailure: Double = 10,
+                    pollInterval: Double = 0.1, cgroupRoot: String = "/sys/fs/cgroup",
+                    procSelfCgroup: String = "/proc/self/cgroup") {
             self.trackedBytes = trackedBytes
             self.rssBytes = rssBytes
             self.containerFraction = containerFraction
@@ -86,6 +97,7 @@ extension AllocationTracker.Configuration {
             self.reportAtExit = reportAtExit
             self.hysteresis = hysteresis
             self.minimumInterval = minimumInterval
+            self.pauseAfterAllocationFailure = pauseAfterAllocationFailure
             self.pollInterval = pollInterval
             self.cgroupRoot = cgroupRoot
             self.procSelfCgroup = procSelfCgroup
@@ -109,6 +121,10 @@ extension AllocationTracker.Configuration {
         guard limits.hysteresis >= 0 && limits.hysteresis < 1 else { throw bad("hysteresis must be in [0, 1), got \(limits.hysteresis)") }
         guard limits.minimumInterval >= 0 && limits.minimumInterval <= 1e9 else {
             throw bad("minimumInterval must be 0…1000000000 seconds, got \(limits.minimumInterval)")
+        }
+        guard limits.pauseAfterAllocationFailure >= 0 && limits.pauseAfterAllocationFailure <= 1e9 else {
+            throw bad("pauseAfterAllocationFailure must be 0…1000000000 seconds, "
+                      + "got \(limits.pauseAfterAllocationFailure)")
         }
         guard limits.pollInterval >= 0.001 && limits.pollInterval <= 3600 else {
             throw bad("pollInterval must be 0.001…3600 seconds, got \(limits.pollInterval)")
@@ -210,6 +226,7 @@ extension AllocationTracker.Configuration {
             guard let value = Double(trimmed) else { throw bad("hysteresis must be a fraction such as 0.05 or 5%, got \(_quoted(text))") }
             limits.hysteresis = text.hasSuffix("%") ? value / 100 : value
         case "min_interval": limits.minimumInterval = try seconds()
+        case "failure_pause": limits.pauseAfterAllocationFailure = try seconds()
         case "interval", "poll_interval": limits.pollInterval = try seconds()
         case "cgroup_root": limits.cgroupRoot = text
         default: return false
@@ -218,7 +235,7 @@ extension AllocationTracker.Configuration {
     }
 
     static let reportKeys = "report_dir, top, stderr, soft_limit, rss_limit, container, on_failure, signal, at_exit, "
-        + "hysteresis, min_interval, interval, cgroup_root"
+        + "hysteresis, min_interval, failure_pause, interval, cgroup_root"
 
     /// A size: a whole number of bytes (`1048576`), or a number with a unit. Binary units (powers of 1024):
     /// `KiB MiB GiB TiB` (IEC), `Ki Mi Gi Ti` (Kubernetes), `K M G T` (Docker's `--memory`, the JVM's `-Xmx`);

@@ -66,6 +66,9 @@ extension AllocationTracker {
             if limits.reportAtExit { text += ",at_exit=on" }
             if limits.hysteresis != l.hysteresis { text += ",hysteresis=\(limits.hysteresis)" }
             if limits.minimumInterval != l.minimumInterval { text += ",min_interval=\(limits.minimumInterval)s" }
+            if limits.pauseAfterAllocationFailure != l.pauseAfterAllocationFailure {
+                text += ",failure_pause=\(limits.pauseAfterAllocationFailure)s"
+            }
             if limits.pollInterval != l.pollInterval { text += ",interval=\(limits.pollInterval)s" }
             if limits.cgroupRoot != l.cgroupRoot { text += ",cgroup_root=\(limits.cgroupRoot)" }
             return text
@@ -76,8 +79,9 @@ extension AllocationTracker {
         /// (`libunwind` or `framepointers`), `max_traces`; for reports `report_dir` (a directory), `top` (sites
         /// per report), `stderr` (on/off); for limits `soft_limit` (tracked bytes: `512MiB`, `2GiB`, `off`),
         /// `rss_limit`, `container` (`0.9`, `90%`, `off`), `on_failure` (on/off), `signal` (`SIGUSR2`, `12`,
-        /// `off`), `at_exit` (on/off), `hysteresis` (`0.05`, `5%`), `min_interval` (`10s`), `interval` (the
-        /// watchdog's poll, `100ms`), `cgroup_root`. Throws `.invalidConfiguration` naming the bad part.
+        /// `off`), `at_exit` (on/off), `hysteresis` (`0.05`, `5%`), `min_interval` (`10s`), `failure_pause` (the
+        /// watchdog's pause after an allocation failure, `10s`), `interval` (the watchdog's poll, `100ms`),
+        /// `cgroup_root`. Throws `.invalidConfiguration` naming the bad part.
         public static func parse(environmentValue value: String) throws -> Configuration? {
             let trimmed = value.trimmingWhitespace()
             switch trimmed.lowercased() {

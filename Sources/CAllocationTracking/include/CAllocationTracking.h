@@ -5,14 +5,23 @@
 //   process; each forwards to the next definition found with dlsym(RTLD_NEXT) (libc, or a preloaded jemalloc /
 //   tcmalloc / another interposer; reallocarray goes through realloc, as glibc's does), and never changes the
 //   block layout.
-// - The per-thread reentrancy guard (initial-exec TLS, so reading it never allocates).
+// - The per-thread reentrancy guard, shard and measurement scope (thread_state.c: initial-exec TLS, so reading
+//   it never allocates).
 // - Stack capture (stack_capture.c): libunwind's unw_backtrace, loaded with dlopen(RTLD_LOCAL), or a
 //   frame-pointer walk bounded by the thread's stack.
 // - The memory under the tables and the quiescence gate that lets them be rebuilt, cleared and copied
 //   (table_memory.c): every system call the tables need, so the Swift side can be proven call-free.
 // - Atomics on plain memory for the C side (this header, static inline; Swift uses Synchronization.Atomic).
 // - The report written when an allocation fails, without allocating (emergency_report.c, cat_emergency.h): the
-//   interposer calls cat_emergency_report() when the real allocator returns NULL for a valid request.
+//   interposer calls cat_emergency_report() when the real allocator returns NULL for a valid request. It prints
+//   names resolved beforehand (names_arena.c) and, for the others, image offsets with build ids from a list of
+//   the loaded images (loaded_images.c, cat_images.h).
+// - The allocation-free report primitives (cat_report.h): text writer and UTC dates (report_writer.c), process
+//   and cgroup memory (process_memory.c), soft-limit triggers and clocks (limit_trigger.c), the report signal
+//   (signal_trigger.c).
+//
+// The contracts between the C files that Swift does not use are in cat_internal.h (not in include/), which also
+// gives the files' dependency order.
 //
 // The table logic lives in Swift (module AllocationTracking, _AllocationRecorder.swift). The interposer calls it
 // through the function pointers installed with cat_install_recorder(); those functions are `@_noLocks`: the
@@ -54,10 +63,6 @@ static inline bool cat_cas_acq_rel(uint64_t *p, uint64_t *expected, uint64_t des
 }
 static inline bool cat_cas_seq_cst(uint64_t *p, uint64_t *expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-}
-static inline uint32_t cat_load32_acquire(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
-static inline bool cat_cas32_acq_rel(uint32_t *p, uint32_t *expected, uint32_t desired) {
-    return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 static inline void cat_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -242,7 +247,7 @@ int cat_interposer_available(void);
 void cat_set_active(int active);
 int cat_is_active(void);
 
-// MARK: - Per-thread state (the reentrancy guard)
+// MARK: - Per-thread state (the reentrancy guard; thread_state.c)
 
 /// The calling thread's state. NORMAL: allocations tracked. SUSPENDED: allocations untracked, frees still
 /// recorded (a suspended thread may free a block it allocated while tracked). INTERNAL: everything passes
@@ -250,7 +255,6 @@ int cat_is_active(void);
 enum { CAT_THREAD_NORMAL = 0, CAT_THREAD_SUSPENDED = 1, CAT_THREAD_INTERNAL = 2 };
 /// Sets the calling thread's state and returns the previous one. Async-signal-safe, never allocates.
 int cat_thread_set_state(int state);
-int cat_thread_state(void);
 /// A small per-thread number in 1…63 (assigned on first use, reused round-robin), used to shard counters so
 /// threads do not contend on one cache line. Never allocates.
 uint32_t cat_thread_shard(void);

@@ -1,13 +1,14 @@
-// cat_emergency.h: the report written when an allocation FAILS (emergency_report.c), without allocating.
+// cat_emergency.h: the report written when an allocation FAILS (emergency_report.c), without allocating, and
+// the pre-resolved names it prints (names_arena.c).
 //
 // When the real allocator returns NULL for a valid request (malloc/calloc/realloc/reallocarray with a size > 0,
 // posix_memalign returning ENOMEM, aligned_alloc/memalign/valloc/pvalloc returning NULL with errno ENOMEM — not
 // for invalid arguments such as a bad alignment or an overflowing calloc), the interposer calls
-// cat_emergency_report() before returning the NULL with errno unchanged. The report goes to stderr and to a new
-// file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file: 0600, O_CREAT|O_EXCL|O_NOFOLLOW,
-// fsync'd) and holds: the trigger (function and size), time, pid, tracked current/peak bytes, dropped
-// allocations, RSS, cgroup usage and limit, oom_score/oom_score_adj, and the top N sites by live bytes with
-// count, size, share and a short traceback.
+// cat_emergency_report() before returning the NULL with errno unchanged. The report goes to stderr (unless
+// configured off) and to a new file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file: 0600,
+// O_CREAT|O_EXCL|O_NOFOLLOW, fsync'd) and holds: the trigger (function and size), time, pid, tracked
+// current/peak bytes, dropped allocations, RSS, the usage and limit of the configured cgroup,
+// oom_score/oom_score_adj, and the top N sites by live bytes with count, size, share and a short traceback.
 //
 // Nothing on that path may call malloc (the heap is exhausted, and we are inside malloc):
 // - the text goes through a static cat_text_writer (a fixed 4 KiB buffer) with hand-formatted numbers, write(2);
@@ -17,13 +18,14 @@
 //   a second) symbolicates the sites the report would print (the top CAT_EMERGENCY_MAX_SITES by live bytes)
 //   while memory is plentiful and stores one short line per trace id with cat_names_put. A site that entered
 //   the top since the last refresh is printed as `image+0xoffset (build id …)` from the image list recorded by
-//   cat_images_capture() — no dladdr, no DWARF;
+//   cat_images_capture() (cat_images.h) — no dladdr, no DWARF;
 // - the calling thread is CAT_THREAD_INTERNAL (and inside the hook) while writing, so anything unexpected passes
 //   straight through untracked; such a call would be counted by cat_debug_internal_allocations() (the tests
 //   assert it stays 0).
 // One report at a time (another thread failing meanwhile skips, counted), and at most one per minimum interval
 // (default 10 s; failures inside it are counted as skipped). Every failure is timed (cat_emergency_memory_short):
-// the watchdog stays off the heap for a while afterwards, then writes the JSON companion and calls onReport.
+// the watchdog stays off the heap for its pause after a failure (`Limits.pauseAfterAllocationFailure`), then
+// writes the JSON companion and calls onReport.
 #ifndef CAT_EMERGENCY_H
 #define CAT_EMERGENCY_H
 
@@ -40,11 +42,21 @@ extern "C" {
 /// The most sites the report lists (`topSites` is clamped to it).
 enum { CAT_EMERGENCY_MAX_SITES = 64 };
 
-/// Configures the allocation-failure report. Call outside malloc (API lock held): copies `directory` into
-/// static storage (NULL or "": stderr only), detects the cgroup once and caches it, caches the page size.
-/// `enabled == 0` turns the report off. `topSites` 0 means the default (20); `minIntervalNs` is the minimum time
-/// between two reports. Not async-signal-safe.
-void cat_emergency_configure(int enabled, const char *_Nullable directory, uint32_t topSites, uint64_t minIntervalNs);
+/// Configures the allocation-failure report from the tracker's configuration, as the other reports read it.
+/// Call outside malloc (API lock held). `enabled == 0` turns the report off.
+/// - `directory`: copied into static storage (NULL, "" or a path of 4096 bytes or more: no file).
+/// - `standardError`: nonzero writes the report to stderr too (`Report.standardError`). Off, with no file, the
+///   report is written nowhere (still counted, and followed up); a file that cannot be created is reported in
+///   one stderr line either way.
+/// - `topSites`: 0 means the default (20); clamped to CAT_EMERGENCY_MAX_SITES.
+/// - `minIntervalNs`: the minimum time between two reports.
+/// - `procSelfCgroup`, `cgroupRoot`: where the memory cgroup is found (`Limits.procSelfCgroup`/`cgroupRoot`;
+///   NULL: the defaults), as cat_cgroup_detect takes them. Detected once here and cached: the report only reads
+///   the group's files.
+/// Caches the page size and the machine's memory too. Not async-signal-safe.
+void cat_emergency_configure(int enabled, const char *_Nullable directory, int standardError, uint32_t topSites,
+                             uint64_t minIntervalNs, const char *_Nullable procSelfCgroup,
+                             const char *_Nullable cgroupRoot);
 
 /// Writes the report for a failed `function(size)` (see above). Allocation-free and lock-free (it waits only
 /// where every allocation may: the gate's reader side while a writer holds it). Preserves errno. Returns at once
@@ -54,7 +66,8 @@ void cat_emergency_report(const char *function, size_t size);
 
 /// Statistics for the tests: reports written, failures skipped (rate limit or a report in progress).
 void cat_emergency_stats(uint64_t *written, uint64_t *skipped);
-/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (only
+/// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (the
+/// watchdog passes `Limits.pauseAfterAllocationFailure`; only
 /// requests smaller than the machine's physical memory count: a failed malloc(SIZE_MAX) is no sign of pressure).
 /// The tracker's own thread (the watchdog's name refresh) does not allocate then: in Swift an allocation that
 /// fails traps, and the heap is exhausted — the process's own error path must get the memory that is left.
@@ -65,7 +78,7 @@ uint64_t cat_emergency_followup_sequence(void);
 /// (`capacity` bytes, NUL-terminated), and the sequence value it belongs to. Outside malloc; never blocks a report.
 uint64_t cat_emergency_followup(char *path, size_t capacity);
 
-// MARK: - Pre-resolved names (written outside malloc, read by the emergency path)
+// MARK: - Pre-resolved names (names_arena.c: written outside malloc, read by the emergency path)
 
 /// Maps (once; idempotent) an index of `maxTraces` per-trace offsets and an 8 MiB string arena, MAP_NORESERVE:
 /// pages are touched only as names are stored. Returns 0, or -1 when the memory cannot be mapped.
@@ -83,16 +96,6 @@ uint64_t cat_names_generation(void);
 /// The stored name of `traceID`: its length, with `*text` pointing into the arena; 0 when none.
 /// Async-signal-safe, allocation-free.
 size_t cat_names_get(uint64_t traceID, const char *_Nullable *_Nonnull text);
-
-// MARK: - Loaded images (for frames without a name)
-
-/// Records the loaded images (file name, address range, load bias, GNU build id from PT_NOTE NT_GNU_BUILD_ID)
-/// into static storage with dl_iterate_phdr (at most 512 images). Outside malloc (the loader takes its lock);
-/// cheap: call it whenever the image set may have changed. Readers use a sequence counter and skip an image
-/// list being rewritten.
-void cat_images_capture(void);
-/// Number of images recorded (for the tests).
-uint32_t cat_images_count(void);
 
 #pragma clang assume_nonnull end
 

@@ -5,6 +5,7 @@
 #ifndef CAT_IMAGES_H
 #define CAT_IMAGES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,37 @@ typedef int (*cat_loaded_image_visitor)(const cat_loaded_image *image, void *_Nu
 /// loader's lock is held during the walk: the visitor must not call dlopen, dladdr or dl_iterate_phdr. Outside
 /// malloc only (the loader lock); allocates nothing itself.
 void cat_loaded_images_visit(cat_loaded_image_visitor visitor, void *_Nullable context);
+
+// MARK: - The static image list (for the allocation-failure report)
+//
+// Frames of a site that has no pre-resolved name are printed from inside a failing malloc, where neither dladdr
+// nor dl_iterate_phdr may be called (both take the loader's lock, dladdr may allocate): the images are recorded
+// beforehand, while memory is plentiful, into static storage the report reads without a lock.
+
+/// The most images the list holds, and the room for each one's file name (its basename, cut to fit).
+enum { CAT_IMAGE_LIST_MAX = 512, CAT_IMAGE_NAME_SIZE = 96 };
+
+/// One image of the list: what a frame needs to be printed as `name+0xoffset (build id …)`.
+typedef struct {
+    /// As in cat_loaded_image: the PT_LOAD range and the load bias (address - bias is the file's address).
+    uintptr_t start, end, bias;
+    /// The file's basename, NUL-terminated ("(main)" when the executable's path cannot be read).
+    char name[CAT_IMAGE_NAME_SIZE];
+    unsigned char buildID[CAT_BUILD_ID_MAX];
+    uint32_t buildIDLength;
+} cat_image_entry;
+
+/// Records the loaded images (cat_loaded_images_visit, at most CAT_IMAGE_LIST_MAX) into the static list.
+/// Outside malloc: it takes the loader's lock, and a mutex serialising concurrent captures. Cheap: call it
+/// whenever the set of images may have changed. Readers never wait for it: while the list is rewritten they find
+/// no image.
+void cat_images_capture(void);
+/// The number of images in the list (0 before the first capture). Allocation-free.
+uint32_t cat_images_count(void);
+/// The listed image whose PT_LOAD range holds `address`, copied into `*out`. Returns false when none does, or
+/// when the list is being rewritten (a sequence counter: a copy torn by a concurrent capture is never returned).
+/// Allocation-free, lock-free, async-signal-safe: the allocation-failure report calls it inside a failing malloc.
+bool cat_images_find(uintptr_t address, cat_image_entry *out);
 
 #pragma clang assume_nonnull end
 

@@ -8,7 +8,8 @@
 // - thread-safety: whether concurrent calls on the same object are allowed.
 //
 // - report_writer.c: a fixed-buffer text writer to up to two fds (stderr and the report file), hand-written
-//   number formatting (decimal, hex, tracemalloc-style sizes, percentages) and the report file's creation.
+//   number formatting (decimal, hex, tracemalloc-style sizes, percentages), the one UTC date formatter (every
+//   report, C or Swift, prints its time with it) and the report file's creation.
 // - process_memory.c: process RSS, OOM score, and the container's cgroup (v1 or v2) memory usage and limit.
 // - limit_trigger.c: the once-per-crossing decision for a soft limit (lock-free), and the clocks.
 #ifndef CAT_REPORT_H
@@ -71,6 +72,20 @@ void cat_tw_percent(cat_text_writer *w, uint64_t part, uint64_t whole);
 /// buffer. Returns 0 when every destination (if any) has taken everything written so far, -1 when one failed
 /// (now or before).
 int cat_tw_flush(cat_text_writer *w);
+
+// MARK: - UTC time (report_writer.c)
+
+/// Room for any text cat_format_utc writes, NUL included (the longest, for INT64_MIN, is 29 characters).
+enum { CAT_UTC_TEXT_SIZE = 32 };
+
+/// Writes `unixSeconds` as a UTC time into `out` (at least CAT_UTC_TEXT_SIZE bytes), NUL-terminated, and
+/// returns its length without the NUL. `compact == false`: ISO 8601 extended, `2026-11-21T19:40:00Z` (the
+/// reports' time lines); `compact == true`: basic, `20261121T194000Z` (the report files' names). Proleptic
+/// Gregorian calendar with a year 0 (Howard Hinnant's civil_from_days): the year has at least four digits, a
+/// '-' before it when negative (-1 is 1 BC: `-0001-12-31T23:59:59Z`), and any int64_t is valid (floor division:
+/// -1 is `1969-12-31T23:59:59Z`). No allocation, no lock (gmtime_r takes the timezone lock), no locale, only the
+/// caller's fixed buffer: async-signal-safe, thread-safe, callable inside malloc.
+size_t cat_format_utc(int64_t unixSeconds, bool compact, char *out);
 
 // MARK: - Report file (report_writer.c)
 
