@@ -181,8 +181,18 @@ enum _ReportWriter {
                                 problems: problems, snapshot: snapshot)
     }
 
+    /// A session begins (`_TrackerLifecycle.startLocked`, before arming): only allocation-failure reports written
+    /// from now on are followed up.
+    static func beginSession() { followedUp.store(cat_emergency_followup_sequence(), ordering: .releasing) }
+
     /// Forgets the previous report (tracking stopped or cleared).
     static func reset() { previous.withLock { $0 = nil } }
+
+    /// Whether an allocation-failure report was written since the last follow-up (polled by the watchdog; no
+    /// allocation).
+    static var allocationFailureAwaitsFollowUp: Bool {
+        cat_emergency_followup_sequence() != followedUp.load(ordering: .acquiring)
+    }
 
     /// What the allocation-failure report could not do from inside the failing malloc, done by the watchdog once
     /// its pause after the failure is over (memory may be back): the snapshot JSON next to the text file — the
