@@ -1,4 +1,4 @@
-import AllocationTracking
+@_spi(Testing) import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
 #if canImport(Glibc)
@@ -12,9 +12,10 @@ enum ContainerFakeScenario: Scenario {
         // A fake cgroup v2 tree: usage below, then above 90 % of memory.max.
         let root = String(arguments.dropFirst().first!)
         let directory = String(arguments.dropFirst(2).first!)
-        try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
-                                           limits: .init(containerFraction: 0.9, pollInterval: 0.02,
-                                                         cgroupRoot: root + "/cg", procSelfCgroup: root + "/proc_cgroup")))
+        var limits = AllocationTracker.Configuration.Limits(containerFraction: 0.9, pollInterval: 0.02)
+        limits.cgroupRoot = root + "/cg"
+        limits.procSelfCgroup = root + "/proc_cgroup"
+        try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false), limits: limits))
         var line: Int32 = 0
         let block = ats_malloc_touched(100_000, &line)
         usleep(200_000)
