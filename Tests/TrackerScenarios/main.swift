@@ -23,6 +23,7 @@ let scenarios: [any Scenario.Type] = [
     LibunwindScenario.self,
     OOMScenario.self,
     OOMThreadsScenario.self,
+    ClearOutOfMemoryScenario.self,
 ]
 
 let arguments = CommandLine.arguments.dropFirst()
