@@ -40,9 +40,9 @@ import Musl
 ///   `CAT_THREAD_INTERNAL`, so that its own allocations pass straight through instead of waiting, as readers, for
 ///   itself. Other threads may be parked at the gate while holding locks of their own (a runtime lock, say), so
 ///   the holder does plain loads and stores only: no allocation, no Swift metadata, no lock.
-/// - **The other locks** are always taken before the API lock, never while holding it, except `_Watchdog.lock`,
-///   which is taken (briefly, for a pointer) under it: `_ReportWriter.writing` → API lock,
-///   `_EmergencyNames.refreshing` → API lock, API lock → `_Watchdog.lock`.
+/// - **The other locks** are taken before the API lock, never while holding it (`_ReportWriter.writing` → API
+///   lock, `_EmergencyNames.refreshing` → API lock), except two leaf locks that hold nothing else and are taken
+///   briefly under it: `_Watchdog.lock` (the running watchdog) and `_ReportWriter.previous` (the previous report).
 enum _TrackerLifecycle {
     typealias Configuration = AllocationTracker.Configuration
 
