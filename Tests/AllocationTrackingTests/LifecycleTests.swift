@@ -80,7 +80,10 @@ extension TrackerTests {
                 let start = AllocationTracker.tracedMemory
                 _ = ats_allocate("malloc", 4, 250_000, &blocks)
                 let high = AllocationTracker.tracedMemory
-                #expect(high.peak >= start.current + 1_000_000)
+                // The runner's threads may free their own blocks between the readings (current fell by 522 B in one
+                // CI-like run): the same 64 KiB allowance as below; exact in the quiet child.
+                #expect(high.peak >= start.current + 1_000_000 - (64 << 10), "\(start) -> \(high)")
+                #expect(high.peak >= 1_000_000)
                 ats_free_all(&blocks, 4)
                 let low = AllocationTracker.tracedMemory
                 #expect(low.peak >= high.peak)  // freeing never lowers the peak

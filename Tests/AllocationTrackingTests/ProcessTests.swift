@@ -135,3 +135,13 @@ extension TrackerTests.Processes {
         #expect(result.output.contains("peak ok checks=11"), "\(result.output)")
     }
 }
+
+extension TrackerTests.Processes {
+    /// A clearTraces that cannot map new tables (the address space is exhausted) stops tracking the whole way: the
+    /// watchdog thread exits too, instead of polling on for a tracker that is gone.
+    @Test func clearTracesOutOfMemoryStopsTheWatchdog() throws {
+        let result = try runChild(productURL("TrackerScenarios"), ["clear-out-of-memory"])
+        #expect(result.status == 0, "\(result.output)\(result.error)")
+        #expect(result.output.contains("tables_grew=true tracing=false watchdog_exited=true\n"), "\(result.output)")
+    }
+}

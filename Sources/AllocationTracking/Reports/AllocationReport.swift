@@ -116,27 +116,26 @@ enum _ReportWriter {
         let stats = try snapshot.statistics(groupedBy: .line)
         let samples = snapshot._largestTraces(by: .line, attribution: .default)
         let total = max(1, snapshot.totalSize)
-        lines.append("[ Top \(top) sites by live bytes ]")
-        for (n, stat) in stats.prefix(top).enumerated() {
-            lines.append("#\(n + 1): \(stat), share=\(_percent(stat.size, of: total))")
-            if let sample = samples[snapshot._keyOf(stat.traceback, .line)] {
-                lines += snapshot._tracebackLines(sample.traceback, depth: 4, attribution: .default)
-            }
+        lines.append(_ReportFormatter.heading("Top \(top) sites by live bytes"))
+        lines += _ReportFormatter.ranked(stats.prefix(top), depth: 4, attribution: .default,
+                                         line: { "\($0), share=\(_percent($0.size, of: total))" }) { _, stat in
+            samples[snapshot._keyOf(stat.traceback, .line)]?.traceback
         }
         if stats.count > top {
             let rest = stats.dropFirst(top)
-            lines.append("\(rest.count) other sites: size=\(_formatSize(rest.reduce(0) { $0 + $1.size })), "
-                         + "count=\(rest.reduce(0) { $0 + $1.count })")
+            lines.append(_ReportFormatter.rest(rest.count, "other sites", size: rest.reduce(0) { $0 + $1.size },
+                                               count: rest.reduce(0) { $0 + $1.count }))
         }
         if let (older, olderTime) = previous.withLock({ $0 }) {
-            lines.append("[ Top \(top) growth since the previous report (\(olderTime)) ]")
+            lines.append(_ReportFormatter.heading("Top \(top) growth since the previous report (\(olderTime))"))
             let diffs = try snapshot.compared(to: older, groupedBy: .line).filter { $0.sizeDiff > 0 }
                 .sorted { $0.sizeDiff > $1.sizeDiff }
-            for (n, diff) in diffs.prefix(top).enumerated() { lines.append("#\(n + 1): \(diff)") }
+            lines += _ReportFormatter.ranked(diffs.prefix(top), depth: 0, attribution: .default,
+                                             line: \.description) { _, _ in nil }
             if diffs.isEmpty { lines.append("(no site grew)") }
         }
         lines.append("==== end of report ====")
-        let text = lines.joined(separator: "\n") + "\n"
+        let text = _ReportFormatter.text(lines)
         previous.withLock { $0 = (snapshot, time) }
 
         var problems: [String] = []
@@ -182,8 +181,18 @@ enum _ReportWriter {
                                 problems: problems, snapshot: snapshot)
     }
 
+    /// A session begins (`_TrackerLifecycle.startLocked`, before arming): only allocation-failure reports written
+    /// from now on are followed up.
+    static func beginSession() { followedUp.store(cat_emergency_followup_sequence(), ordering: .releasing) }
+
     /// Forgets the previous report (tracking stopped or cleared).
     static func reset() { previous.withLock { $0 = nil } }
+
+    /// Whether an allocation-failure report was written since the last follow-up (polled by the watchdog; no
+    /// allocation).
+    static var allocationFailureAwaitsFollowUp: Bool {
+        cat_emergency_followup_sequence() != followedUp.load(ordering: .acquiring)
+    }
 
     /// What the allocation-failure report could not do from inside the failing malloc, done by the watchdog once
     /// its pause after the failure is over (memory may be back): the snapshot JSON next to the text file — the

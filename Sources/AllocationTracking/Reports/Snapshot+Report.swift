@@ -31,21 +31,19 @@ extension Snapshot {
         try _checkLimit(limit)
         let stats = try statistics(groupedBy: key, attribution: attribution)
         let samples = _largestTraces(by: key, attribution: attribution)
-        var lines = [moment == .peak ? "[ Top \(limit) at the peak ]" : "[ Top \(limit) ]"]
-        for (n, stat) in stats.prefix(limit).enumerated() {
-            lines.append("#\(n + 1): \(stat)")
-            if n < tracebacks, let sample = samples[_keyOf(stat.traceback, key)] {
-                lines += _tracebackLines(sample.traceback, depth: tracebackDepth, attribution: attribution)
-            }
+        var lines = [_ReportFormatter.heading(moment == .peak ? "Top \(limit) at the peak" : "Top \(limit)")]
+        lines += _ReportFormatter.ranked(stats.prefix(limit), depth: tracebackDepth, attribution: attribution,
+                                         line: \.description) { n, stat in
+            n < tracebacks ? samples[_keyOf(stat.traceback, key)]?.traceback : nil
         }
         let rest = stats.dropFirst(limit)
         if !rest.isEmpty {
-            lines.append("\(rest.count) other: size=\(_formatSize(rest.reduce(0) { $0 + $1.size })), "
-                         + "count=\(rest.reduce(0) { $0 + $1.count })")
+            lines.append(_ReportFormatter.rest(rest.count, "other", size: rest.reduce(0) { $0 + $1.size },
+                                               count: rest.reduce(0) { $0 + $1.count }))
         }
-        lines.append("Total: size=\(_formatSize(totalSize)), count=\(totalCount)")
-        lines.append(_countersLine())
-        return _relative(lines.joined(separator: "\n") + "\n", to: directory)
+        lines.append(_ReportFormatter.total(size: totalSize, count: totalCount))
+        lines.append(_ReportFormatter.counters(self))
+        return _ReportFormatter.text(lines, relativeTo: directory)
     }
 
     /// A text report of the top `limit` changes since `older` (tracemalloc's `compare_to` order), with the
@@ -64,56 +62,24 @@ extension Snapshot {
         try _checkLimit(limit)
         let diffs = try compared(to: older, groupedBy: key, attribution: attribution)
         let samples = _largestTraces(by: key, attribution: attribution)
-        var lines = ["[ Top \(limit) differences ]"]
-        for (n, diff) in diffs.prefix(limit).enumerated() {
-            lines.append("#\(n + 1): \(diff)")
-            if n < tracebacks, let sample = samples[_keyOf(diff.traceback, key)] {
-                lines += _tracebackLines(sample.traceback, depth: tracebackDepth, attribution: attribution)
-            }
+        var lines = [_ReportFormatter.heading("Top \(limit) differences")]
+        lines += _ReportFormatter.ranked(diffs.prefix(limit), depth: tracebackDepth, attribution: attribution,
+                                         line: \.description) { n, diff in
+            n < tracebacks ? samples[_keyOf(diff.traceback, key)]?.traceback : nil
         }
         let rest = diffs.dropFirst(limit)
         if !rest.isEmpty {
-            lines.append("\(rest.count) other: size=\(_formatSize(rest.reduce(0) { $0 + $1.size })) "
-                         + "(\(_formatSize(rest.reduce(0) { $0 + $1.sizeDiff }, sign: true)))")
+            lines.append(_ReportFormatter.rest(rest.count, size: rest.reduce(0) { $0 + $1.size },
+                                               sizeDiff: rest.reduce(0) { $0 + $1.sizeDiff }))
         }
-        let sizeChange = totalSize - older.totalSize
-        let countChange = totalCount - older.totalCount
-        lines.append("Total: size=\(_formatSize(totalSize)) (\(_formatSize(sizeChange, sign: true))), "
-                     + "count=\(totalCount) (\(countChange >= 0 ? "+" : "")\(countChange))")
-        lines.append(_countersLine())
-        return _relative(lines.joined(separator: "\n") + "\n", to: directory)
-    }
-
-    /// A traceback's lines from its attribution frame on.
-    func _tracebackLines(_ traceback: Traceback, depth: Int, attribution: Attribution) -> [String] {
-        var cache = _SystemFrameCache(attribution)
-        var start = 0
-        if let frame = cache.attributionFrame(of: traceback), let index = traceback.frames.firstIndex(of: frame) {
-            start = index
-        }
-        let shown = Traceback(frames: Array(traceback.frames[start...]), totalFrames: traceback.totalFrames)
-        var lines = shown.format(limit: depth).map { "  " + $0 }
-        if start > 0 { lines.insert("    (\(start) allocator and runtime frames above)", at: 0) }
-        return lines
-    }
-
-    func _relative(_ text: String, to directory: String?) -> String {
-        guard let directory, directory.count > 1 else { return text }
-        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
-        return text.replacing(prefix, with: "")
+        lines.append(_ReportFormatter.total(size: totalSize, sizeDiff: totalSize - older.totalSize,
+                                            count: totalCount, countDiff: totalCount - older.totalCount))
+        lines.append(_ReportFormatter.counters(self))
+        return _ReportFormatter.text(lines, relativeTo: directory)
     }
 
     func _checkLimit(_ limit: Int) throws {
         if limit < 0 { throw AllocationTrackingError(.invalidArgument, "a report's top limit cannot be negative (\(limit))") }
-    }
-
-    func _countersLine() -> String {
-        var line = ""
-        if let memory = tracedMemory {
-            line = "Traced memory: current=\(_formatSize(memory.current)), peak=\(_formatSize(memory.peak)); "
-        }
-        if moment == .peak { line += "snapshot at the peak; " }
-        return line + "dropped allocations: \(droppedAllocations)"
     }
 
     /// The largest trace behind each key (for the tracebacks a report shows).
@@ -138,8 +104,9 @@ extension Snapshot {
     }
 }
 
-/// The current directory (for reports' relative paths), or nil.
-public func _currentDirectory() -> String? {
+/// The current directory (for reports' relative paths), or nil. `@usableFromInline`, not public: it is the
+/// default argument of the public `report` functions, and no API of its own.
+@usableFromInline func _currentDirectory() -> String? {
     var buffer = [CChar](repeating: 0, count: 4096)
     guard getcwd(&buffer, buffer.count) != nil else { return nil }
     return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)

@@ -123,9 +123,7 @@ enum _Watchdog {
                 continue
             }
             // An allocation-failure report was written and the pause is over: its JSON and the callback.
-            if cat_emergency_followup_sequence() != _ReportWriter.followedUp.load(ordering: .acquiring) {
-                _ = _ReportWriter.followUpAllocationFailure()
-            }
+            if _ReportWriter.allocationFailureAwaitsFollowUp { _ = _ReportWriter.followUpAllocationFailure() }
             if limits.signal != nil, cat_signal_take() != 0 {
                 report(.signal, "signal \(limits.signal!) received")
             }

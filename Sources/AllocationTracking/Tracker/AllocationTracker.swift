@@ -36,11 +36,7 @@ public enum AllocationTracker {
     public static var isTracing: Bool { cat_is_active() == 1 }
 
     /// The configuration tracking was started with, or nil while stopped.
-    public static var configuration: Configuration? {
-        cat_api_lock()
-        defer { cat_api_unlock() }
-        return isTracing ? _TrackerSession.configuration : nil
-    }
+    public static var configuration: Configuration? { _TrackerLifecycle.configuration }
 
     /// `maxFrames` of the running tracker (0 while stopped), like tracemalloc's `get_traceback_limit`.
     public static var tracebackLimit: Int { configuration?.maxFrames ?? 0 }
@@ -51,119 +47,19 @@ public enum AllocationTracker {
     ///   (checked now, not at the first report), `.unavailable` in sanitizer builds,
     ///   `.unwinderUnavailable` when libunwind is selected but not installed.
     public static func start(_ configuration: Configuration = Configuration()) throws {
-        try configuration.validate()
-        try configuration.checkReportDirectory()
-        guard isAvailable else {
-            throw AllocationTrackingError(
-                .unavailable,
-                "allocation tracking is unavailable in this build: AddressSanitizer/ThreadSanitizer own malloc")
-        }
-        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
-        defer { _ = cat_thread_set_state(previous) }
-        cat_api_lock()
-        defer { cat_api_unlock() }
-        if isTracing {
-            // Tracking that `measure` started implicitly becomes the caller's: no measurement stops it now.
-            if _TrackerSession.implicitStarts > 0 {
-                _TrackerSession.implicitStarts = 0
-                _TrackerSession.implicitGeneration &+= 1
-            }
-            return
-        }
-        try _startLocked(configuration)
-    }
-
-    /// `start` with the API lock held, the caller suspended and tracking off.
-    static func _startLocked(_ configuration: Configuration) throws {
-        if configuration.unwinder == .libunwind {
-            var message = [CChar](repeating: 0, count: 512)
-            if cat_load_libunwind(&message, message.count) != 0 {
-                let bytes = message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
-                throw AllocationTrackingError(.unwinderUnavailable, String(decoding: bytes, as: UTF8.self))
-            }
-        }
-        var recorder = _AllocationRecorder.table
-        cat_install_recorder(&recorder, UInt32(configuration.maxFrames),
-                             configuration.unwinder == .libunwind ? Int32(CAT_UNWINDER_LIBUNWIND)
-                                                                  : Int32(CAT_UNWINDER_FRAME_POINTERS))
-        let created = _withGateWriter { cat_tables_create(UInt64(configuration.maxTraces)) }
-        guard created == 0 else {
-            throw AllocationTrackingError(.unavailable, "could not map memory for the tracker's tables")
-        }
-        _TrackerSession.configuration = configuration
-        _TrackerSession.startedInProcess = getpid()
-        cat_install_fork_handlers()
-        _configureEmergencyReport(directory: configuration.report.directory,
-                                  standardError: configuration.report.standardError,
-                                  topSites: configuration.report.topSites,
-                                  minimumInterval: configuration.limits.minimumInterval,
-                                  procSelfCgroup: configuration.limits.procSelfCgroup,
-                                  cgroupRoot: configuration.limits.cgroupRoot,
-                                  enabled: configuration.limits.onAllocationFailure)
-        // Before arming: a report written from now on is this session's, and gets its follow-up.
-        _ReportWriter.followedUp.store(cat_emergency_followup_sequence(), ordering: .releasing)
-        cat_set_active(1)
-        _Watchdog.start(configuration)
-        if configuration.limits.reportAtExit { _installExitReport() }
+        try _TrackerLifecycle.start(configuration)
     }
 
     /// Stops tracing and forgets every trace (current = peak = 0), like tracemalloc's `stop`. The tables'
     /// memory is returned to the system. A no-op while stopped.
-    public static func stop() {
-        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
-        defer { _ = cat_thread_set_state(previous) }
-        _Watchdog.stop()  // before the API lock: a report in progress needs it
-        _ReportWriter.reset()
-        cat_api_lock()
-        defer { cat_api_unlock() }
-        guard isTracing else { return }
-        _stopLocked()
-    }
-
-    /// `stop` with the API lock held and tracking on. Measurement scopes see their tables gone (`tablesEpoch`);
-    /// the implicit start `measure` made, if any, is forgotten (the next `measure` starts afresh).
-    static func _stopLocked() {
-        _Watchdog.detachLocked()  // stop() joined it already; an implicit stop (measure) lets it exit by itself
-        _ReportWriter.reset()
-        cat_set_active(0)
-        _withGateWriter { cat_tables_release() }
-        _EmergencyNames.reset()  // trace ids will be reused
-        _TrackerSession.configuration = nil
-        _TrackerSession.tablesEpoch &+= 1
-        _TrackerSession.implicitStarts = 0
-        _TrackerSession.implicitGeneration &+= 1
-    }
+    public static func stop() { _TrackerLifecycle.stop() }
 
     /// Forgets every trace and resets current and peak to 0, and keeps tracing. Blocks allocated before the
     /// call and freed after it are ignored.
-    public static func clearTraces() {
-        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
-        defer { _ = cat_thread_set_state(previous) }
-        cat_api_lock()
-        defer { cat_api_unlock() }
-        guard isTracing else { return }
-        let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
-        _EmergencyNames.reset()  // trace ids will be reused
-        _ReportWriter.reset()
-        _TrackerSession.tablesEpoch &+= 1
-        _withGateWriter {
-            cat_tables_release()
-            if cat_tables_create(maxTraces) != 0 {
-                // Out of memory for even the smallest tables: stop rather than run with none.
-                cat_set_active(0)
-                _TrackerSession.configuration = nil
-            }
-        }
-    }
+    public static func clearTraces() { _TrackerLifecycle.clearTraces() }
 
     /// Sets the peak to the current traced size (and the peak snapshot to what is live now).
-    public static func resetPeak() {
-        cat_api_lock()  // not while clearTraces/stop empty the tables
-        defer { cat_api_unlock() }
-        let state = _UnsafeTrackerState.process
-        state.peak.atomicStore(state.current.atomicLoad())
-        state.peakEpoch.atomicAdd(1)
-    }
+    public static func resetPeak() { _TrackerLifecycle.resetPeak() }
 
     /// The traced memory counters; all zero while stopped.
     public static var tracedMemory: TracedMemory { _UnsafeTrackerState.process.tracedMemory }
@@ -241,63 +137,4 @@ public enum AllocationTracker {
         guard let found else { return nil }
         return _Symbolicator.shared.traceback(for: found.addresses, totalFrames: found.totalFrames)
     }
-}
-
-/// Registers (once) the at-exit report, written if tracking is still on with `reportAtExit` when the
-/// process exits normally.
-func _installExitReport() {
-    struct Once { nonisolated(unsafe) static var done = false }
-    guard !Once.done else { return }
-    Once.done = true
-    atexit {
-        // Not in a forked child that inherited the setting: the report belongs to the process that asked.
-        guard _TrackerSession.startedInProcess == getpid(),
-              let configuration = AllocationTracker.configuration, configuration.limits.reportAtExit else { return }
-        _Watchdog.stop()
-        _ = try? _ReportWriter.write(trigger: .exit, reason: "the process is exiting: what is still live (leaks)")
-    }
-}
-
-/// Session state owned by the API (guarded by the API mutex, never read inside malloc).
-enum _TrackerSession {
-    nonisolated(unsafe) static var configuration: AllocationTracker.Configuration?
-    /// Bumped whenever the tables are wiped (stop, clearTraces): a measurement scope spanning it is interrupted.
-    nonisolated(unsafe) static var tablesEpoch: UInt64 = 0
-    /// Active measurements holding the tracker `measure` started implicitly (it stops when the last ends).
-    nonisolated(unsafe) static var implicitStarts = 0
-    /// The process that last started tracking (a forked child inherits the session but is another process).
-    nonisolated(unsafe) static var startedInProcess: pid_t = 0
-    /// Bumped by every stop: a measurement's hold on an implicit start is void after one.
-    nonisolated(unsafe) static var implicitGeneration: UInt64 = 0
-    /// Where the search for a free scope record starts (round robin, so ended records are reused last).
-    nonisolated(unsafe) static var scopeCursor = 0
-}
-
-/// Runs `body` with the gate's writer side held (allocation recording paused in other threads) and the calling
-/// thread in internal state, so its own allocations pass straight through instead of waiting for itself.
-func _withGateWriter<R>(_ body: () throws -> R) rethrows -> R {
-    let previous = cat_thread_set_state(Int32(CAT_THREAD_INTERNAL))
-    cat_gate_lock_writer()
-    defer {
-        cat_gate_unlock_writer()
-        _ = cat_thread_set_state(previous)
-    }
-    return try body()
-}
-
-// MARK: - ALLOCATION_TRACKING
-
-/// Called once at process start by a constructor in the C target when `ALLOCATION_TRACKING` is set. A
-/// malformed value prints one line to stderr and leaves tracking off; the process runs on.
-@_cdecl("cat_swift_start_from_environment_impl")
-public func _startFromEnvironment() {
-    guard let raw = getenv("ALLOCATION_TRACKING") else { return }
-    let value = String(cString: raw)
-    do {
-        guard let configuration = try AllocationTracker.Configuration.parse(environmentValue: value) else { return }
-        try AllocationTracker.start(configuration)
-    } catch let error as AllocationTrackingError {
-        let line = "swift-allocation-tracking: ALLOCATION_TRACKING=\(value): \(error.message); tracking is off\n"
-        line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
-    } catch {}
 }

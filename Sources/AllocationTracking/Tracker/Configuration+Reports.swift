@@ -80,15 +80,15 @@ extension AllocationTracker.Configuration {
         public var pauseAfterAllocationFailure: Double
         /// Seconds between two polls of the watchdog (default 0.1).
         public var pollInterval: Double
-        /// Where cgroup files are found (tests point these at a fake tree).
-        public var cgroupRoot: String
-        public var procSelfCgroup: String
+        /// Where cgroup files are found: the cgroup mount (also `cgroup_root=` in `ALLOCATION_TRACKING`) and the
+        /// process's cgroup list. Test seams (tests point them at a fake tree), not API.
+        @_spi(Testing) public var cgroupRoot = "/sys/fs/cgroup"
+        @_spi(Testing) public var procSelfCgroup = "/proc/self/cgroup"
 
         public init(trackedBytes: Int? = nil, rssBytes: Int? = nil, containerFraction: Double? = 0.9,
                     onAllocationFailure: Bool = true, signal: Int32? = nil, reportAtExit: Bool = false,
                     hysteresis: Double = 0.05, minimumInterval: Double = 10, pauseAfterAllocationFailure: Double = 10,
-                    pollInterval: Double = 0.1, cgroupRoot: String = "/sys/fs/cgroup",
-                    procSelfCgroup: String = "/proc/self/cgroup") {
+                    pollInterval: Double = 0.1) {
             self.trackedBytes = trackedBytes
             self.rssBytes = rssBytes
             self.containerFraction = containerFraction
@@ -99,8 +99,6 @@ extension AllocationTracker.Configuration {
             self.minimumInterval = minimumInterval
             self.pauseAfterAllocationFailure = pauseAfterAllocationFailure
             self.pollInterval = pollInterval
-            self.cgroupRoot = cgroupRoot
-            self.procSelfCgroup = procSelfCgroup
         }
     }
 

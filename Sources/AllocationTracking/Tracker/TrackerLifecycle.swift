@@ -1,0 +1,258 @@
+import CAllocationTracking
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Starts, stops and resets the tracker and its background parts, in one place and in one order. The public
+/// `AllocationTracker.start/stop/clearTraces/resetPeak` only call in here; `measure` starts and stops through
+/// `startLocked`/`stopLocked` too.
+///
+/// The parts, in the order `startLocked` brings them up (`stopLocked` takes them down in reverse, as far as they
+/// have anything to undo):
+/// 1. stack capture: libunwind loaded (when selected) and the capture settings installed;
+/// 2. the tables: mapped under the gate's writer side (`cat_tables_create`);
+/// 3. the session (`_TrackerSession`): the configuration, the process that started;
+/// 4. fork handlers (once per process);
+/// 5. the allocation-failure report: the names arena, the loaded images, its directory and limits
+///    (`_configureEmergencyReport`; the names are reset whenever trace ids are about to be reused);
+/// 6. the report writer (`_ReportWriter`): the allocation-failure reports to follow up start from now;
+/// 7. arming (`cat_set_active(1)`): from here on every malloc-family call is recorded;
+/// 8. the watchdog thread (`_Watchdog`), which reads the armed counters;
+/// 9. the at-exit report (registered once per process; it checks the configuration when it runs).
+///
+/// ## Locking protocol
+///
+/// - **Thread state.** Every entry point sets the calling thread to `CAT_THREAD_SUSPENDED` first and restores
+///   the previous state on the way out: the tracker's own allocations (configuration copies, snapshots, report
+///   text) are not traced, while its frees of blocks allocated before are still recorded.
+/// - **The API lock** (`cat_api_lock`, a process-wide mutex) serialises start, stop, clearTraces, resetPeak,
+///   snapshots, measurements and `fork()` (the atfork handlers hold it), and guards `_TrackerSession`. It is never
+///   taken inside malloc, so its holder may allocate. While it is held the tables stay mapped (only stop and
+///   clearTraces unmap them, under it), which is what lets a snapshot read frames after the gate is released.
+///   Nothing that waits for a thread which takes the API lock may hold it: the watchdog's reports take
+///   snapshots, so `stop()` joins the watchdog *before* taking the lock, and under the lock (`stopLocked`, the
+///   path a measurement's implicit stop takes) the watchdog is only detached and exits at its next poll.
+/// - **The gate's writer side** (`_withGateWriter`, below) pauses allocation recording in every other thread; it
+///   is taken with the API lock held (the order `fork()` uses too: API lock, then gate). Its holder is
+///   `CAT_THREAD_INTERNAL`, so that its own allocations pass straight through instead of waiting, as readers, for
+///   itself. Other threads may be parked at the gate while holding locks of their own (a runtime lock, say), so
+///   the holder does plain loads and stores only: no allocation, no Swift metadata, no lock.
+/// - **The other locks** are taken before the API lock, never while holding it (`_ReportWriter.writing` → API
+///   lock, `_EmergencyNames.refreshing` → API lock), except two leaf locks that hold nothing else and are taken
+///   briefly under it: `_Watchdog.lock` (the running watchdog) and `_ReportWriter.previous` (the previous report).
+enum _TrackerLifecycle {
+    typealias Configuration = AllocationTracker.Configuration
+
+    /// The running configuration, or nil while stopped.
+    static var configuration: Configuration? {
+        withAPILock { AllocationTracker.isTracing ? _TrackerSession.configuration : nil }
+    }
+
+    /// `AllocationTracker.start`: a no-op while tracing, except that tracking `measure` started implicitly becomes
+    /// the caller's (no measurement stops it any more).
+    static func start(_ configuration: Configuration) throws {
+        try configuration.validate()
+        try configuration.checkReportDirectory()
+        guard AllocationTracker.isAvailable else {
+            throw AllocationTrackingError(
+                .unavailable,
+                "allocation tracking is unavailable in this build: AddressSanitizer/ThreadSanitizer own malloc")
+        }
+        try withAPILock {
+            guard !AllocationTracker.isTracing else {
+                if _TrackerSession.implicitStarts > 0 {
+                    _TrackerSession.implicitStarts = 0
+                    _TrackerSession.implicitGeneration &+= 1
+                }
+                return
+            }
+            try startLocked(configuration)
+        }
+    }
+
+    /// Brings the parts up in the order stated above. API lock held, caller suspended, tracking off. A failure
+    /// throws before anything is armed.
+    static func startLocked(_ configuration: Configuration) throws {
+        // 1. Stack capture.
+        if configuration.unwinder == .libunwind {
+            var message = [CChar](repeating: 0, count: 512)
+            if cat_load_libunwind(&message, message.count) != 0 {
+                let bytes = message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+                throw AllocationTrackingError(.unwinderUnavailable, String(decoding: bytes, as: UTF8.self))
+            }
+        }
+        var recorder = _AllocationRecorder.table
+        cat_install_recorder(&recorder, UInt32(configuration.maxFrames),
+                             configuration.unwinder == .libunwind ? Int32(CAT_UNWINDER_LIBUNWIND)
+                                                                  : Int32(CAT_UNWINDER_FRAME_POINTERS))
+        // 2. The tables.
+        let created = _withGateWriter { cat_tables_create(UInt64(configuration.maxTraces)) }
+        guard created == 0 else {
+            throw AllocationTrackingError(.unavailable, "could not map memory for the tracker's tables")
+        }
+        // 3. The session (the allocation-failure report reads its maxTraces).
+        _TrackerSession.configuration = configuration
+        _TrackerSession.startedInProcess = getpid()
+        // 4. Fork handlers.
+        cat_install_fork_handlers()
+        // 5. The allocation-failure report.
+        AllocationTracker._configureEmergencyReport(directory: configuration.report.directory,
+                                                    standardError: configuration.report.standardError,
+                                                    topSites: configuration.report.topSites,
+                                                    minimumInterval: configuration.limits.minimumInterval,
+                                                    procSelfCgroup: configuration.limits.procSelfCgroup,
+                                                    cgroupRoot: configuration.limits.cgroupRoot,
+                                                    enabled: configuration.limits.onAllocationFailure)
+        // 6. The report writer: before arming, so that a report written from now on is this session's.
+        _ReportWriter.beginSession()
+        // 7. Arming.
+        cat_set_active(1)
+        // 8. The watchdog.
+        _Watchdog.start(configuration)
+        // 9. The at-exit report.
+        if configuration.limits.reportAtExit { registerExitReport() }
+    }
+
+    /// `AllocationTracker.stop`. A no-op while stopped.
+    static func stop() {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        // Joined before the API lock: a report in progress on the watchdog's thread takes it.
+        _Watchdog.stop()
+        withAPILock {
+            if AllocationTracker.isTracing { stopLocked() }
+        }
+    }
+
+    /// Takes the parts down, the reverse of `startLocked`: the watchdog first (nothing may start a report on tables
+    /// about to go), then the report writer's session, disarming, the tables, the names (their trace ids will be
+    /// reused), and the session. Measurement scopes see their tables gone (`tablesEpoch`); the implicit start
+    /// `measure` made, if any, is forgotten (the next `measure` starts afresh). API lock held, tracking on.
+    static func stopLocked() {
+        _Watchdog.detachLocked()  // stop() joined it already; an implicit stop (measure) lets it exit by itself
+        _ReportWriter.reset()
+        cat_set_active(0)
+        _withGateWriter { cat_tables_release() }
+        _EmergencyNames.reset()
+        _TrackerSession.configuration = nil
+        _TrackerSession.tablesEpoch &+= 1
+        _TrackerSession.implicitStarts = 0
+        _TrackerSession.implicitGeneration &+= 1
+    }
+
+    /// `AllocationTracker.clearTraces`: new, empty tables, tracking on throughout. What refers to trace ids or to
+    /// the old tables is reset first: the names, the previous report, measurement scopes (`tablesEpoch`).
+    static func clearTraces() {
+        withAPILock {
+            guard AllocationTracker.isTracing else { return }
+            let maxTraces = UInt64(_TrackerSession.configuration?.maxTraces ?? Configuration().maxTraces)
+            _EmergencyNames.reset()
+            _ReportWriter.reset()
+            _TrackerSession.tablesEpoch &+= 1
+            let recreated = _withGateWriter { () -> Bool in
+                cat_tables_release()
+                guard cat_tables_create(maxTraces) == 0 else {
+                    cat_set_active(0)  // before the gate opens: no allocation is recorded into missing tables
+                    return false
+                }
+                return true
+            }
+            // Out of memory for even the smallest tables: stop the whole way (the watchdog too) rather than run
+            // with none.
+            if !recreated { stopLocked() }
+        }
+    }
+
+    /// `AllocationTracker.resetPeak`. Under the API lock: not while clearTraces or stop empty the tables.
+    static func resetPeak() {
+        withAPILock {
+            let state = _UnsafeTrackerState.process
+            state.peak.atomicStore(state.current.atomicLoad())
+            state.peakEpoch.atomicAdd(1)
+        }
+    }
+
+    /// Runs `body` with the calling thread suspended and the API lock held (released first on the way out, then
+    /// the thread state restored).
+    static func withAPILock<R>(_ body: () throws -> R) rethrows -> R {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        return try body()
+    }
+
+    // MARK: - The at-exit report
+
+    /// Registers (once per process) the at-exit report.
+    static func registerExitReport() {
+        struct Once { nonisolated(unsafe) static var done = false }  // API lock held
+        guard !Once.done else { return }
+        Once.done = true
+        atexit { _TrackerLifecycle.writeExitReport() }
+    }
+
+    /// Written when the process exits normally with tracking still on and `reportAtExit` set: what is still live.
+    static func writeExitReport() {
+        // Not in a forked child that inherited the setting: the report belongs to the process that asked.
+        guard _TrackerSession.startedInProcess == getpid(),
+              let configuration, configuration.limits.reportAtExit else { return }
+        _Watchdog.stop()
+        _ = try? _ReportWriter.write(trigger: .exit, reason: "the process is exiting: what is still live (leaks)")
+    }
+}
+
+/// Session state (guarded by the API lock, never read inside malloc).
+enum _TrackerSession {
+    nonisolated(unsafe) static var configuration: AllocationTracker.Configuration?
+    /// Bumped whenever the tables are wiped (stop, clearTraces): a measurement scope spanning it is interrupted.
+    nonisolated(unsafe) static var tablesEpoch: UInt64 = 0
+    /// Active measurements holding the tracker `measure` started implicitly (it stops when the last ends).
+    nonisolated(unsafe) static var implicitStarts = 0
+    /// The process that last started tracking (a forked child inherits the session but is another process).
+    nonisolated(unsafe) static var startedInProcess: pid_t = 0
+    /// Bumped by every stop: a measurement's hold on an implicit start is void after one.
+    nonisolated(unsafe) static var implicitGeneration: UInt64 = 0
+    /// Where the search for a free scope record starts (round robin, so ended records are reused last).
+    nonisolated(unsafe) static var scopeCursor = 0
+}
+
+/// Runs `body` with the gate's writer side held (allocation recording paused in other threads) and the calling
+/// thread in internal state, so its own allocations pass straight through instead of waiting for itself. See the
+/// locking protocol above: API lock held, plain loads and stores only inside.
+func _withGateWriter<R>(_ body: () throws -> R) rethrows -> R {
+    let previous = cat_thread_set_state(Int32(CAT_THREAD_INTERNAL))
+    cat_gate_lock_writer()
+    defer {
+        cat_gate_unlock_writer()
+        _ = cat_thread_set_state(previous)
+    }
+    return try body()
+}
+
+extension AllocationTracker {
+    /// `measure`'s implicit start and stop (Measurement.swift), API lock held.
+    static func _startLocked(_ configuration: Configuration) throws { try _TrackerLifecycle.startLocked(configuration) }
+    static func _stopLocked() { _TrackerLifecycle.stopLocked() }
+}
+
+// MARK: - ALLOCATION_TRACKING
+
+/// Called once at process start by a constructor in the C target when `ALLOCATION_TRACKING` is set. A
+/// malformed value prints one line to stderr and leaves tracking off; the process runs on. (`package`, not
+/// public: only the C target calls it, by its C name; `package` keeps the symbol exported like a public one.)
+@_cdecl("cat_swift_start_from_environment_impl")
+package func _startFromEnvironment() {
+    guard let raw = getenv("ALLOCATION_TRACKING") else { return }
+    let value = String(cString: raw)
+    do {
+        guard let configuration = try AllocationTracker.Configuration.parse(environmentValue: value) else { return }
+        try _TrackerLifecycle.start(configuration)
+    } catch let error as AllocationTrackingError {
+        let line = "swift-allocation-tracking: ALLOCATION_TRACKING=\(value): \(error.message); tracking is off\n"
+        line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+    } catch {}
+}
