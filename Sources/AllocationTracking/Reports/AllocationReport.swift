@@ -244,11 +244,6 @@ enum _ReportWriter {
     }
 }
 
-func _percent(_ part: Int, of whole: Int) -> String {
-    guard whole > 0 else { return "0.0%" }
-    return _fixed(Double(part) * 100 / Double(whole), decimals: 1, sign: false) + "%"
-}
-
 /// `2026-11-21T19:40:00Z` from Unix seconds: `cat_format_utc`, the one date formatter of every report (C and
 /// Swift; no locale, no allocation-heavy formatter).
 func _utcTimestamp(_ seconds: Int64) -> String {

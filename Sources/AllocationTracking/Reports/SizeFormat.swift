@@ -39,3 +39,9 @@ func _fixed(_ value: Double, decimals: Int, sign: Bool) -> String {
     if negative { return "-" + digits }
     return sign ? "+" + digits : digits
 }
+
+/// `12.5%`: a share with one decimal, as every report prints it (0.0% of nothing).
+func _percent(_ part: Int, of whole: Int) -> String {
+    guard whole > 0 else { return "0.0%" }
+    return _fixed(Double(part) * 100 / Double(whole), decimals: 1, sign: false) + "%"
+}

@@ -143,9 +143,9 @@ extension AllocationTracker {
         var implicitGeneration: UInt64? = nil
         if !isTracing {
             do {
-                try _startLocked(Configuration())
+                try _TrackerLifecycle.startLocked(Configuration())
             } catch let error as AllocationTrackingError where error.code == .unwinderUnavailable {
-                try _startLocked(Configuration(unwinder: .framePointers))
+                try _TrackerLifecycle.startLocked(Configuration(unwinder: .framePointers))
             }
             _TrackerSession.implicitStarts = 1
             implicitGeneration = _TrackerSession.implicitGeneration
@@ -214,6 +214,6 @@ extension AllocationTracker {
         guard let generation, generation == _TrackerSession.implicitGeneration, _TrackerSession.implicitStarts > 0
         else { return }
         _TrackerSession.implicitStarts -= 1
-        if _TrackerSession.implicitStarts == 0 && isTracing { _stopLocked() }
+        if _TrackerSession.implicitStarts == 0 && isTracing { _TrackerLifecycle.stopLocked() }
     }
 }

@@ -233,12 +233,6 @@ func _withGateWriter<R>(_ body: () throws -> R) rethrows -> R {
     return try body()
 }
 
-extension AllocationTracker {
-    /// `measure`'s implicit start and stop (Measurement.swift), API lock held.
-    static func _startLocked(_ configuration: Configuration) throws { try _TrackerLifecycle.startLocked(configuration) }
-    static func _stopLocked() { _TrackerLifecycle.stopLocked() }
-}
-
 // MARK: - ALLOCATION_TRACKING
 
 /// Called once at process start by a constructor in the C target when `ALLOCATION_TRACKING` is set. A
