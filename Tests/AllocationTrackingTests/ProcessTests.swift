@@ -19,9 +19,33 @@ extension TrackerTests {
                                       environment: ["ALLOCATION_TRACKING": "frames=24,unwinder=framepointers"])
             #expect(result.output.contains("tracing=true"))
             #expect(result.output.contains("configuration=frames=24,unwinder=framepointers"))
-            #expect(result.error.isEmpty)
+            // One line says tracking is on and what will write reports where (the defaults: the container
+            // limit and allocation failures, to stderr).
+            let pid = result.output.split(separator: "\n").first { $0.hasPrefix("pid=") }?.dropFirst(4) ?? "?"
+            #expect(result.error == "swift-allocation-tracking: tracking on (ALLOCATION_TRACKING), pid \(pid): "
+                    + "unwinder=framepointers, frames=24; reports on container at 90% of its limit, allocation failure "
+                    + "to stderr (announce=off: no line)\n", "\(result.error)")
             let defaults = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": "1"])
             #expect(defaults.output.contains("configuration=frames=32,unwinder=libunwind"))
+            #expect(defaults.error.hasPrefix("swift-allocation-tracking: tracking on (ALLOCATION_TRACKING)"))
+            // Everything that writes a report is named, the signal with the command that sends it.
+            let directory = "/tmp/allocation-tracking-announce-\(getpid())"  // the at-exit report lands here
+            mkdir(directory, 0o700)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let full = try runChild(scenarios, ["env"], environment: [
+                "ALLOCATION_TRACKING": "soft_limit=512MiB,rss_limit=1GiB,container=85%,signal=SIGUSR2,at_exit=on,report_dir=\(directory)"])
+            let fullPid = full.output.split(separator: "\n").first { $0.hasPrefix("pid=") }?.dropFirst(4) ?? "?"
+            // (The at-exit report follows on stderr: the first line is the announcement.)
+            let firstLine = String(full.error.prefix { $0 != "\n" })
+            let expected: String = "swift-allocation-tracking: tracking on (ALLOCATION_TRACKING), pid \(fullPid): "
+                    + "unwinder=libunwind, frames=32; reports on tracked memory 512 MiB, RSS 1024 MiB, container at 85% "
+                    + "of its limit, allocation failure, signal SIGUSR2 (kill -USR2 \(fullPid)), exit to stderr and "
+                    + "\(directory) (announce=off: no line)"
+            #expect(firstLine == expected, "\(full.error)")
+            // Suppressible.
+            let quiet = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": "frames=24,announce=off"])
+            #expect(quiet.output.contains("tracing=true"))
+            #expect(quiet.error.isEmpty, "\(quiet.error)")
         }
 
         @Test(arguments: ["frames=999", "unwinder=dwarf", "verbose=yes", "frames"])

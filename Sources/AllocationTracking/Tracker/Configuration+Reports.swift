@@ -159,6 +159,17 @@ extension AllocationTracker.Configuration {
 
     static var realTimeSignals: ClosedRange<Int32> { __libc_current_sigrtmin()...__libc_current_sigrtmax() }
 
+    /// `SIGUSR2`, `SIGRTMIN+3`: the name `parseSignal` reads back.
+    static func signalName(_ signal: Int32) -> String {
+        switch signal {
+        case SIGUSR1: return "SIGUSR1"
+        case SIGUSR2: return "SIGUSR2"
+        case realTimeSignals.lowerBound: return "SIGRTMIN"
+        case realTimeSignals: return "SIGRTMIN+\(signal - realTimeSignals.lowerBound)"
+        default: return "signal \(signal)"
+        }
+    }
+
     static var reportSignalsRule: String {
         "use SIGUSR1, SIGUSR2 or a real-time signal (SIGRTMIN…SIGRTMAX, \(realTimeSignals.lowerBound)…"
             + "\(realTimeSignals.upperBound)); other signals' default actions are relied on (SIGTERM and SIGINT stop "
@@ -290,10 +301,13 @@ extension AllocationTracker.Configuration {
 
 /// `text` quoted for an error message: control characters escaped (a value from the environment may hold
 /// anything, and is echoed to a terminal or a log), and cut after 120 characters.
-func _quoted(_ text: String) -> String {
-    var out = "'"
+func _quoted(_ text: String) -> String { "'" + _escaped(text, limit: 120) + "'" }
+
+/// `text` with control characters escaped (`\n`, `\x1b`, …), cut after `limit` characters (then `…`).
+func _escaped(_ text: String, limit: Int) -> String {
+    var out = ""
     for (i, scalar) in text.unicodeScalars.enumerated() {
-        if i == 120 { out += "…"; break }
+        if i == limit { out += "…"; break }
         switch scalar {
         case "\n": out += "\\n"
         case "\t": out += "\\t"
@@ -308,7 +322,7 @@ func _quoted(_ text: String) -> String {
             }
         }
     }
-    return out + "'"
+    return out
 }
 
 extension String {

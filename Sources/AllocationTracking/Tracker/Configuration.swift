@@ -81,14 +81,22 @@ extension AllocationTracker {
         /// `rss_limit`, `container` (`0.9`, `90%`, `off`), `on_failure` (on/off), `signal` (`SIGUSR2`, `12`,
         /// `off`), `at_exit` (on/off), `hysteresis` (`0.05`, `5%`), `min_interval` (`10s`), `failure_pause` (the
         /// watchdog's pause after an allocation failure, `10s`), `interval` (the watchdog's poll, `100ms`),
-        /// `cgroup_root`. Throws `.invalidConfiguration` naming the bad part.
+        /// `cgroup_root`; `announce` (on/off: the line printed at start when the environment turned tracking
+        /// on). Throws `.invalidConfiguration` naming the bad part.
         public static func parse(environmentValue value: String) throws -> Configuration? {
+            try _parseEnvironment(value)?.configuration
+        }
+
+        /// `parse(environmentValue:)`, and whether to print the line saying tracking is on (`announce`, on unless
+        /// `announce=off`: it only concerns the environment, so it is not part of `Configuration`).
+        static func _parseEnvironment(_ value: String) throws -> (configuration: Configuration, announce: Bool)? {
             let trimmed = value.trimmingWhitespace()
             switch trimmed.lowercased() {
-            case "1", "true", "on", "yes": return Configuration()
+            case "1", "true", "on", "yes": return (Configuration(), true)
             case "0", "false", "off", "no", "": return nil
             default: break
             }
+            var announce = true
             var configuration = Configuration()
             // An empty setting (`,`, `a=1,,b=2`, a trailing comma) is refused rather than skipped: `,` alone would
             // otherwise turn tracking on with the defaults, silently.
@@ -120,15 +128,22 @@ extension AllocationTracker {
                         throw AllocationTrackingError(.invalidConfiguration, "max_traces must be a number, got \(_quoted(text))")
                     }
                     configuration.maxTraces = n
+                case "announce":
+                    switch text.lowercased() {
+                    case "1", "on", "true", "yes": announce = true
+                    case "0", "off", "false", "no": announce = false
+                    default:
+                        throw AllocationTrackingError(.invalidConfiguration, "announce must be on or off, got \(_quoted(text))")
+                    }
                 default:
                     if try configuration.parseReportKey(key, text) { break }
                     throw AllocationTrackingError(
                         .invalidConfiguration,
-                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, \(Configuration.reportKeys))")
+                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, announce, \(Configuration.reportKeys))")
                 }
             }
             try configuration.validate()
-            return configuration
+            return (configuration, announce)
         }
     }
 }

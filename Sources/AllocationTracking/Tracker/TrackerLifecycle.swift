@@ -242,11 +242,45 @@ func _withGateWriter<R>(_ body: () throws -> R) rethrows -> R {
 package func _startFromEnvironment() {
     guard let raw = getenv("ALLOCATION_TRACKING") else { return }
     let value = String(cString: raw)
+    func say(_ line: String) {
+        (line + "\n").utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+    }
     do {
-        guard let configuration = try AllocationTracker.Configuration.parse(environmentValue: value) else { return }
+        guard let (configuration, announce) = try AllocationTracker.Configuration._parseEnvironment(value) else { return }
         try _TrackerLifecycle.start(configuration)
+        // Servers log their configuration at start; a tracker turned on from outside the code says so too, or
+        // nobody reading the logs can tell it is on (and what will write reports where).
+        if announce { say(_announcement(configuration)) }
     } catch let error as AllocationTrackingError {
-        let line = "swift-allocation-tracking: ALLOCATION_TRACKING=\(value): \(error.message); tracking is off\n"
-        line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+        say("swift-allocation-tracking: ALLOCATION_TRACKING=\(_escaped(value, limit: 200)): \(error.message); tracking is off")
     } catch {}
+}
+
+/// The line printed when `ALLOCATION_TRACKING` turned tracking on: what is on, what writes reports, where.
+func _announcement(_ configuration: AllocationTracker.Configuration) -> String {
+    let limits = configuration.limits
+    var triggers: [String] = []
+    if let bytes = limits.trackedBytes { triggers.append("tracked memory \(_formatSize(bytes))") }
+    if let bytes = limits.rssBytes { triggers.append("RSS \(_formatSize(bytes))") }
+    if let fraction = limits.containerFraction {
+        triggers.append("container at \(_fixed(fraction * 100, decimals: fraction * 100 == (fraction * 100).rounded() ? 0 : 1, sign: false))% of its limit")
+    }
+    if limits.onAllocationFailure { triggers.append("allocation failure") }
+    if let signal = limits.signal {
+        let name = AllocationTracker.Configuration.signalName(signal)
+        triggers.append("signal \(name) (kill -\(name.dropFirst(3)) \(getpid()))")
+    }
+    if limits.reportAtExit { triggers.append("exit") }
+    var destinations: [String] = []
+    if configuration.report.standardError { destinations.append("stderr") }
+    if let directory = configuration.report.directory { destinations.append(_escaped(directory, limit: 200)) }
+    let unwinder = configuration.unwinder == .libunwind ? "libunwind" : "framepointers"
+    var line = "swift-allocation-tracking: tracking on (ALLOCATION_TRACKING), pid \(getpid()): unwinder=\(unwinder), "
+        + "frames=\(configuration.maxFrames)"
+    if triggers.isEmpty {
+        line += "; no reports"
+    } else {
+        line += "; reports on \(triggers.joined(separator: ", ")) to \(destinations.isEmpty ? "nowhere" : destinations.joined(separator: " and "))"
+    }
+    return line + " (announce=off: no line)"
 }

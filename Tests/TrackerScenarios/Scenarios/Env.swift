@@ -9,6 +9,7 @@ enum EnvScenario: Scenario {
 
     static func run(_ arguments: ArraySlice<String>) {
         // Started (or not) by ALLOCATION_TRACKING before main.
+        print("pid=\(getpid())")
         print("tracing=\(AllocationTracker.isTracing)")
         print("configuration=\(AllocationTracker.configuration.map { "\($0)" } ?? "none")")
     }
