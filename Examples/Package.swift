@@ -15,13 +15,19 @@ let package = Package(
             name: "OOMDemo",
             dependencies: [.product(name: "AllocationTracking", package: "swift-allocation-tracking")]
         ),
-        // The README's "Allocation tests" example: `swift test --package-path Examples`.
+        // The README's Quick start, verbatim.
+        .executableTarget(
+            name: "QuickStart",
+            dependencies: [.product(name: "AllocationTracking", package: "swift-allocation-tracking")]
+        ),
+        // The README's "Allocation tests" examples, budgets included: `swift test --package-path Examples`.
         .testTarget(
             name: "AllocationTestsExample",
             dependencies: [
                 .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
                 .product(name: "AllocationTrackingTesting", package: "swift-allocation-tracking"),
-            ]
+            ],
+            exclude: ["allocation-budgets.json"]  // read by path in the budget test, as the README shows
         ),
     ]
 )
