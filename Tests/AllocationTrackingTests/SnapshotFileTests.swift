@@ -573,3 +573,54 @@ import Testing
         }
     }
 }
+
+extension TrackerTests {
+    /// Loading a crafted file costs memory and time in proportion to its size: one frame referred to a million
+    /// times once cost ~100 bytes per reference (a copy of the frame each) — a 15 MB file took 576 MB and 20 s — and
+    /// a diff hashed every frame's strings again. Measured with the tracker itself (the loading thread's peak).
+    @Suite struct HostileFileCost {
+        /// `traces` traces of `depth` references to the same one frame: two bytes a reference in the file.
+        static func oneFrameReferencedOften(traces: Int, depth: Int) -> Data {
+            let references = Array(repeating: "0", count: depth).joined(separator: ",")
+            let trace = "{\"size\":16,\"count\":1,\"allocatedSize\":16,\"allocatedCount\":1,\"totalFrames\":\(depth),\"frames\":[\(references)]}"
+            let text = """
+                {"format":"swift-allocation-tracking-snapshot","version":2,"moment":"now","timestamp":1,"processID":1,\
+                "tracebackLimit":32,"droppedAllocations":0,"images":[],"frames":[{"address":4096,"function":"f",\
+                "file":"/src/a.swift","line":1,"image":"App","isInlined":false}],\
+                "traces":[\(Array(repeating: trace, count: traces).joined(separator: ","))]}
+                """
+            return Data(text.utf8)
+        }
+
+        @Test func memoryIsASmallMultipleOfTheFile() throws {
+            let data = Self.oneFrameReferencedOften(traces: 250, depth: 400)  // 100 000 references, 220 KB
+            let loaded = try AllocationTracker.measure(captureStacks: false) { try Snapshot(jsonData: data) }
+            print("HostileFileCost: peak \(loaded.peakBytes) B while loading a \(data.count) B file")
+            // About 31 times the file for two-byte references, the densest a file can be (typical files, with
+            // longer indices and a real frame table, cost under 10 times): most of it is Foundation's JSON decoding
+            // of the index arrays, then the decoded indices and the traces' frames at a word each. Copies of frames
+            // (the old representation) cost about 72 times.
+            #expect(loaded.peakBytes < 40 * data.count, "peak \(loaded.peakBytes) B for a \(data.count) B file")
+            #expect(loaded.peakBytes > data.count, "the measurement saw the loading")
+        }
+
+        @Test func aTraceDeeperThanAnyCaptureIsRefused() throws {
+            let data = Self.oneFrameReferencedOften(traces: 1, depth: Snapshot.maximumFramesPerTraceback + 1)
+            let error = #expect(throws: AllocationTrackingError.self) { try Snapshot(jsonData: data) }
+            #expect(error?.code == .invalidSnapshotFile)
+            #expect(error?.message.contains("trace 0 has 4097 frames, more than 4096") == true, "\(String(describing: error))")
+            #expect(try Snapshot(jsonData: Self.oneFrameReferencedOften(traces: 1, depth: 4096)).traces.count == 1)
+        }
+
+        /// A frame is one word wherever it is copied: the frames of a loaded snapshot share the file's table.
+        @Test func framesAreShared() {
+            #expect(MemoryLayout<Frame>.size == MemoryLayout<UInt>.size)
+            var frame = Frame(function: "f", file: "a.swift", line: 1)
+            let copy = frame
+            frame.line = 2  // a change makes a new frame; the copy keeps its value
+            #expect(copy.line == 1 && frame.line == 2 && copy != frame)
+            #expect(Frame(function: "f", file: "a.swift", line: 1) == copy)
+            #expect(Set([copy, Frame(function: "f", file: "a.swift", line: 1)]).count == 1)
+        }
+    }
+}

@@ -10,35 +10,95 @@
 /// let frame = Frame(function: "Cache.insert(_:for:)", file: "Sources/App/Cache.swift", line: 42, image: "App")
 /// ```
 public struct Frame: Hashable, Sendable, Codable, CustomStringConvertible {
+    // The fields live in one shared, immutable object: a frame is one word wherever it is copied. A snapshot refers
+    // to the same few thousand frames from every stack (the symbol cache hands out one per address, a loaded file
+    // one per entry of its frame table), so this keeps a snapshot's memory proportional to its distinct frames
+    // rather than to its frame references (a file referring to one frame a million times used to cost ~100 bytes
+    // per reference), and makes copying, hashing and comparing tracebacks cheap (the hash is computed once).
+    private var storage: _FrameStorage
+
     /// The return address in the traced process (for the most recent frame, the address just after the call
     /// to malloc); 0 when unknown (a frame built by hand, or a grouping key).
-    public var address: UInt
+    public var address: UInt {
+        get { storage.address }
+        set { storage = storage.with { $0.address = newValue } }
+    }
     /// The readable function name: demangled Swift (`Cache.insert(_:for:)`), C++ (`ns::Widget::make(int)`) or
     /// C (`strdup`). Nil when the address has no symbol.
-    public var function: String?
+    public var function: String? {
+        get { storage.function }
+        set { storage = storage.with { $0.function = newValue } }
+    }
     /// The symbol as it appears in the binary (`$s3App5CacheC6insert_3forySS_SitF`), for tools.
-    public var mangledName: String?
+    public var mangledName: String? {
+        get { storage.mangledName }
+        set { storage = storage.with { $0.mangledName = newValue } }
+    }
     /// The source file, as recorded in the debug information (absolute for Swift, often relative for C).
-    public var file: String?
+    public var file: String? {
+        get { storage.file }
+        set { storage = storage.with { $0.file = newValue } }
+    }
     /// The source line; 0 when unknown (as in tracemalloc).
-    public var line: Int
+    public var line: Int {
+        get { storage.line }
+        set { storage = storage.with { $0.line = newValue } }
+    }
     /// The library or executable file name (`libswiftCore.so`, `MyService`).
-    public var image: String?
+    public var image: String? {
+        get { storage.image }
+        set { storage = storage.with { $0.image = newValue } }
+    }
     /// The address's offset in `image` (what `addr2line -e image` wants); nil when the image is unknown.
-    public var imageOffset: UInt?
+    public var imageOffset: UInt? {
+        get { storage.imageOffset }
+        set { storage = storage.with { $0.imageOffset = newValue } }
+    }
     /// True for a call the compiler inlined into the physical frame that follows it.
-    public var isInlined: Bool
+    public var isInlined: Bool {
+        get { storage.isInlined }
+        set { storage = storage.with { $0.isInlined = newValue } }
+    }
 
     public init(function: String? = nil, file: String? = nil, line: Int = 0, image: String? = nil,
                 address: UInt = 0, mangledName: String? = nil, imageOffset: UInt? = nil, isInlined: Bool = false) {
-        self.address = address
-        self.function = function
-        self.mangledName = mangledName
-        self.file = file
-        self.line = line
-        self.image = image
-        self.imageOffset = imageOffset
-        self.isInlined = isInlined
+        storage = _FrameStorage(_FrameFields(address: address, function: function, mangledName: mangledName, file: file,
+                                             line: line, image: image, imageOffset: imageOffset, isInlined: isInlined))
+    }
+
+    public static func == (a: Frame, b: Frame) -> Bool {
+        a.storage === b.storage || (a.storage.hash == b.storage.hash && a.storage.fields == b.storage.fields)
+    }
+
+    public func hash(into hasher: inout Hasher) { hasher.combine(storage.hash) }
+
+    private enum CodingKeys: String, CodingKey {
+        case address, function, mangledName, file, line, image, imageOffset, isInlined
+    }
+
+    // The keys and optionality of the synthesized conformance this replaces (the snapshot file format).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(function: try c.decodeIfPresent(String.self, forKey: .function),
+                  file: try c.decodeIfPresent(String.self, forKey: .file),
+                  line: try c.decode(Int.self, forKey: .line),
+                  image: try c.decodeIfPresent(String.self, forKey: .image),
+                  address: try c.decode(UInt.self, forKey: .address),
+                  mangledName: try c.decodeIfPresent(String.self, forKey: .mangledName),
+                  imageOffset: try c.decodeIfPresent(UInt.self, forKey: .imageOffset),
+                  isInlined: try c.decode(Bool.self, forKey: .isInlined))
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(address, forKey: .address)
+        try c.encodeIfPresent(function, forKey: .function)
+        try c.encodeIfPresent(mangledName, forKey: .mangledName)
+        try c.encodeIfPresent(file, forKey: .file)
+        try c.encode(line, forKey: .line)
+        try c.encodeIfPresent(image, forKey: .image)
+        try c.encodeIfPresent(imageOffset, forKey: .imageOffset)
+        try c.encode(isInlined, forKey: .isInlined)
     }
 
     /// An unresolved frame: just the captured address.
@@ -62,4 +122,43 @@ public struct Frame: Hashable, Sendable, Codable, CustomStringConvertible {
         if let image, let imageOffset { return "\(image)+0x" + String(imageOffset, radix: 16) }
         return "0x" + String(address, radix: 16)
     }
+}
+
+/// A frame's fields, by value.
+struct _FrameFields: Hashable, Sendable {
+    var address: UInt
+    var function: String?
+    var mangledName: String?
+    var file: String?
+    var line: Int
+    var image: String?
+    var imageOffset: UInt?
+    var isInlined: Bool
+}
+
+/// A frame's fields, shared by every copy of the frame and never changed (a change makes a new one), with their
+/// hash computed once.
+final class _FrameStorage: Sendable {
+    let fields: _FrameFields
+    let hash: Int
+
+    init(_ fields: _FrameFields) {
+        self.fields = fields
+        hash = fields.hashValue
+    }
+
+    func with(_ change: (inout _FrameFields) -> Void) -> _FrameStorage {
+        var copy = fields
+        change(&copy)
+        return _FrameStorage(copy)
+    }
+
+    var address: UInt { fields.address }
+    var function: String? { fields.function }
+    var mangledName: String? { fields.mangledName }
+    var file: String? { fields.file }
+    var line: Int { fields.line }
+    var image: String? { fields.image }
+    var imageOffset: UInt? { fields.imageOffset }
+    var isInlined: Bool { fields.isInlined }
 }

@@ -51,6 +51,10 @@ extension Snapshot {
     public static let defaultMaximumFileSize = 1 << 30
     /// Files whose arrays and objects nest deeper than this are refused (versions 1 and 2 nest 4 levels deep).
     static let maximumFileNesting = 64
+    /// The most frames a trace of a file may have: the tracker keeps at most 256 captured addresses per stack,
+    /// and symbolication expands each into its inlined calls (rarely more than a few). More is not a snapshot this
+    /// library wrote, and would let a small file cost the reader work out of proportion to its size.
+    public static let maximumFramesPerTraceback = 4096
 
     /// Writes the snapshot as JSON (format version 2, see above), atomically (a temporary file renamed into
     /// place).
@@ -88,8 +92,9 @@ extension Snapshot {
     ///   `maximumSize` bytes, is not JSON of this format (truncated, corrupt, nested deeper than 64 levels), has
     ///   a format version this library does not read (it reads 1 and 2), or is inconsistent (negative sizes,
     ///   frame indices out of range, sizes or counts whose totals do not fit an `Int`, an image ending before it
-    ///   starts or a build id that is not hex). Never crashes on hostile input; memory use is bounded by
-    ///   `maximumSize`.
+    ///   starts or a build id that is not hex, more than `maximumFramesPerTraceback` frames in a trace). Never
+    ///   crashes on hostile input; the memory a loaded snapshot holds is a small multiple of the file's size (a
+    ///   frame reference costs a word), and loading, statistics, diffs and reports take time linear in it.
     public init(contentsOf url: URL, maximumSize: Int = Snapshot.defaultMaximumFileSize) throws {
         var info = stat()
         guard stat(url.path, &info) == 0 else {
@@ -185,6 +190,11 @@ extension Snapshot {
                 throw invalid("sizes or counts too large: their totals from trace \(n) on do not fit in an Int")
             }
             (sizeBound, countBound) = (sizes.partialValue, counts.partialValue)
+            guard trace.frames.count <= Self.maximumFramesPerTraceback else {
+                throw invalid("trace \(n) has \(trace.frames.count) frames, more than \(Self.maximumFramesPerTraceback)")
+            }
+            // Each frame is a reference to the one in the file's table (Frame shares its fields): memory grows
+            // with the references, a word each, not with copies of the frames.
             var frames: [Frame] = []
             frames.reserveCapacity(trace.frames.count)
             for index in trace.frames {
