@@ -529,12 +529,65 @@ import Testing
             Frame(function: "Cache.insert(_:for:)", file: "/src/Sources/App/Cache.swift", image: "App",
                   mangledName: "$s3App5CacheC6insert_3forySS_SitF"),
         ])
-        // Cumulative: every frame, system frames included; the caller holds everything it called.
+        // Cumulative: every frame; the caller holds everything it called. System frames (through which every
+        // stack passes) only when asked for.
         let cumulative = try snapshot.statistics(groupedBy: .function, cumulative: true)
         #expect(cumulative.map { "\($0.traceback.frames[0].function ?? "?") \($0.size) \($0.count)" } == [
+            "Server.handle(_:) 150 3", "Cache.insert(_:for:) 150 3", "helper 30 1", "helper 20 1",
+        ])
+        let everything = try snapshot.statistics(groupedBy: .function, cumulative: true, includingSystemFrames: true)
+        #expect(everything.map { "\($0.traceback.frames[0].function ?? "?") \($0.size) \($0.count)" } == [
             "malloc 180 4", "Server.handle(_:) 150 3", "Cache.insert(_:for:) 150 3", "Box.__allocating_init() 100 1",
             "swift_slowAlloc 100 1", "helper 30 1", "helper 20 1",
         ])
+    }
+
+    /// The process's entry frames (`_start`, a `main` with no line) are left out of cumulative statistics like
+    /// system frames; a C `main` with a line of its own is the user's code and stays.
+    @Test func cumulativeStatisticsLeaveOutTheEntryFrames() throws {
+        let user = Frame(function: "work()", file: "/src/App/work.swift", line: 7, image: "App")
+        let generatedMain = Frame(function: "main", image: "App")
+        let start = Frame(function: "_start", image: "App")
+        let libcStart = Frame(function: "__libc_start_call_main", image: "libc.so.6")
+        let cMain = Frame(function: "main", file: "/src/tool/main.c", line: 12, image: "tool")
+        let snapshot = Snapshot(traces: [
+            Trace(traceback: Traceback(frames: [user, generatedMain, libcStart, start]), size: 64, count: 1),
+            Trace(traceback: Traceback(frames: [user, cMain, libcStart, start]), size: 32, count: 1),
+        ], tracebackLimit: 8, timestamp: 0, processID: 1)
+        #expect(try snapshot.statistics(groupedBy: .function, cumulative: true).map { $0.traceback.frames[0].function }
+                == ["work()", "main"])
+        #expect(try snapshot.statistics(groupedBy: .function, cumulative: true)[1].traceback.frames[0].image == "tool")
+        #expect(try snapshot.statistics(groupedBy: .function, cumulative: true, includingSystemFrames: true).count == 5)
+    }
+
+    /// Text shows one path style (relative to the current directory when under it) and shortens names a human
+    /// cannot read whole; the frame keeps both as they were.
+    @Test func textShowsRelativePathsAndShortNames() throws {
+        let directory = FileManager.default.currentDirectoryPath
+        let local = Frame(function: "f()", file: directory + "/Sources/App/a.swift", line: 3)
+        #expect(local.description == "Sources/App/a.swift:3")
+        #expect(Statistic(traceback: Traceback(frames: [local]), size: 10, count: 1).description
+                == "Sources/App/a.swift:3: size=10 B, count=1, average=10 B")
+        #expect(Traceback(frames: [local]).format() == ["  Sources/App/a.swift:3 in f()"])
+        #expect(local.file == directory + "/Sources/App/a.swift")
+        #expect(Frame(file: "/elsewhere/b.swift", line: 1).description == "/elsewhere/b.swift:1")
+        #expect(Frame(file: directory + "-sibling/c.swift", line: 1).description == directory + "-sibling/c.swift:1")
+        // A C++ template instance of 1,000+ characters: its template arguments folded, the rest kept.
+        let argument = "std::pair<std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> > const, int>"
+        let long = "std::_Hashtable<" + Array(repeating: argument, count: 12).joined(separator: ", ")
+            + ">::_M_emplace_unique(std::integral_constant<bool, true>, int&&)"
+        #expect(long.count > 1000)
+        let frame = Frame(function: long, image: "libapp.so")
+        #expect(frame.description == "std::_Hashtable<…>::_M_emplace_unique(std::integral_constant<…>, int&&) in libapp.so")
+        #expect(frame.function == long)
+        // Short names are untouched, templates and all.
+        #expect(Frame(function: "std::vector<int>::push_back(int const&)", image: "a").description
+                == "std::vector<int>::push_back(int const&) in a")
+        // Still too long without its template arguments: parameter lists folded, then cut.
+        let many = "f(" + String(repeating: "x", count: 300) + ")"
+        #expect(Frame(function: many).description == "f(…)")
+        let plain = String(repeating: "y", count: 400)
+        #expect(Frame(function: plain).description.count == 160)
     }
 
     @Test func frameDescriptions() {

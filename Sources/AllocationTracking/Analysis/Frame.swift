@@ -111,13 +111,14 @@ public struct Frame: Hashable, Sendable, Codable, CustomStringConvertible {
 
     /// tracemalloc's form where a file is known (`Sources/App/Cache.swift:42`; `file:0` when only the file is
     /// known); otherwise the function and image (`swift_slowAlloc in libswiftCore.so`), or `image+0x1f2e`, or the
-    /// bare address.
+    /// bare address. Text, not data: a file under the current directory is shown relative to it (as reports show
+    /// it), and a very long function name (a C++ template instance) shortened — the fields keep them whole.
     public var description: String {
-        if let file, function == nil || line > 0 { return "\(file):\(line)" }
+        if let file, function == nil || line > 0 { return "\(_displayPath(file)):\(line)" }
         if let function {
-            if let file { return "\(function) (\(file))" }
-            if let image { return "\(function) in \(image)" }
-            return function
+            if let file { return "\(_displayName(function)) (\(_displayPath(file)))" }
+            if let image { return "\(_displayName(function)) in \(image)" }
+            return _displayName(function)
         }
         if let image, let imageOffset { return "\(image)+0x" + String(imageOffset, radix: 16) }
         return "0x" + String(address, radix: 16)
@@ -161,4 +162,45 @@ final class _FrameStorage: Sendable {
     var image: String? { fields.image }
     var imageOffset: UInt? { fields.imageOffset }
     var isInlined: Bool { fields.isInlined }
+}
+
+/// How text output shows a source path: relative to the current directory when the file is under it (the same
+/// rule for every frame and every kind of text, so that one file reads the same everywhere), else as recorded.
+func _displayPath(_ path: String) -> String {
+    guard path.hasPrefix("/"), let directory = _currentDirectory(), directory.count > 1 else { return path }
+    let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+    return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
+}
+
+/// The longest function name text output shows whole.
+let _displayNameLimit = 160
+
+/// How text output shows a function name: whole up to `_displayNameLimit` characters; longer ones (C++ template
+/// instances run to thousands) with their template and generic arguments folded to `<…>`, then their parameter
+/// lists to `(…)`, then cut. `Frame.function` keeps the whole name.
+func _displayName(_ name: String) -> String {
+    guard name.count > _displayNameLimit else { return name }
+    var shortened = _folding(name, open: "<", close: ">")
+    if shortened.count > _displayNameLimit { shortened = _folding(shortened, open: "(", close: ")") }
+    if shortened.count > _displayNameLimit { shortened = String(shortened.prefix(_displayNameLimit - 1)) + "…" }
+    return shortened
+}
+
+/// `text` with what stands between each outermost `open`/`close` pair replaced by `…` (unbalanced text is
+/// returned as it was).
+private func _folding(_ text: String, open: Character, close: Character) -> String {
+    var out = ""
+    var depth = 0
+    for character in text {
+        if character == open {
+            if depth == 0 { out.append(open); out.append("…") }
+            depth += 1
+        } else if character == close && depth > 0 {
+            depth -= 1
+            if depth == 0 { out.append(close) }
+        } else if depth == 0 {
+            out.append(character)
+        }
+    }
+    return depth == 0 ? out : text
 }

@@ -4,13 +4,17 @@ extension Snapshot {
     ///
     /// - `cumulative: true` counts every frame of each trace, not only its attribution frame: a function
     ///   that calls the allocating code shows the memory too, and a function on the stack twice (recursion)
-    ///   counts twice, as in tracemalloc. System frames are included. Not available for `.traceback`.
+    ///   counts twice, as in tracemalloc. System frames (`malloc`, the Swift runtime, libc — which every stack
+    ///   passes through, so they would open every list) and the process's entry frames (`_start`, a `main`
+    ///   with no source line) are left out unless `includingSystemFrames` is true. Not available for
+    ///   `.traceback`.
     /// - `attribution` decides which frames are system code (see `Attribution`).
     ///
     /// - Throws: `.invalidArgument` for `.traceback` with `cumulative`.
-    public func statistics(groupedBy key: GroupingKey, cumulative: Bool = false,
+    public func statistics(groupedBy key: GroupingKey, cumulative: Bool = false, includingSystemFrames: Bool = false,
                            attribution: Attribution = .default) throws -> [Statistic] {
-        let groups = try _group(by: key, cumulative: cumulative, attribution: attribution)
+        let groups = try _group(by: key, cumulative: cumulative, includingSystemFrames: includingSystemFrames,
+                                attribution: attribution)
         return groups.values.map { Statistic(traceback: $0.traceback, size: $0.size, count: $0.count) }
             .sorted { a, b in
                 if a.size != b.size { return a.size > b.size }
@@ -24,9 +28,12 @@ extension Snapshot {
     /// only in this snapshot shows its whole value as the change; a key only in `older` shows size 0 and count
     /// 0 with negative changes; an unchanged key is kept with zero changes.
     public func compared(to older: Snapshot, groupedBy key: GroupingKey, cumulative: Bool = false,
+                         includingSystemFrames: Bool = false,
                          attribution: Attribution = .default) throws -> [StatisticDiff] {
-        let new = try _group(by: key, cumulative: cumulative, attribution: attribution)
-        let old = try older._group(by: key, cumulative: cumulative, attribution: attribution)
+        let new = try _group(by: key, cumulative: cumulative, includingSystemFrames: includingSystemFrames,
+                             attribution: attribution)
+        let old = try older._group(by: key, cumulative: cumulative, includingSystemFrames: includingSystemFrames,
+                                   attribution: attribution)
         var diffs: [StatisticDiff] = []
         diffs.reserveCapacity(new.count + old.count)
         for (k, n) in new {
@@ -52,7 +59,8 @@ extension Snapshot {
         var count: Int
     }
 
-    func _group(by key: GroupingKey, cumulative: Bool, attribution: Attribution) throws -> [_GroupKey: _Group] {
+    func _group(by key: GroupingKey, cumulative: Bool, includingSystemFrames: Bool = false,
+                attribution: Attribution) throws -> [_GroupKey: _Group] {
         if cumulative && key == .traceback {
             throw AllocationTrackingError(.invalidArgument, "cumulative statistics are not available for .traceback")
         }
@@ -76,7 +84,10 @@ extension Snapshot {
                 groups[groupKey]!.traceback.totalFrames = max(groups[groupKey]!.traceback.totalFrames,
                                                               trace.traceback.totalFrames)
             } else if cumulative {
-                for frame in trace.traceback.frames { add(frame, trace) }
+                for frame in trace.traceback.frames
+                where includingSystemFrames || !(systemCache.isSystem(frame) || _isProcessEntry(frame)) {
+                    add(frame, trace)
+                }
             } else if let frame = systemCache.attributionFrame(of: trace.traceback) {
                 add(frame, trace)
             } else {
@@ -163,4 +174,12 @@ func _tracebackOrder(_ a: Traceback, _ b: Traceback) -> Bool {
     }
     if a.frames.count != b.frames.count { return a.frames.count < b.frames.count }
     return a.totalFrames < b.totalFrames
+}
+
+/// The frames every stack of the process starts from: the loader's `_start` and a `main` with no source line of
+/// its own (the one the compiler makes for Swift's top-level code or `@main`). A C `main` with a line is the
+/// user's code and is kept.
+func _isProcessEntry(_ frame: Frame) -> Bool {
+    guard let function = frame.function else { return false }
+    return function == "_start" || (function == "main" && frame.line == 0)
 }

@@ -32,7 +32,7 @@ public struct Traceback: Hashable, Sendable, Codable, CustomStringConvertible {
         if !mostRecentFirst { shown.reverse() }
         return shown.map { frame in
             var line = "  " + frame.description
-            if let function = frame.function, frame.file != nil, frame.line > 0 { line += " in " + function }
+            if let function = frame.function, frame.file != nil, frame.line > 0 { line += " in " + _displayName(function) }
             if frame.isInlined { line += " [inlined]" }
             return line
         }
