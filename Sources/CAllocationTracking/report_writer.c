@@ -21,19 +21,25 @@ void cat_tw_init(cat_text_writer *w, int fd0, int fd1) {
     w->fdCount = 0;
     w->fds[0] = w->fds[1] = -1;
     w->failed[0] = w->failed[1] = 0;
+    w->error[0] = w->error[1] = 0;
+    w->written[0] = w->written[1] = 0;
+    w->total = 0;
     if (fd0 >= 0) w->fds[w->fdCount++] = fd0;
     if (fd1 >= 0) w->fds[w->fdCount++] = fd1;
 }
 
-// Writes everything or fails. EINTR retries; EAGAIN (a non-blocking stderr pipe that is full) waits in poll for
-// up to ~10 s in total before giving up; write returning 0 counts as a failure so this cannot spin.
-static int cat_write_all(int fd, const char *bytes, size_t length) {
+// Writes everything or fails: returns 0, or the errno (EIO for a write that returned 0), adding the bytes taken to
+// `*written` either way (a full disk takes part of a write, then fails the rest with ENOSPC). EINTR retries;
+// EAGAIN (a non-blocking stderr pipe that is full) waits in poll for up to ~10 s in total before giving up; write
+// returning 0 counts as a failure so this cannot spin.
+static int cat_write_all(int fd, const char *bytes, size_t length, uint64_t *written) {
     int waits = 0;
     while (length > 0) {
         ssize_t n = write(fd, bytes, length);
         if (n > 0) {
             bytes += n;
             length -= (size_t)n;
+            *written += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR) continue;
@@ -43,7 +49,7 @@ static int cat_write_all(int fd, const char *bytes, size_t length) {
             waits++;
             continue;
         }
-        return -1;
+        return n < 0 ? errno : EIO;
     }
     return 0;
 }
@@ -51,9 +57,16 @@ static int cat_write_all(int fd, const char *bytes, size_t length) {
 int cat_tw_flush(cat_text_writer *w) {
     int result = 0;
     for (int i = 0; i < w->fdCount; i++) {
-        if (!w->failed[i] && w->used > 0 && cat_write_all(w->fds[i], w->buffer, w->used) != 0) w->failed[i] = 1;
+        if (!w->failed[i] && w->used > 0) {
+            int error = cat_write_all(w->fds[i], w->buffer, w->used, &w->written[i]);
+            if (error != 0) {
+                w->failed[i] = 1;
+                w->error[i] = error;
+            }
+        }
         if (w->failed[i]) result = -1;
     }
+    w->total += w->used;
     w->used = 0;
     return result;
 }
@@ -286,6 +299,32 @@ static void cat_pb_i64(cat_path_builder *b, int64_t value, int minDigits) {
     }
 }
 
+// Creates `<stem><extension>`, then `<stem>-1<extension>` … `<stem>-100<extension>`, the first that does not exist
+// (`path` holds the stem, `stemLength` bytes, and has room for PATH_MAX). See cat_report_open_file.
+static int cat_report_create_numbered(char *path, size_t stemLength, const char *extension, char *pathOut,
+                                      size_t pathOutSize) {
+    cat_path_builder base = {.out = path, .size = PATH_MAX, .length = stemLength, .overflow = 0};
+    for (int attempt = 0; attempt <= 100; attempt++) {
+        cat_path_builder name = base;
+        name.length = stemLength;
+        if (attempt > 0) {
+            cat_pb_str(&name, "-");
+            cat_pb_u64(&name, (uint64_t)attempt, 0);
+        }
+        cat_pb_str(&name, extension);
+        if (name.overflow || name.length >= pathOutSize) return -ENAMETOOLONG;
+        for (size_t i = 0; i <= name.length; i++) pathOut[i] = path[i];
+        int fd;
+        do {
+            fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        } while (fd < 0 && errno == EINTR);
+        if (fd >= 0) return fd;
+        // O_CREAT | O_EXCL fails with EEXIST on any existing name, symlinks included (never followed).
+        if (errno != EEXIST) return -errno;
+    }
+    return -EEXIST;
+}
+
 int cat_report_open_file(const char *directory, int pid, int64_t unixSeconds, char *pathOut, size_t pathOutSize) {
     if (pathOutSize > 0) pathOut[0] = 0;
     size_t directoryLength = cat_strlen(directory);
@@ -305,31 +344,77 @@ int cat_report_open_file(const char *directory, int pid, int64_t unixSeconds, ch
     cat_pb_str(&base, "-");
     cat_pb_str(&base, stamp);
     if (base.overflow) return -ENAMETOOLONG;
-    size_t stemLength = base.length;
+    return cat_report_create_numbered(path, base.length, ".txt", pathOut, pathOutSize);
+}
 
-    for (int attempt = 0; attempt <= 100; attempt++) {
-        cat_path_builder name = base;
-        name.length = stemLength;
-        if (attempt > 0) {
-            cat_pb_str(&name, "-");
-            cat_pb_u64(&name, (uint64_t)attempt, 0);
-        }
-        cat_pb_str(&name, ".txt");
-        if (name.overflow || name.length >= pathOutSize) return -ENAMETOOLONG;
-        for (size_t i = 0; i <= name.length; i++) pathOut[i] = path[i];
-        int fd;
-        do {
-            fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        } while (fd < 0 && errno == EINTR);
-        if (fd >= 0) return fd;
-        // O_CREAT | O_EXCL fails with EEXIST on any existing name, symlinks included (never followed).
-        if (errno != EEXIST) return -errno;
-    }
-    return -EEXIST;
+int cat_report_open_companion(const char *textPath, const char *extension, char *pathOut, size_t pathOutSize) {
+    if (pathOutSize > 0) pathOut[0] = 0;
+    size_t length = cat_strlen(textPath);
+    if (length == 0) return -EINVAL;
+    if (length >= 4 && textPath[length - 4] == '.' && textPath[length - 3] == 't' && textPath[length - 2] == 'x' &&
+        textPath[length - 1] == 't')
+        length -= 4;
+    char path[PATH_MAX];
+    cat_path_builder stem = {.out = path, .size = sizeof(path), .length = 0, .overflow = 0};
+    path[0] = 0;
+    cat_pb_bytes(&stem, textPath, length);
+    if (stem.overflow) return -ENAMETOOLONG;
+    return cat_report_create_numbered(path, stem.length, extension, pathOut, pathOutSize);
 }
 
 void cat_fsync_close(int fd) {
     if (fd < 0) return;
     (void)fsync(fd);
     (void)close(fd);
+}
+
+int cat_report_close_file(int fd) {
+    if (fd < 0) return 0;
+    int result = 0;
+    if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) result = -errno;
+    // Linux releases the fd even when close fails (EINTR included): never retried. An error here is a deferred
+    // write error (NFS reports a full disk at close).
+    if (close(fd) != 0 && errno != EINTR && result == 0) result = -errno;
+    return result;
+}
+
+const char *cat_errno_text(int error) {
+    switch (error) {
+    case ENOSPC: return "No space left on device";
+    case EDQUOT: return "Disk quota exceeded";
+    case EFBIG: return "File too large";
+    case EIO: return "Input/output error";
+    case EROFS: return "Read-only file system";
+    case EACCES: return "Permission denied";
+    case EPERM: return "Operation not permitted";
+    case ENOENT: return "No such file or directory";
+    case ENOTDIR: return "Not a directory";
+    case EEXIST: return "File exists";
+    case ENAMETOOLONG: return "File name too long";
+    case ELOOP: return "Too many levels of symbolic links";
+    case EMFILE: return "Too many open files";
+    case ENFILE: return "Too many open files in system";
+    case EBADF: return "Bad file descriptor";
+    case EPIPE: return "Broken pipe";
+    case ENOMEM: return "Cannot allocate memory";
+    case EINVAL: return "Invalid argument";
+    default: return NULL;
+    }
+}
+
+int cat_open_unnamed_file(const char *directory) {
+    int fd;
+    do {
+        fd = open(directory, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    } while (fd < 0 && errno == EINTR);
+    return fd >= 0 ? fd : -errno;
+}
+
+int cat_link_unnamed_file(int fd, const char *path) {
+    char source[64];
+    cat_path_builder b = {.out = source, .size = sizeof(source), .length = 0, .overflow = 0};
+    cat_pb_str(&b, "/proc/self/fd/");
+    cat_pb_u64(&b, (uint64_t)fd, 0);
+    if (b.overflow) return -ENAMETOOLONG;
+    return linkat(AT_FDCWD, source, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
 }

@@ -1,5 +1,6 @@
 // operator new from libstdc++ (which calls malloc inside libstdc++, without frame pointers).
 #include <cstddef>
+#include <new>
 
 extern "C" __attribute__((section("ats_alloc_text"), noinline, used)) void *ats_cxx_new(std::size_t size) {
     char *block = new char[size];
@@ -16,4 +17,16 @@ extern "C" __attribute__((section("ats_alloc_text"), noinline, used)) void *ats_
     char *block = new char[size];
     __asm__ __volatile__("" : : "r"(block) : "memory");
     return block;
+}
+
+// operator new[] that returns NULL instead of throwing std::bad_alloc (Swift cannot catch a C++ exception): a
+// program's `new char[n]` for a size no machine could hold.
+extern "C" void *ats_cxx_try_new(std::size_t size) {
+    try {
+        char *block = new char[size];
+        __asm__ __volatile__("" : : "r"(block) : "memory");
+        return block;
+    } catch (const std::bad_alloc &) {
+        return nullptr;
+    }
 }

@@ -63,6 +63,61 @@ extension TrackerTests.Processes {
         #expect(complete == 20)
     }
 
+    /// A request no machine could satisfy is a program error, not memory pressure: 1,000 × `malloc(SIZE_MAX)`,
+    /// `new char[memory + swap + 1 GiB]` and a request over RLIMIT_AS (set after start: read at the failure) write
+    /// no report and take no rate limit — one stderr line in all, counted — so the real exhaustion that follows
+    /// gets the full report, which counts them.
+    @Test func impossibleSizeTakesNoReport() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-impossible-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try runChild(productURL("TrackerScenarios"), ["impossible-size", directory.path])
+        let context = "\(result.output)\(result.error)"
+        #expect(result.status == 0, "\(context)")
+        let values = keyValues(result.output)
+        #expect(values["malloc_max_failed"] == "1000", "\(context)")
+        #expect(values["new_failed"] == "true", "\(context)")
+        #expect(values["over_limit_failed"] == "true", "\(context)")
+        #expect(values["impossible_pauses"] == "false", "\(context)")
+        #expect(values["reports_before_exhaustion"] == "0", "\(context)")
+        #expect(values["skipped_before_exhaustion"] == "0", "\(context)")
+        #expect(values["exhaustion_errno"] == "\(ENOMEM)", "\(context)")
+        #expect(values["reports"] == "1" && values["skipped"] == "0", "\(context)")
+        #expect(values["impossible"] == "1002", "\(context)")
+        // One line for all of them (its own rate limit), naming the first and the bound it exceeds.
+        let lines = result.error.split(separator: "\n").filter { $0.contains("for a request larger than") }
+        #expect(lines.count == 1, "\(result.error)")
+        #expect(lines.first?.hasPrefix("swift-allocation-tracking: malloc(18446744073709551615) returned NULL for a "
+                                       + "request larger than this machine's memory and swap (") == true, "\(lines)")
+        #expect(lines.first?.contains("a program error, not memory pressure; no allocation-failure report (1 such request so far") == true)
+        // The report is the real exhaustion's, and counts the impossible requests.
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        #expect(files.count == 1, "\(files) \(context)")
+        let text = try String(contentsOfFile: directory.appendingPathComponent(try #require(files.first)).path, encoding: .utf8)
+        #expect(text.contains("trigger: allocation failure: malloc(1048576) returned NULL (ENOMEM)\n"), "\(text)")
+        #expect(text.contains("\nallocation failures not reported (rate limit or concurrent): 0\n"), "\(text)")
+        #expect(text.contains("\nrequests larger than the machine or the address-space limit (not reported): 1002\n"), "\(text)")
+    }
+
+    /// The process is killed (SIGXFSZ, by RLIMIT_FSIZE 0: at the first byte written to the file, as an OOM kill can
+    /// land at any moment) while the allocation-failure report's file is written: the stderr copy — the one a
+    /// container's log keeps — is already complete, though the report is longer than the writer's 4 KiB buffer.
+    @Test func allocationFailureReportReachesStderrBeforeItsFile() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ats-killed-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let result = try runChild(productURL("TrackerScenarios"), ["report-killed", directory.path, "allocation-failure"])
+        #expect(result.status == SIGXFSZ, "expected death by SIGXFSZ: \(result.output)\(result.error.suffix(800))")
+        #expect(!result.output.contains("survived"))
+        let start = try #require(result.error.range(of: "==== swift-allocation-tracking report: allocation failure ===="),
+                                 "\(result.error)")
+        let report = result.error[start.lowerBound...]
+        #expect(report.utf8.count > Int(CAT_TW_BUFFER_SIZE), "the report must be longer than one buffer: \(report)")
+        #expect(report.contains("trigger: allocation failure: malloc(83886080) returned NULL (ENOMEM)\n"))
+        #expect(report.contains("\n#60: "), "\(report)")
+        #expect(report.contains("==== end of report (\(directory.path)/alloc-report-"), "\(report.suffix(300))")
+    }
+
     /// Sites with no pre-resolved name (no refresh ran) are printed as `image+0xoffset (build id …)`, without
     /// dladdr or DWARF.
     @Test func allocationFailureReportFallsBackToImageOffsets() throws {

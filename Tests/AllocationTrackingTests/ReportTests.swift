@@ -156,7 +156,7 @@ extension TrackerTests {
             // snapshot as JSON next to it, naming the site that held the most.
             #expect(values["failure_callbacks"] == "1", "\(result.output)")
             #expect(values["callbacks"] == "2", "\(result.output)")
-            #expect(values["failure_reason"] == "malloc(268435456)_returned_NULL_(ENOMEM)", "\(result.output)")
+            #expect(values["failure_reason"] == "malloc(83886080)_returned_NULL_(ENOMEM)", "\(result.output)")
             #expect(values["failure_text_matches_file"] == "true", "\(result.output)")
             #expect(values["failure_json_loaded"] == "true", "\(result.output)")
             #expect(values["json_moment"] == "peak", "\(result.output)")
@@ -190,6 +190,118 @@ extension TrackerTests {
                 (try? FileManager.default.destinationOfSymbolicLink(atPath: $0.path)) == nil
             }
             #expect(files.count == 1)
+            // The JSON companion: created like the text file (0600, never through or over a planted symlink), at
+            // the next free name; every planted symlink is still one, pointing where it did.
+            let json = try #require(keyValues(result.output)["json"].flatMap { $0 == "none" ? nil : $0 }, "\(result.output)")
+            let stem = try #require(keyValues(result.output)["file"]).dropLast(4)
+            #expect(json == stem + "-1.json", "\(result.output)")
+            let attributes = try FileManager.default.attributesOfItem(atPath: json)
+            #expect(attributes[.type] as? FileAttributeType == .typeRegular)
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "\(attributes)")
+            #expect(try Snapshot(contentsOf: URL(fileURLWithPath: json)).traces.isEmpty == false)
+            let links = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".json") }
+                .filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: directory.path + "/" + $0)) == target.path }
+            #expect(links.count == 12, "\(links)")
+            #expect(!(try FileManager.default.contentsOfDirectory(atPath: directory.path).contains { $0.hasPrefix(".") }))
+        }
+
+        /// The process is killed (SIGXFSZ: RLIMIT_FSIZE 0 kills it at the first byte written to a file, as an OOM
+        /// kill can land at any moment) while the report's file is written: the stderr copy, the one a container's
+        /// log keeps, is already complete.
+        @Test func reportReachesStandardErrorBeforeItsFile() throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let result = try runChild(scenarios, ["report-killed", directory.path, "on-demand"])
+            #expect(result.status == SIGXFSZ, "expected death by SIGXFSZ: \(result.output)\(result.error.suffix(800))")
+            #expect(result.error.contains("==== swift-allocation-tracking report: on demand ====\nreason: killed while writing\n"),
+                    "\(result.error)")
+            #expect(result.error.contains("\n==== end of report ====\n"), "\(result.error)")
+        }
+
+        /// Files that cannot be written completely, by a real kernel limit: RLIMIT_FSIZE (SIGXFSZ ignored, so a write
+        /// past it fails with EFBIG after taking what fits; no root needed). The on-demand report, the
+        /// allocation-failure report (from inside malloc) with its follow-up, and `Snapshot.write(to:)` over an
+        /// existing file each say what was and was not written, and leave no empty, half-written JSON or temporary
+        /// file. A partial text report is removed when the stderr copy is complete, kept when it is the only copy.
+        @Test(arguments: [("0", "on"), ("1000", "on"), ("1000", "off")])
+        func fileSizeLimitLeavesNoEmptyOrPartialFiles(limit: String, standardError: String) throws {
+            let directory = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            try "old\n".write(to: directory.appendingPathComponent("explicit.json"), atomically: false, encoding: .utf8)
+            let result = try runChild(scenarios, ["report-disk-full", directory.path, limit, standardError])
+            let written = limit == "0" ? "after 0 of" : "after 1000 of"
+            try Self.checkFullDisk(result, error: "File too large (errno \(EFBIG))", written: written,
+                                   partialKept: limit != "0" && standardError == "off")
+        }
+
+        /// The same on a real full filesystem: a 64 KiB tmpfs filled to the last byte (needs root to mount).
+        @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root: the RLIMIT_FSIZE variant runs instead"))
+        func fullFilesystemLeavesNoEmptyFiles() throws {
+            let mountPoint = try Self.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: mountPoint) }
+            let mount = try runChild(URL(fileURLWithPath: "/bin/mount"), ["-t", "tmpfs", "-o", "size=64k", "tmpfs", mountPoint.path])
+            guard mount.status == 0 else {
+                print("fullFilesystemLeavesNoEmptyFiles: skipped, cannot mount a tmpfs here: \(mount.error)")
+                return
+            }
+            defer { _ = try? runChild(URL(fileURLWithPath: "/bin/umount"), [mountPoint.path]) }
+            try "old\n".write(to: mountPoint.appendingPathComponent("explicit.json"), atomically: false, encoding: .utf8)
+            // Fill it: a file that takes every block left.
+            let filler = open(mountPoint.path + "/filler", O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            #expect(filler >= 0)
+            var block = [UInt8](repeating: 0x78, count: 4096)
+            while write(filler, &block, block.count) > 0 {}
+            #expect(errno == ENOSPC)
+            close(filler)
+            let result = try runChild(scenarios, ["report-disk-full", mountPoint.path, "none", "on"])
+            try Self.checkFullDisk(result, error: "No space left on device (errno \(ENOSPC))", written: "after 0 of",
+                                   partialKept: false, otherEntries: ["filler"])
+        }
+
+        static func checkFullDisk(_ result: ChildResult, error: String, written: String, partialKept: Bool,
+                                  otherEntries: Set<String> = [], sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let context = "\(result.output)\n\(result.error)"
+            #expect(result.status == 0, "\(context)", sourceLocation: sourceLocation)
+            let lines = result.output.split(separator: "\n").map(String.init)
+            func all(_ key: String) -> [String] {
+                lines.filter { $0.hasPrefix(key + "=") }.map { String($0.dropFirst(key.count + 1)).replacingOccurrences(of: "_", with: " ") }
+            }
+            let values = keyValues(result.output)
+            #expect(values["malloc_succeeded"] == "0", "\(context)", sourceLocation: sourceLocation)
+            // What each report says it could not write.
+            for label in ["on_demand", "failure"] {
+                let problems = all(label + "_problem")
+                let text = try #require(problems.first { $0.contains("report file") }, "\(label): \(context)",
+                                        sourceLocation: sourceLocation)
+                #expect(text.contains(": \(error) \(written) "), "\(text)", sourceLocation: sourceLocation)
+                #expect(text.contains(partialKept ? "the incomplete file is kept" : "the file is removed"), "\(text)",
+                        sourceLocation: sourceLocation)
+                let json = try #require(problems.first { $0.contains("snapshot JSON") }, "\(label): \(context)",
+                                        sourceLocation: sourceLocation)
+                #expect(json.contains(": \(error) ") && json.hasSuffix("the file is removed"), "\(json)",
+                        sourceLocation: sourceLocation)
+                #expect(values[label + "_json"] == "none", "\(context)", sourceLocation: sourceLocation)
+                #expect((values[label + "_file"] == "none") != partialKept, "\(context)", sourceLocation: sourceLocation)
+            }
+            // The same said on stderr (with stderr on, after the complete report).
+            #expect(result.error.contains("swift-allocation-tracking: could not write the report file "),
+                    "\(context)", sourceLocation: sourceLocation)
+            #expect(result.error.contains("swift-allocation-tracking: could not write the allocation-failure report file "),
+                    "\(context)", sourceLocation: sourceLocation)
+            #expect(!result.error.contains("could not write all of"), sourceLocation: sourceLocation)
+            // Snapshot.write(to:) over an existing file: an error, the old file intact.
+            #expect(values["explicit_error"] == "cannotWriteFile", "\(context)", sourceLocation: sourceLocation)
+            #expect(values["explicit_unchanged"] == "true", "\(context)", sourceLocation: sourceLocation)
+            // Nothing else left: no empty or half-written file, no temporary file.
+            let entries = all("entry").map { $0.split(separator: ":").map(String.init) }
+            for entry in entries where entry[0] != "explicit.json" && !otherEntries.contains(entry[0]) {
+                #expect(partialKept && entry[0].hasSuffix(".txt") && entry[1] == "1000" && entry[2] == "600",
+                        "left behind: \(entry) \(context)", sourceLocation: sourceLocation)
+            }
+            #expect(entries.filter { $0[0].hasSuffix(".txt") }.count == (partialKept ? 2 : 0), "\(entries)",
+                    sourceLocation: sourceLocation)
+            #expect(Set(entries.map { $0[0] }).isSuperset(of: otherEntries.union(["explicit.json"])), "\(entries)",
+                    sourceLocation: sourceLocation)
         }
 
         @Test func unwritableDirectoryStillReportsOnStandardError() throws {

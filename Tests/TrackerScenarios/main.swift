@@ -26,6 +26,9 @@ let scenarios: [any Scenario.Type] = [
     ClearOutOfMemoryScenario.self,
     OOMConfiguredScenario.self,
     PauseAfterFailureScenario.self,
+    ImpossibleSizeScenario.self,
+    ReportKilledScenario.self,
+    ReportDiskFullScenario.self,
 ]
 
 let arguments = CommandLine.arguments.dropFirst()

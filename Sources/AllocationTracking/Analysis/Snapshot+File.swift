@@ -56,10 +56,15 @@ extension Snapshot {
     /// library wrote, and would let a small file cost the reader work out of proportion to its size.
     public static let maximumFramesPerTraceback = 4096
 
-    /// Writes the snapshot as JSON (format version 2, see above), atomically (a temporary file renamed into
-    /// place).
+    /// Writes the snapshot as JSON (format version 2, see above) to `url`, replacing a file already there,
+    /// atomically: a reader sees the old file or the new one, and a failure (a full disk) leaves the old one. The
+    /// new file is 0600 and fsync'd. Never written through a symlink (one at `url` is refused), and nothing is
+    /// left behind when writing fails: the bytes go to an unnamed file (`O_TMPFILE`) renamed into place.
+    ///
+    /// - Throws: `.cannotWriteFile` (a full disk, a symlink or a directory at `url`, no permission).
     public func write(to url: URL) throws {
-        try jsonData().write(to: url, options: .atomic)
+        let data = try jsonData()
+        try data.withUnsafeBytes { try _ReportFile.replace(atPath: url.path, with: $0) }
     }
 
     /// The snapshot as JSON (format version 2).

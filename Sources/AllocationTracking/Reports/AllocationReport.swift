@@ -14,9 +14,12 @@ import Musl
 /// A top-allocators report: written on its own when a limit is crossed (see `Configuration.Limits`), on a
 /// signal, at exit, or on demand with `AllocationTracker.writeReport(reason:)`.
 ///
-/// The text goes to standard error (so it survives in a container's log: `kubectl logs --previous`) and to
-/// `alloc-report-<pid>-<UTC time>.txt` in `Configuration.Report.directory` (mode 0600, created with
-/// `O_EXCL|O_NOFOLLOW`, fsync'd), with the snapshot as JSON next to it (`.json`) when that can be written.
+/// The text goes to standard error first (so that it survives in a container's log, `kubectl logs --previous`,
+/// even when the process is killed while the files are written), then to `alloc-report-<pid>-<UTC time>.txt` in
+/// `Configuration.Report.directory`, then the snapshot as JSON next to it (`.json`, or the next free name). Both
+/// files are mode 0600, created with `O_CREAT|O_EXCL|O_NOFOLLOW` and fsync'd; a file that cannot be written
+/// completely (a full disk) is removed — except a partial text file that is the report's only copy (standard
+/// error off or failing) — and `problems` says what was and was not written.
 public struct AllocationReport: Sendable {
     public enum Trigger: String, Sendable, Hashable, CaseIterable {
         case allocationFailure = "allocation failure"
@@ -32,11 +35,12 @@ public struct AllocationReport: Sendable {
     public var reason: String
     /// The report as written.
     public var text: String
-    /// The report file, or nil (no directory configured, or it could not be created: see `problems`).
+    /// The report file, or nil (no directory configured, or it could not be created or written: see `problems`).
     public var file: String?
-    /// The snapshot's JSON file next to it, or nil.
+    /// The snapshot's JSON file next to it, or nil (see `problems`).
     public var snapshotFile: String?
-    /// What could not be done (an unwritable directory, say); also written to standard error.
+    /// What could not be done (an unwritable directory, a full disk: what was and was not written); also written
+    /// to standard error.
     public var problems: [String]
     /// The snapshot the report was made from.
     public var snapshot: Snapshot
@@ -138,44 +142,61 @@ enum _ReportWriter {
         let text = _ReportFormatter.text(lines)
         previous.withLock { $0 = (snapshot, time) }
 
+        // Standard error first: under a fast OOM kill the copy in the container's log is the one that survives.
+        // The text file is created before (so that a problem creating it is said with the report) and written
+        // after; the JSON last.
         var problems: [String] = []
         var file: String?
         var snapshotFile: String?
+        var fd: Int32 = -1
+        var path = ""
         if let directory = configuration.report.directory {
-            var path = [CChar](repeating: 0, count: 4096)
-            let fd = cat_report_open_file(directory, Int32(snapshot.processID), seconds, &path, path.count)
-            if fd >= 0 {
-                let written = text.utf8CString.withUnsafeBufferPointer { buffer -> Bool in
-                    var offset = 0
-                    let count = buffer.count - 1
-                    while offset < count {
-                        let n = Glibc.write(fd, buffer.baseAddress! + offset, count - offset)
-                        if n < 0 && errno == EINTR { continue }
-                        if n <= 0 { return false }
-                        offset += n
-                    }
-                    return true
-                }
-                cat_fsync_close(fd)
-                let name = String(decoding: path.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                file = name
-                if !written { problems.append("could not write all of \(name): \(String(cString: strerror(errno)))") }
-                let json = name.hasSuffix(".txt") ? String(name.dropLast(4)) + ".json" : name + ".json"
-                do {
-                    try snapshot.write(to: URL(fileURLWithPath: json))
-                    snapshotFile = json
-                } catch {
-                    problems.append("could not write the snapshot JSON \(json): \(error)")
-                }
-            } else {
-                problems.append("cannot create a report file in \(directory): \(String(cString: strerror(-fd))); "
+            var buffer = [CChar](repeating: 0, count: 4096)
+            fd = cat_report_open_file(directory, Int32(snapshot.processID), seconds, &buffer, buffer.count)
+            path = _ReportFile.path(buffer)
+            if fd < 0 {
+                problems.append("cannot create a report file in \(directory): \(_ReportFile.describe(-fd)); "
                                 + "the report is on standard error only")
             }
         }
+        var standardErrorHasTheReport = false
         if configuration.report.standardError || !problems.isEmpty {
             var out = configuration.report.standardError ? text : ""
             for problem in problems { out += "swift-allocation-tracking: \(problem)\n" }
-            out.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+            let complete = _ReportFile.writeStandardError(out)
+            standardErrorHasTheReport = configuration.report.standardError && complete
+        }
+        let reported = problems.count
+        if fd >= 0 {
+            var utf8 = text
+            let outcome = utf8.withUTF8 {
+                _ReportFile.finish(fd, path: path, bytes: UnsafeRawBufferPointer($0),
+                                   keepPartial: !standardErrorHasTheReport)
+            }
+            if outcome.succeeded {
+                file = path
+            } else {
+                if !outcome.removed { file = path }
+                problems.append(outcome.problem("the report file", removedBecause: standardErrorHasTheReport
+                    ? " (the report is on standard error)" : " (it held nothing)"))
+            }
+            // The snapshot as JSON next to the text file (the text's own name, written or not, gives its name).
+            do {
+                let data = try snapshot.jsonData()
+                let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
+                if json.succeeded {
+                    snapshotFile = json.path
+                } else if json.path.isEmpty || (json.written == 0 && !json.removed) {
+                    problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
+                } else {
+                    problems.append(json.problem("the snapshot JSON"))
+                }
+            } catch {
+                problems.append("could not encode the snapshot JSON: \(error)")
+            }
+        }
+        if problems.count > reported {
+            _ReportFile.writeStandardError(problems[reported...].map { "swift-allocation-tracking: \($0)\n" }.joined())
         }
         return AllocationReport(trigger: trigger, reason: reason, text: text, file: file, snapshotFile: snapshotFile,
                                 problems: problems, snapshot: snapshot)
@@ -206,37 +227,58 @@ enum _ReportWriter {
             // The report's path and sequence, copied consistently (another report may be written meanwhile: it
             // gets its own follow-up), before the snapshot.
             var buffer = [CChar](repeating: 0, count: 4200)
-            let sequence = cat_emergency_followup(&buffer, buffer.count)
+            var outcome = cat_emergency_file_outcome()
+            let sequence = cat_emergency_followup(&buffer, buffer.count, &outcome)
             guard sequence != followedUp.load(ordering: .acquiring) else { return nil }
             followedUp.store(sequence, ordering: .releasing)
             guard let snapshot = try? AllocationTracker.takeSnapshot(at: .peak) else { return nil }
-            let path = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let path = _ReportFile.path(buffer)
+            // What the report itself could not write (already said on stderr by the report).
             var problems: [String] = []
+            if outcome.error != 0 {
+                let error = _ReportFile.describe(outcome.error)
+                if path.isEmpty {
+                    problems.append("cannot create the allocation-failure report file: \(error)")
+                } else {
+                    problems.append("could not write the allocation-failure report file \(path): \(error) after "
+                                    + "\(outcome.written) of \(outcome.total) bytes; "
+                                    + (outcome.removed != 0 ? "the file is removed" : "the incomplete file is kept"))
+                }
+            }
+            let reported = problems.count
+            let fileRemains = !path.isEmpty && outcome.removed == 0
             var text = ""
             var snapshotFile: String?
-            if !path.isEmpty {
+            if fileRemains {
                 do {
                     text = try String(contentsOf: URL(fileURLWithPath: path), encoding: .utf8)
                 } catch {
                     problems.append("could not read back the allocation-failure report \(path): \(error)")
                 }
-                let json = path.hasSuffix(".txt") ? String(path.dropLast(4)) + ".json" : path + ".json"
+            }
+            if !path.isEmpty {
                 do {
-                    try snapshot.write(to: URL(fileURLWithPath: json))
-                    snapshotFile = json
+                    let data = try snapshot.jsonData()
+                    let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
+                    if json.succeeded {
+                        snapshotFile = json.path
+                    } else if json.path.isEmpty || (json.written == 0 && !json.removed) {
+                        problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
+                    } else {
+                        problems.append(json.problem("the snapshot JSON"))
+                    }
                 } catch {
-                    problems.append("could not write the snapshot JSON \(json): \(error)")
+                    problems.append("could not encode the snapshot JSON: \(error)")
                 }
             }
-            if !problems.isEmpty {
-                let out = problems.map { "swift-allocation-tracking: \($0)\n" }.joined()
-                out.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
+            if problems.count > reported {
+                _ReportFile.writeStandardError(problems[reported...].map { "swift-allocation-tracking: \($0)\n" }.joined())
             }
             // The trigger line of the text ("trigger: allocation failure: malloc(1048576) returned NULL (ENOMEM)").
             let prefix = "trigger: allocation failure: "
             let reason = text.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }
                 ?? "an allocation failed (the report is on standard error)"
-            return AllocationReport(trigger: .allocationFailure, reason: reason, text: text, file: path.isEmpty ? nil : path,
+            return AllocationReport(trigger: .allocationFailure, reason: reason, text: text, file: fileRemains ? path : nil,
                                     snapshotFile: snapshotFile, problems: problems, snapshot: snapshot)
         }
         if let report { callback.withLock { $0 }?(report) }

@@ -14,6 +14,8 @@ public struct AllocationTrackingError: Error, Hashable, Sendable, CustomStringCo
         public static let invalidArgument = Code(name: "invalidArgument")
         /// A saved snapshot cannot be read: truncated, corrupt, too large, or of an unknown format version.
         public static let invalidSnapshotFile = Code(name: "invalidSnapshotFile")
+        /// A file could not be written (a full disk, a symlink at the path): the message says what was left.
+        public static let cannotWriteFile = Code(name: "cannotWriteFile")
         public var description: String { name }
     }
 

@@ -5,10 +5,18 @@
 // posix_memalign returning ENOMEM, aligned_alloc/memalign/valloc/pvalloc returning NULL with errno ENOMEM — not
 // for invalid arguments such as a bad alignment or an overflowing calloc), the interposer calls
 // cat_emergency_report() before returning the NULL with errno unchanged. The report goes to stderr (unless
-// configured off) and to a new file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file: 0600,
-// O_CREAT|O_EXCL|O_NOFOLLOW, fsync'd) and holds: the trigger (function and size), time, pid, tracked
-// current/peak bytes, dropped allocations, RSS, the usage and limit of the configured cgroup,
-// oom_score/oom_score_adj, and the top N sites by live bytes with count, size, share and a short traceback.
+// configured off) and then to a new file `<directory>/alloc-report-<pid>-<UTC time>.txt` (cat_report_open_file:
+// 0600, O_CREAT|O_EXCL|O_NOFOLLOW, fsync'd) — stderr first, complete, so that the copy in the container's log
+// survives a fast OOM kill — and holds: the trigger (function and size), time, pid, tracked current/peak bytes,
+// dropped allocations, RSS, the usage and limit of the configured cgroup, oom_score/oom_score_adj, and the top N
+// sites by live bytes with count, size, share and a short traceback. A file that cannot be written completely (a
+// full disk) is removed unless it is the only (partial) copy, and one stderr line says what was written.
+//
+// A request larger than the machine could ever satisfy — more than its physical memory plus swap (computed by
+// cat_emergency_configure), or than RLIMIT_AS / RLIMIT_DATA as they are at the failure (read then: they can
+// change at any time) — is a program error, not memory pressure: no report, no rate limit taken, no pause for
+// the watchdog; it is counted (cat_emergency_impossible_requests) and named in one stderr line, at most one such
+// line per minimum interval (at least 1 s).
 //
 // Nothing on that path may call malloc (the heap is exhausted, and we are inside malloc):
 // - the text goes through a static cat_text_writer (a fixed 4 KiB buffer) with hand-formatted numbers, write(2);
@@ -53,7 +61,8 @@ enum { CAT_EMERGENCY_MAX_SITES = 64 };
 /// - `procSelfCgroup`, `cgroupRoot`: where the memory cgroup is found (`Limits.procSelfCgroup`/`cgroupRoot`;
 ///   NULL: the defaults), as cat_cgroup_detect takes them. Detected once here and cached: the report only reads
 ///   the group's files.
-/// Caches the page size and the machine's memory too. Not async-signal-safe.
+/// Caches the page size and the machine's memory plus swap too (the machine part of an impossible size). Not
+/// async-signal-safe.
 void cat_emergency_configure(int enabled, const char *_Nullable directory, int standardError, uint32_t topSites,
                              uint64_t minIntervalNs, const char *_Nullable procSelfCgroup,
                              const char *_Nullable cgroupRoot);
@@ -61,22 +70,37 @@ void cat_emergency_configure(int enabled, const char *_Nullable directory, int s
 /// Writes the report for a failed `function(size)` (see above). Allocation-free and lock-free (it waits only
 /// where every allocation may: the gate's reader side while a writer holds it). Preserves errno. Returns at once
 /// when disabled, when a report is in progress on another thread, or inside the minimum interval (both counted
-/// in `skipped`), or when the calling thread is the tracker's own (CAT_THREAD_INTERNAL / inside the hook).
+/// in `skipped`), or when the calling thread is the tracker's own (CAT_THREAD_INTERNAL / inside the hook). An
+/// impossible size (see above) writes at most its one line and is counted in cat_emergency_impossible_requests.
 void cat_emergency_report(const char *function, size_t size);
 
 /// Statistics for the tests: reports written, failures skipped (rate limit or a report in progress).
 void cat_emergency_stats(uint64_t *written, uint64_t *skipped);
+/// Failed requests larger than the machine could ever satisfy (see above): not reported, not rate-limited.
+uint64_t cat_emergency_impossible_requests(void);
+/// The machine's physical memory plus swap as cat_emergency_configure computed it (UINT64_MAX before, or when
+/// unknown): the machine part of "impossible".
+uint64_t cat_emergency_machine_bytes(void);
 /// True while a report is being written, or when an allocation failed less than `quietNs` before `nowNs` (the
-/// watchdog passes `Limits.pauseAfterAllocationFailure`; only
-/// requests smaller than the machine's physical memory count: a failed malloc(SIZE_MAX) is no sign of pressure).
+/// watchdog passes `Limits.pauseAfterAllocationFailure`; only requests the machine could satisfy count: a failed
+/// malloc(SIZE_MAX) is no sign of pressure — the same definition as the report's, above).
 /// The tracker's own thread (the watchdog's name refresh) does not allocate then: in Swift an allocation that
 /// fails traps, and the heap is exhausted — the process's own error path must get the memory that is left.
 bool cat_emergency_memory_short(uint64_t nowNs, uint64_t quietNs);
 /// A counter bumped (by 2) each time a report is written; what the watchdog compares to know a follow-up is due.
 uint64_t cat_emergency_followup_sequence(void);
-/// The last written report's file path ("" when it went to stderr only), copied consistently into `path`
-/// (`capacity` bytes, NUL-terminated), and the sequence value it belongs to. Outside malloc; never blocks a report.
-uint64_t cat_emergency_followup(char *path, size_t capacity);
+/// What became of the last report's file.
+typedef struct {
+    int32_t error;    // 0: written completely (or no file); else the errno of the creation, a write, fsync or close
+    int32_t removed;  // 1: the file could not be written completely and was removed (see cat_emergency_report)
+    uint64_t written; // bytes the file took
+    uint64_t total;   // bytes of the report
+} cat_emergency_file_outcome;
+
+/// The last written report's file path ("" when no file could be created: stderr only), copied consistently into
+/// `path` (`capacity` bytes, NUL-terminated) with what became of the file, and the sequence value they belong to.
+/// Outside malloc; never blocks a report.
+uint64_t cat_emergency_followup(char *path, size_t capacity, cat_emergency_file_outcome *outcome);
 
 // MARK: - Pre-resolved names (names_arena.c: written outside malloc, read by the emergency path)
 

@@ -27,10 +27,12 @@ extern "C" {
 
 // MARK: - Text writer (report_writer.c)
 //
-// Text accumulates in `buffer`; when it is full (and on cat_tw_flush) it is written to every fd. An fd whose
-// write fails (any error but EINTR; EAGAIN after waiting for it in poll) is marked in `failed` and skipped
-// afterwards, so a closed stderr does not stop the file copy. A writer with no fds only fills the buffer (and
-// discards it when full): the tests read the formatted text from `buffer[0..<used]`.
+// Text accumulates in `buffer`; when it is full (and on cat_tw_flush) it is written to every fd, in order. An fd
+// whose write fails (any error but EINTR; EAGAIN after waiting for it in poll) is marked in `failed`, with the
+// error in `error`, and skipped afterwards, so a closed stderr does not stop the file copy. `written` counts the
+// bytes each fd took (a short write that then fails, as on a full disk, counts what it took), `total` the bytes
+// flushed: a destination holds everything exactly when `written == total`. A writer with no fds only fills the
+// buffer (and discards it when full): the tests read the formatted text from `buffer[0..<used]`.
 //
 // Not thread-safe: one writer per report, on the caller's stack or in static memory. Every function is
 // async-signal-safe and never allocates. Writing to a pipe whose reader is gone raises SIGPIPE as write(2)
@@ -43,6 +45,9 @@ typedef struct {
     int fds[2];     // fds[0..<fdCount] are the destinations, in order
     int fdCount;
     int failed[2];  // 1 once the fd at the same index failed
+    int error[2];   // the errno of that failure (0: none)
+    uint64_t written[2];  // bytes the fd at the same index took
+    uint64_t total;       // bytes flushed so far (taken by every destination that did not fail)
 } cat_text_writer;
 
 /// Prepares `w` to write to `fd0` and `fd1`; a negative fd means "none" (both negative: buffer only).
@@ -97,9 +102,30 @@ size_t cat_format_utc(int64_t unixSeconds, bool compact, char *out);
 /// names exist, -ENAMETOOLONG when the path does not fit in `pathOut` or PATH_MAX, -EINVAL for an empty
 /// directory) with `pathOut` holding the last name tried ("" if none). Async-signal-safe, never allocates.
 int cat_report_open_file(const char *directory, int pid, int64_t unixSeconds, char *pathOut, size_t pathOutSize);
+/// Creates the companion of the report file `textPath` (its JSON snapshot): `textPath` without its `.txt`, then
+/// `extension` (".json"), with the same flags and mode as cat_report_open_file; when that name exists (a file, a
+/// planted symlink…), `<stem>-1<extension>` … `<stem>-100<extension>`. Returns the fd and the path in `pathOut`,
+/// or -errno as cat_report_open_file does. Async-signal-safe, never allocates.
+int cat_report_open_companion(const char *textPath, const char *extension, char *pathOut, size_t pathOutSize);
 /// fsync(fd) then close(fd), ignoring errors (close is not retried: Linux releases the fd even on EINTR).
 /// Negative fds are ignored. Async-signal-safe.
 void cat_fsync_close(int fd);
+/// fsync(fd) then close(fd), saying whether the data reached the file: 0, or -errno of the fsync (a filesystem
+/// that reports a full disk or a quota only at fsync: NFS, some FUSE mounts) or of the close. EINVAL and EROFS
+/// from fsync (a file that cannot be synced) are not failures. A negative fd returns 0. Async-signal-safe.
+int cat_report_close_file(int fd);
+/// Opens a new unnamed regular file in `directory` (O_TMPFILE | O_WRONLY | O_CLOEXEC, mode 0600): it has no name,
+/// so nothing is left behind if the process dies before cat_link_unnamed_file. Returns the fd or -errno
+/// (-EOPNOTSUPP, -EISDIR or -EINVAL where the filesystem or kernel lacks O_TMPFILE). Outside malloc.
+int cat_open_unnamed_file(const char *directory);
+/// Names the unnamed file `fd` `path` (which must not exist: never replaces anything), through
+/// /proc/self/fd/<fd> (linkat with AT_SYMLINK_FOLLOW, which needs no privilege). Returns 0 or -errno. Outside
+/// malloc.
+int cat_link_unnamed_file(int fd, const char *path);
+/// A short English description of the errno values a report file's creation or writing meets ("No space left on
+/// device" for ENOSPC…), as strerror would give it, without its locale lock; NULL for any other value (print the
+/// number). Async-signal-safe, never allocates.
+const char *_Nullable cat_errno_text(int error);
 
 // MARK: - Process memory (process_memory.c)
 //

@@ -37,6 +37,8 @@ void *ats_cxx_new_attributed(size_t size, int *line);
 /// malloc + memset (the pages count in RSS and the cgroup) from a known line.
 void *ats_malloc_touched(size_t size, int *line);
 void ats_cxx_delete(void *block);
+/// operator new[] returning NULL where it would throw std::bad_alloc.
+void *ats_cxx_try_new(size_t size);
 /// Sets RLIMIT_AS to the process's current address-space size plus `headroom` bytes, without allocating
 /// (/proc/self/statm read into a stack buffer). Returns 0, or an errno value.
 int ats_limit_address_space(size_t headroom);

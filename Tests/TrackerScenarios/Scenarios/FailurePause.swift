@@ -28,14 +28,15 @@ enum FailurePauseScenario: Scenario {
         AllocationTracker.onReport = { report in seen.withLock { $0.append(report) } }
         var line: Int32 = 0
         let held = ats_malloc_touched(3 << 20, &line)  // the peak's biggest site
-        // A real shortage: 256 MiB with 64 MiB of address space left (the names are resolved first, so that the
-        // watchdog has nothing to symbolicate under the limit).
+        // A real shortage: 80 MiB with 64 MiB of address space left (not more than the whole limit, which is what is
+        // mapped now plus 64 MiB: that would be an impossible request, with no report and no pause). The names are
+        // resolved first, so that the watchdog has nothing to symbolicate under the limit.
         _EmergencyNames.refresh(warmingEverything: true)
         var big: UnsafeMutableRawPointer? = nil
         let mallocName = strdup("malloc")
         guard ats_limit_address_space(64 << 20) == 0 else { fail("setrlimit") }
         let failedAt = cat_monotonic_ns()
-        let succeeded = ats_allocate(mallocName, 1, 256 << 20, &big)
+        let succeeded = ats_allocate(mallocName, 1, 80 << 20, &big)
         _ = ats_unlimit_address_space()
         kill(getpid(), SIGUSR2)
         usleep(600_000)
@@ -47,12 +48,12 @@ enum FailurePauseScenario: Scenario {
             afterPause = reports("signal")
         }
         let writtenAfter = Double(cat_monotonic_ns() - failedAt) / 1e9
-        // The signal report's callback runs just after its file is written: wait for it (up to 5 s). Counted before
-        // the impossible size below, which writes a report of its own.
+        // The signal report's callback runs just after its file is written: wait for it (up to 5 s).
         for _ in 0..<500 where seen.withLock({ $0.count }) < 2 { usleep(10_000) }
         let reportsSeen = seen.withLock { $0 }
         let failureReportFiles = reports("allocation failure")
-        // An impossible size (more than the machine's memory) fails too, but is no sign of pressure: no pause.
+        // An impossible size (more than the machine's memory) fails too, but is no sign of pressure: no pause (and
+        // no report: impossibleSizeTakesNoReport).
         var huge: UnsafeMutableRawPointer? = nil
         _ = ats_allocate(mallocName, 1, 1 << 62, &huge)
         print("impossible_size_pauses=\(cat_emergency_memory_short(cat_monotonic_ns(), 1_000_000_000))")

@@ -29,9 +29,10 @@ enum OOMScenario: Scenario {
         let internalBefore = cat_debug_internal_allocations()
         let count = ats_allocate_until_failure(1 << 20, 4, { oomAfterWarmup() }, blocks, capacity, &failure, &line)
         let internalDuring = cat_debug_internal_allocations() &- internalBefore
-        // A second failure inside the minimum interval: no second report.
+        // A second failure inside the minimum interval: no second report. A size the limit could hold (16 MiB, not
+        // more than the address-space limit: that would be an impossible request, which is not rate-limited).
         var huge: UnsafeMutableRawPointer? = nil
-        let second = ats_allocate("malloc", 1, 1 << 36, &huge)
+        let second = ats_allocate("malloc", 1, 16 << 20, &huge)
         let secondErrno = errno
         // The program's own error path: give the memory back, then report.
         ats_free_all(blocks, count)

@@ -32,8 +32,9 @@ enum PauseAfterFailureScenario: Scenario {
             print("FAIL \(error)")
             exit(1)
         }
-        // A real shortage: 256 MiB with 64 MiB of address space left. The names are resolved first, so that the
-        // watchdog has nothing to symbolicate under the limit.
+        // A real shortage: 80 MiB with 64 MiB of address space left (not more than the whole limit, which is what is
+        // mapped now plus 64 MiB: that would be an impossible request, with no report and no pause). The names are
+        // resolved first, so that the watchdog has nothing to symbolicate under the limit.
         _EmergencyNames.refresh(warmingEverything: true)
         let mallocName = strdup("malloc")
         var big: UnsafeMutableRawPointer? = nil
@@ -42,7 +43,7 @@ enum PauseAfterFailureScenario: Scenario {
             exit(1)
         }
         let failedAt = cat_monotonic_ns()
-        let succeeded = ats_allocate(mallocName, 1, 256 << 20, &big)
+        let succeeded = ats_allocate(mallocName, 1, 80 << 20, &big)
         _ = ats_unlimit_address_space()
         kill(getpid(), SIGUSR2)
         for _ in 0..<2000 where signalReportWritten.load(ordering: .acquiring) == 0 { usleep(10_000) }  // up to 20 s
