@@ -26,6 +26,7 @@ let scenarios: [any Scenario.Type] = [
     ClearOutOfMemoryScenario.self,
     OOMConfiguredScenario.self,
     PauseAfterFailureScenario.self,
+    SignalFreesScenario.self,
 ]
 
 let arguments = CommandLine.arguments.dropFirst()
