@@ -9,8 +9,9 @@
 // Dependency order: each file calls only into the files listed above it (and into the Swift table logic through
 // the installed cat_recorder), so there is no circle between C files.
 //
-//   thread_state.c      per-thread state, initial-exec TLS: the reentrancy guard, the thread's shard and
-//                       measurement scope, the rare-path and emergency markers. Depends on nothing.
+//   thread_state.c      per-thread state, initial-exec TLS: the reentrancy guard and the queue of events a
+//                       signal handler made inside the hook, the thread's shard and measurement scope, the
+//                       rare-path and emergency markers. Depends on nothing.
 //   limit_trigger.c     the clocks and the once-per-crossing decision for a soft limit.
 //   report_writer.c     the fixed-buffer text writer, number and UTC date formatting, the report file.
 //   process_memory.c    process RSS, OOM score, cgroup memory usage and limit.
@@ -60,9 +61,11 @@
 
 /// CAT_THREAD_* (CAllocationTracking.h): what the hook does with this thread's allocations and frees.
 extern CAT_PRIVATE CAT_TLS int t_cat_state;
-/// 1 while this thread runs the tracker's hook or writes the allocation-failure report: an allocation it makes
-/// meanwhile passes straight through untracked (and is counted in g_cat_internal_allocations).
-extern CAT_PRIVATE CAT_TLS int t_cat_in_hook;
+/// The reentrancy guard and the deferred-event queue's claim counters, in one word so that leaving the hook
+/// and finding the queue empty are one atomic step (design: thread_state.c). CAT_HOOK_INSIDE is set while this
+/// thread runs the tracker's hook or writes the allocation-failure report: a free or an allocation arriving
+/// meanwhile (from a signal handler that interrupted it) is queued, not recorded (cat_hook_*, below).
+extern CAT_PRIVATE CAT_TLS uint64_t t_cat_hook;
 /// 1 during a documented rare path inside the hook that may allocate (cat_enter_rare_path): its allocations
 /// pass through like any inside the hook but are not counted as the hook's own.
 extern CAT_PRIVATE CAT_TLS int t_cat_rare_path;
@@ -70,7 +73,9 @@ extern CAT_PRIVATE CAT_TLS int t_cat_rare_path;
 extern CAT_PRIVATE CAT_TLS uint32_t t_cat_shard;
 /// The thread's innermost measurement scope tag (0: none); cat_thread_scope / cat_thread_set_scope.
 extern CAT_PRIVATE CAT_TLS uint64_t t_cat_scope;
-/// Allocations made inside the hook outside a rare path (relaxed counter): cat_debug_internal_allocations.
+/// Allocations made while this thread was inside the hook, outside a rare path (relaxed counter;
+/// cat_debug_internal_allocations): a signal handler's that interrupted the hook (queued and recorded when the
+/// hook exits), or the hook's own, which would be a bug (the tests assert none without signal handlers).
 extern CAT_PRIVATE uint64_t g_cat_internal_allocations;
 
 /// Assigns the calling thread its shard (round-robin over 1…63) and returns it. Allocation-free.
@@ -89,12 +94,98 @@ static inline void cat_enter_rare_path(void) { t_cat_rare_path = 1; }
 static inline void cat_leave_rare_path(void) { t_cat_rare_path = 0; }
 
 /// Brackets the allocation-failure report (emergency_report.c): the thread counts as inside the hook, so an
-/// allocation made while writing it (there should be none) passes straight through and is counted by
-/// cat_debug_internal_allocations. Returns false, changing nothing, when the thread is the tracker's own
-/// already (inside the hook, or CAT_THREAD_INTERNAL): there is no report from there. Allocation-free.
+/// allocation made while writing it (there should be none but a signal handler's) is queued like any that
+/// arrives inside the hook and counted by cat_debug_internal_allocations. Returns false, changing nothing, when
+/// the thread is the tracker's own already (inside the hook, or CAT_THREAD_INTERNAL): there is no report from
+/// there. Allocation-free.
 CAT_PRIVATE bool cat_enter_emergency(void);
-/// Ends what a successful cat_enter_emergency began.
+/// Ends what a successful cat_enter_emergency began: leaves the hook unless a signal handler queued events
+/// meanwhile, in which case the thread stays inside it and the caller of cat_emergency_report (interposer.c,
+/// cat_allocation_failed) drains the queue and leaves.
 CAT_PRIVATE void cat_leave_emergency(void);
+
+// MARK: - The deferred-event queue (thread_state.c holds it; interposer.c pushes and drains)
+//
+// A free or an allocation that arrives while this thread is inside the hook comes from a signal handler that
+// interrupted it (the hook itself never allocates). It cannot be recorded there (why: thread_state.c), so it is
+// queued in this thread's initial-exec TLS and recorded, in order, when the outermost hook exits; a queued
+// free's real free runs only then, after its record, so its address cannot be reused before.
+enum {
+    CAT_HOOK_INSIDE = 1,             // t_cat_hook bit 0
+    CAT_HOOK_EVENT_SHIFT = 1,        // bits 1…16: events claimed since the outermost hook entry
+    CAT_HOOK_EVENT_MASK = 0xFFFF,
+    CAT_HOOK_FRAMES_SHIFT = 17,      // bits 17…40: frame-pool words claimed
+    CAT_HOOK_FRAMES_MASK = 0xFFFFFF,
+    CAT_DEFERRED_EVENTS = 64,        // queue capacity; beyond it an event is not recorded (counted as dropped)
+    CAT_DEFERRED_FRAME_WORDS = 512,  // the frame pool the queued allocations' stacks share (4 KiB)
+    CAT_DEFERRED_MAX_FRAMES = 64,    // frames kept per queued allocation (the true depth is kept too)
+};
+
+/// One queued event. `shape` is written last and says it is complete (CAT_DEFERRED_READY): a handler that
+/// jumped out of a push (siglongjmp) leaves a claimed slot that the drain skips.
+typedef struct {
+    uintptr_t pointer;
+    uint64_t size;    // allocations: the requested size
+    uint64_t scope;   // allocations: the measurement scope tag when the handler ran
+    uint64_t shape;   // READY | ALLOCATION | frame count << 48 | first pool word << 32 | total frames
+} cat_deferred_event;
+#define CAT_DEFERRED_READY (1ull << 63)
+#define CAT_DEFERRED_ALLOCATION (1ull << 62)
+
+extern CAT_PRIVATE CAT_TLS cat_deferred_event t_cat_deferred[CAT_DEFERRED_EVENTS];
+extern CAT_PRIVATE CAT_TLS uintptr_t t_cat_deferred_frames[CAT_DEFERRED_FRAME_WORDS];
+
+/// Whether this thread is inside the hook (or writing the allocation-failure report). One TLS load.
+static inline bool cat_in_hook(void) { return (__atomic_load_n(&t_cat_hook, __ATOMIC_RELAXED) & CAT_HOOK_INSIDE) != 0; }
+
+/// Enters the hook. Only when cat_in_hook() is false, which means the queue is empty and t_cat_hook is 0 (the
+/// leave below resets both at once). The signal fence keeps the compiler from moving the hook's work above it:
+/// a handler that runs after this store sees the flag.
+static inline void cat_hook_enter(void) {
+    __atomic_store_n(&t_cat_hook, (uint64_t)CAT_HOOK_INSIDE, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+}
+
+/// Leaves the hook if nothing was queued since it was entered: one compare-and-swap, so a handler cannot queue
+/// an event between the check and the leave. Returns false (still inside) when events are waiting: the caller
+/// drains them (interposer.c) and tries again.
+static inline bool cat_hook_try_leave(void) {
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    uint64_t expected = CAT_HOOK_INSIDE;
+    return __atomic_compare_exchange_n(&t_cat_hook, &expected, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+/// Claims the next queue slot; returns its index, or -1 when the queue is full. Inside a signal handler that
+/// interrupted the hook. An atomic read-modify-write on the TLS word, because a second handler may interrupt
+/// this one between reading and writing it (checked first so a full queue's counter stops growing).
+static inline int cat_deferred_claim_event(void) {
+    if (((__atomic_load_n(&t_cat_hook, __ATOMIC_RELAXED) >> CAT_HOOK_EVENT_SHIFT) & CAT_HOOK_EVENT_MASK) >=
+        CAT_DEFERRED_EVENTS)
+        return -1;
+    uint64_t old = __atomic_fetch_add(&t_cat_hook, 1ull << CAT_HOOK_EVENT_SHIFT, __ATOMIC_RELAXED);
+    uint64_t index = (old >> CAT_HOOK_EVENT_SHIFT) & CAT_HOOK_EVENT_MASK;
+    return index < CAT_DEFERRED_EVENTS ? (int)index : -1;
+}
+
+/// Claims `count` words of the frame pool; returns the first one's index, or -1 when the pool cannot hold them
+/// (the allocation is then queued without frames). Same rules as cat_deferred_claim_event.
+static inline int cat_deferred_claim_frames(uint32_t count) {
+    if (((__atomic_load_n(&t_cat_hook, __ATOMIC_RELAXED) >> CAT_HOOK_FRAMES_SHIFT) & CAT_HOOK_FRAMES_MASK) + count >
+        CAT_DEFERRED_FRAME_WORDS)
+        return -1;
+    uint64_t old = __atomic_fetch_add(&t_cat_hook, (uint64_t)count << CAT_HOOK_FRAMES_SHIFT, __ATOMIC_RELAXED);
+    uint64_t start = (old >> CAT_HOOK_FRAMES_SHIFT) & CAT_HOOK_FRAMES_MASK;
+    return start + count <= CAT_DEFERRED_FRAME_WORDS ? (int)start : -1;
+}
+
+// MARK: - Stack capture (stack_capture.c)
+
+/// cat_capture_stack for a signal handler that interrupted the hook (a queued allocation): a frame-pointer walk
+/// whatever the configured unwinder, and only when this thread's stack bounds are known already; otherwise the
+/// immediate caller alone. Never takes the rare path (reading the bounds allocates) and never calls libunwind
+/// (the interrupted hook may be walking with it, in this thread's buffer). Allocation-free, async-signal-safe.
+CAT_PRIVATE uint32_t cat_capture_stack_nested(void *frameAddress, void *returnAddress, uintptr_t *out,
+                                              uint32_t maxFrames, uint32_t *totalFrames);
 
 // MARK: - Table memory and the gate (table_memory.c)
 

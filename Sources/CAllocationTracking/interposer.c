@@ -179,30 +179,177 @@ static void cat_resolve(void) {
 
 // MARK: - The hook (runs inside malloc)
 
+// Test support: events signal handlers made inside the hook (queued, recorded at its exit) and those the full
+// queue could not take (counted as dropped as well). Relaxed counters.
+static uint64_t g_cat_deferred_frees;
+static uint64_t g_cat_deferred_allocations;
+static uint64_t g_cat_deferred_overflows;
+
+void cat_debug_deferred_events(uint64_t *frees, uint64_t *allocations, uint64_t *overflows) {
+    *frees = cat_load_relaxed(&g_cat_deferred_frees);
+    *allocations = cat_load_relaxed(&g_cat_deferred_allocations);
+    *overflows = cat_load_relaxed(&g_cat_deferred_overflows);
+}
+
+// The measurement scope an allocation of this thread belongs to now, and whether that scope wants stacks
+// (scope records are static memory, never freed; CAT_SCOPE_FLAGS says whether the scope wants stacks; a
+// counting-only scope skips the capture and its allocations intern into one frameless trace per scope). Plain
+// loads only: allocation-free, and safe in a signal handler.
+static inline uint64_t cat_current_scope(uint64_t *words, int *capture) {
+    uint64_t scope = t_cat_scope;
+    if (scope == 0) scope = cat_load_relaxed(words + CAT_W_SCOPE_PROCESS);
+    *capture = 1;
+    if (scope != 0) {
+        uint64_t index = (scope & 0xFFFF) - 1;
+        *capture = index < CAT_SCOPES &&
+                   (cat_load_relaxed(words + CAT_W_SCOPES + index * CAT_SCOPE_WORDS + CAT_SCOPE_FLAGS) &
+                    CAT_SCOPE_CAPTURE_STACKS) != 0;
+    }
+    return scope;
+}
+
+// Inside the hook (flag set): hands a captured allocation to the table logic, with the gate's reader side held.
+static void cat_record_captured(uint64_t *words, void *ptr, size_t size, const uintptr_t *frames, uint32_t count,
+                                uint32_t total, uint64_t scope) {
+    const cat_recorder *recorder = cat_current_recorder();
+    uint32_t shard = cat_thread_shard_inline();
+    for (uint32_t attempt = 0; attempt < 2; attempt++) {
+        cat_gate_enter(shard);
+        uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1, scope);
+        cat_gate_exit(shard);
+        cat_service_requests();  // rare: table memory and rebuilds, outside the gate
+        if (result != CAT_RECORD_RETRY) break;
+    }
+}
+
+// Inside the hook (flag set): removes a block's entry. Returns the removed table value (0 if untracked).
+static uint64_t cat_record_removal(void *ptr) {
+    uint32_t shard = cat_thread_shard_inline();
+    cat_gate_enter(shard);
+    uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), shard, ptr);
+    cat_gate_exit(shard);
+    return removed;
+}
+
+// An event a signal handler made inside the hook that the full queue could not take: counted with the dropped
+// allocations (TracedMemory.droppedAllocations), while tables exist. Plain atomic adds: safe in a handler.
+static void cat_count_overflow(void) {
+    cat_add_relaxed(&g_cat_deferred_overflows, 1);
+    uint64_t *words = cat_state_words();
+    if (cat_load_relaxed(words + CAT_W_READY))
+        cat_add_relaxed(words + (size_t)cat_thread_shard_inline() * CAT_SHARD_WORDS + CAT_S_DROPPED, 1);
+}
+
+// In a signal handler that interrupted the hook: queues the free of `ptr` (design: thread_state.c). Returns true
+// when queued (the caller must NOT free: the drain does, after recording it), false when the queue is full (the
+// caller frees now; the loss is counted).
+static __attribute__((noinline)) bool cat_defer_free(void *ptr) {
+    int slot = cat_deferred_claim_event();
+    if (slot < 0) {
+        cat_count_overflow();
+        return false;
+    }
+    cat_deferred_event *event = &t_cat_deferred[slot];
+    event->pointer = (uintptr_t)ptr;
+    event->size = 0;
+    event->scope = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&event->shape, CAT_DEFERRED_READY, __ATOMIC_RELAXED);
+    cat_add_relaxed(&g_cat_deferred_frees, 1);
+    return true;
+}
+
+// In a signal handler that interrupted the hook: queues the allocation `ptr` (already made by the real
+// allocator), with a frame-pointer stack when the thread's stack bounds are known (cat_capture_stack_nested).
+static __attribute__((noinline)) void cat_defer_allocation(void *ptr, size_t size, void *frameAddress,
+                                                           void *returnAddress) {
+    int capture;
+    uint64_t scope = cat_current_scope(cat_state_words(), &capture);
+    uintptr_t frames[CAT_DEFERRED_MAX_FRAMES];
+    uint32_t total = 0, count = 0;
+    if (capture) {
+        uint32_t limit = g_cat_max_frames < CAT_DEFERRED_MAX_FRAMES ? g_cat_max_frames : CAT_DEFERRED_MAX_FRAMES;
+        count = cat_capture_stack_nested(frameAddress, returnAddress, frames, limit, &total);
+    }
+    int slot = cat_deferred_claim_event();
+    if (slot < 0) {
+        cat_count_overflow();
+        return;
+    }
+    int first = count ? cat_deferred_claim_frames(count) : 0;
+    if (first < 0) {
+        first = 0;
+        count = 0;  // the pool is full: recorded without frames (the true depth is kept)
+    }
+    for (uint32_t i = 0; i < count; i++) t_cat_deferred_frames[first + (int)i] = frames[i];
+    cat_deferred_event *event = &t_cat_deferred[slot];
+    event->pointer = (uintptr_t)ptr;
+    event->size = size;
+    event->scope = scope;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    __atomic_store_n(&event->shape,
+                     CAT_DEFERRED_READY | CAT_DEFERRED_ALLOCATION | (uint64_t)count << 48 | (uint64_t)first << 32 | total,
+                     __ATOMIC_RELAXED);
+    cat_add_relaxed(&g_cat_deferred_allocations, 1);
+}
+
+// The outermost hook's exit, flag still set: records the queued events in order, and does each queued free's
+// real free after its record; then leaves. A handler that runs meanwhile sees the flag and queues: the loop
+// takes its events too, and the leave (one CAS) succeeds only once none is waiting. errno is the caller's to
+// keep (every caller saves and restores it).
+static __attribute__((noinline)) void cat_drain_and_leave(void) {
+    uint64_t *words = cat_state_words();
+    uint64_t head = 0;  // the queue starts empty at the outermost entry: events 0…claimed-1 are this exit's
+    for (;;) {
+        uint64_t claimed = (__atomic_load_n(&t_cat_hook, __ATOMIC_RELAXED) >> CAT_HOOK_EVENT_SHIFT) & CAT_HOOK_EVENT_MASK;
+        for (; head < claimed; head++) {
+            if (head >= CAT_DEFERRED_EVENTS) continue;  // claims past a full queue hold nothing
+            __atomic_signal_fence(__ATOMIC_SEQ_CST);
+            cat_deferred_event *event = &t_cat_deferred[head];
+            uint64_t shape = __atomic_load_n(&event->shape, __ATOMIC_RELAXED);
+            if (!(shape & CAT_DEFERRED_READY)) continue;  // abandoned by a handler that jumped out
+            __atomic_store_n(&event->shape, 0, __ATOMIC_RELAXED);
+            void *ptr = (void *)event->pointer;
+            if (shape & CAT_DEFERRED_ALLOCATION) {
+                uint32_t count = (uint32_t)(shape >> 48) & 0x3FFF;
+                uint32_t first = (uint32_t)(shape >> 32) & 0xFFFF;
+                cat_record_captured(words, ptr, event->size, t_cat_deferred_frames + first, count, (uint32_t)shape,
+                                    event->scope);
+            } else {
+                cat_record_removal(ptr);
+                g_cat_next.free(ptr);  // never a bootstrap block: cat_defer_free is not called for those
+            }
+        }
+        uint64_t expected = CAT_HOOK_INSIDE | (claimed << CAT_HOOK_EVENT_SHIFT);
+        expected |= __atomic_load_n(&t_cat_hook, __ATOMIC_RELAXED) & ((uint64_t)CAT_HOOK_FRAMES_MASK << CAT_HOOK_FRAMES_SHIFT);
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        if (__atomic_compare_exchange_n(&t_cat_hook, &expected, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return;
+    }
+}
+
+// Every exit of the hook: leaves at once when nothing was queued (the common case: one CAS), else drains.
+static inline void cat_hook_leave(void) {
+    if (CAT_UNLIKELY(!cat_hook_try_leave())) cat_drain_and_leave();
+}
+
 // Inside malloc. Never allocates: the frame buffer is on the stack (CAT_MAX_FRAMES words); the table logic is
 // `@_noLocks` Swift; the gate waits only while a writer holds it. Preserves errno.
 static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t size, void *frameAddress,
                                                             void *returnAddress) {
-    if (t_cat_in_hook) {
-        if (!t_cat_rare_path) cat_add_relaxed(&g_cat_internal_allocations, 1);
+    if (CAT_UNLIKELY(cat_in_hook())) {
+        // A rare path's own allocations pass through. Any other comes from a signal handler that interrupted
+        // the hook (the hook itself never allocates: the tests assert this count stays 0 without handlers).
+        if (t_cat_rare_path) return;
+        cat_add_relaxed(&g_cat_internal_allocations, 1);
+        if (ptr != NULL && t_cat_state == CAT_THREAD_NORMAL) cat_defer_allocation(ptr, size, frameAddress, returnAddress);
         return;
     }
     if (ptr == NULL || t_cat_state != CAT_THREAD_NORMAL) return;
     int savedErrno = errno;
-    t_cat_in_hook = 1;
+    cat_hook_enter();
     uint64_t *words = cat_state_words();
-    // Measurement scope: this thread's, else the process-wide one. Scope records are static memory (never
-    // freed); CAT_SCOPE_FLAGS says whether the scope wants stacks. A counting-only scope skips the capture: its
-    // allocations intern into one frameless trace per scope. Plain loads only (allocation-free).
-    uint64_t scope = t_cat_scope;
-    if (scope == 0) scope = cat_load_relaxed(words + CAT_W_SCOPE_PROCESS);
-    int capture = 1;
-    if (scope != 0) {
-        uint64_t index = (scope & 0xFFFF) - 1;
-        capture = index < CAT_SCOPES &&
-                  (cat_load_relaxed(words + CAT_W_SCOPES + index * CAT_SCOPE_WORDS + CAT_SCOPE_FLAGS) &
-                   CAT_SCOPE_CAPTURE_STACKS) != 0;
-    }
+    int capture;
+    uint64_t scope = cat_current_scope(words, &capture);
     // The block's pointer-table slot is a cache miss (a random place in a large table): ask for it now, so it
     // arrives while the stack is captured. Same formula as _UnsafePointerTable.home; a stale base or capacity
     // (a rebuild meanwhile) only makes the prefetch useless, and prefetching never faults.
@@ -217,50 +364,43 @@ static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t si
     uint32_t count = capture ? cat_capture_stack(g_cat_unwinder, frameAddress, returnAddress, frames, g_cat_max_frames,
                                                  &total)
                              : 0;
-    const cat_recorder *recorder = cat_current_recorder();
-    uint32_t shard = cat_thread_shard_inline();
-    for (uint32_t attempt = 0; attempt < 2; attempt++) {
-        cat_gate_enter(shard);
-        uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1, scope);
-        cat_gate_exit(shard);
-        cat_service_requests();  // rare: table memory and rebuilds, outside the gate
-        if (result != CAT_RECORD_RETRY) break;
-    }
-    t_cat_in_hook = 0;
+    cat_record_captured(words, ptr, size, frames, count, total, scope);
+    cat_hook_leave();
     errno = savedErrno;
 }
 
-// Inside free/realloc, before the real free. Returns the removed table value (0 if untracked).
+// Inside free/realloc, before the real free. Returns the removed table value (0 if untracked). Not for a
+// nested call (free and realloc queue those, cat_defer_free); the check below only keeps one from recursing.
 static __attribute__((noinline)) uint64_t cat_record_free(void *ptr) {
-    if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return 0;
+    if (cat_in_hook() || t_cat_state == CAT_THREAD_INTERNAL) return 0;
     int savedErrno = errno;
-    t_cat_in_hook = 1;
-    uint32_t shard = cat_thread_shard_inline();
-    cat_gate_enter(shard);
-    uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), shard, ptr);
-    cat_gate_exit(shard);
-    t_cat_in_hook = 0;
+    cat_hook_enter();
+    uint64_t removed = cat_record_removal(ptr);
+    cat_hook_leave();
     errno = savedErrno;
     return removed;
 }
 
 static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
-    if (removed == 0) return;
+    if (removed == 0 || cat_in_hook()) return;
     int savedErrno = errno;
-    t_cat_in_hook = 1;
+    cat_hook_enter();
     uint32_t shard = cat_thread_shard_inline();
     cat_gate_enter(shard);
     cat_current_recorder()->restore(cat_state_words(), shard, ptr, removed);
     cat_gate_exit(shard);
-    t_cat_in_hook = 0;
+    cat_hook_leave();
     errno = savedErrno;
 }
 
 // The real allocator returned NULL for a valid request: the allocation-failure report (cat_emergency.h), which
-// returns at once unless configured. Preserves errno.
+// returns at once unless configured. Preserves errno. The report runs with the hook's flag set; when a signal
+// handler queued events meanwhile, its leave keeps the flag and they are drained here.
 static __attribute__((noinline)) void cat_allocation_failed(const char *function, size_t size) {
     int savedErrno = errno;
+    bool outermost = !cat_in_hook();
     cat_emergency_report(function, size);
+    if (outermost && cat_in_hook()) cat_drain_and_leave();
     errno = savedErrno;
 }
 
@@ -282,7 +422,15 @@ void *malloc(size_t size) {
 }
 
 void free(void *ptr) {
-    if (CAT_ARMED() && ptr) cat_record_free(ptr);
+    if (CAT_ARMED() && ptr) {
+        // Inside the hook, a free comes from a signal handler that interrupted it: queued, and freed at the
+        // hook's exit after it is recorded (thread_state.c). Bootstrap blocks are never tracked nor freed.
+        if (CAT_UNLIKELY(cat_in_hook())) {
+            if (cat_is_bootstrap(ptr) || cat_defer_free(ptr)) return;
+        } else {
+            cat_record_free(ptr);
+        }
+    }
     if (cat_is_bootstrap(ptr) || CAT_RESOLVING()) return;
     g_cat_next.free(ptr);
 }
@@ -310,12 +458,37 @@ static void *cat_realloc_bootstrap(void *ptr, size_t size) {
     return moved;
 }
 
+// realloc from a signal handler that interrupted the hook. The old block's entry cannot be removed here, and the
+// real realloc would free the old block at once (its address could then be reused before the removal is
+// recorded), so it is done as malloc, copy and a queued free: a realloc may always move the block. Size 0 frees
+// the block and returns NULL, as glibc's realloc does. A full queue falls back to the real realloc, the lost
+// free and the unrecorded allocation counted as dropped.
+static __attribute__((noinline)) void *cat_realloc_nested(void *ptr, size_t size, void *frameAddress,
+                                                          void *returnAddress) {
+    if (size == 0) {
+        if (cat_defer_free(ptr)) return NULL;
+        return g_cat_next.realloc(ptr, 0);
+    }
+    void *moved = g_cat_next.malloc(size);
+    if (moved == NULL) return NULL;  // errno is the allocator's ENOMEM; the old block is untouched
+    size_t old = g_cat_next.malloc_usable_size(ptr);
+    memcpy(moved, ptr, old < size ? old : size);
+    if (!cat_defer_free(ptr)) {
+        g_cat_next.free(moved);
+        cat_count_overflow();  // the allocation the real realloc makes is not recorded either
+        return g_cat_next.realloc(ptr, size);
+    }
+    cat_record_allocation(moved, size, frameAddress, returnAddress);  // inside the hook: queued
+    return moved;
+}
+
 // realloc and reallocarray share this body; each passes its own frame so the stack starts at its caller.
 static inline __attribute__((always_inline)) void *cat_realloc(void *ptr, size_t size, void *frameAddress,
                                                                void *returnAddress, const char *name) {
     if (CAT_RESOLVING()) return cat_resolving_malloc(size);
     if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, size);
     if (!CAT_ARMED()) return g_cat_next.realloc(ptr, size);
+    if (CAT_UNLIKELY(ptr && cat_in_hook())) return cat_realloc_nested(ptr, size, frameAddress, returnAddress);
     // Remove the old entry first (the real realloc may free it and the address be reused at once), restore it
     // if the real realloc fails and the old block is still live.
     uint64_t removed = ptr ? cat_record_free(ptr) : 0;

@@ -139,6 +139,17 @@ static uint32_t cat_walk_libunwind(uintptr_t returnAddress, uintptr_t *out, uint
     return count;
 }
 
+uint32_t cat_capture_stack_nested(void *frameAddress, void *returnAddress, uintptr_t *out, uint32_t maxFrames,
+                                  uint32_t *totalFrames) {
+    if (maxFrames == 0) { *totalFrames = 0; return 0; }
+    if (t_cat_stack_high == 0) {  // bounds unknown: reading them is a rare path, not for a nested context
+        out[0] = (uintptr_t)returnAddress;
+        *totalFrames = 1;
+        return 1;
+    }
+    return cat_walk_frame_pointers((uintptr_t)frameAddress, (uintptr_t)returnAddress, out, maxFrames, totalFrames);
+}
+
 __attribute__((noinline)) uint32_t cat_capture_stack(int unwinder, void *frameAddress, void *returnAddress,
                                                      uintptr_t *out, uint32_t maxFrames, uint32_t *totalFrames) {
     if (maxFrames == 0) { *totalFrames = 0; return 0; }

@@ -5,10 +5,43 @@
 //
 // Everything here is initial-exec TLS or a plain atomic counter: reading or writing it never allocates and never
 // calls __tls_get_addr, so the hook can use it from inside malloc.
+//
+// MARK: The reentrancy guard and the deferred-event queue
+//
+// The guard (CAT_HOOK_INSIDE in t_cat_hook) exists to keep the tracker's own work out of the tables. But the
+// hook never allocates, so a malloc or free that arrives while the flag is set comes from a signal handler that
+// interrupted the hook, and it is the program's: it must be recorded. It cannot be recorded *there*: the
+// interrupted code may hold the gate's writer side (a rebuild in cat_service_requests), and a reader entering
+// the gate would wait for itself; it may be in the middle of interning a trace, whose entry a nested intern of
+// the same stack would wait to see published; and libunwind may be mid-walk in this thread's buffer. A lock-free
+// remove that is safe to re-enter would fix the free but not the allocation (the intern), and would put signal
+// safety into every table operation. So the event is queued here and recorded when the outermost hook exits,
+// where recording is safe again (interposer.c: cat_hook_leave).
+//
+// - A queued free's real free is deferred too: it runs at the drain, after the free is recorded, so the address
+//   cannot be handed out again (to this thread or another) while the table still holds it. Queued allocations
+//   carry their size, scope and a frame-pointer stack captured in the handler (cat_capture_stack_nested: no rare
+//   path, no libunwind). Events are recorded in the order they were queued, so a handler's malloc and free of
+//   the same block net out.
+// - Handlers nest (a second signal while the first one pushes), so a slot is claimed with an atomic
+//   read-modify-write on the TLS word, written, and then marked ready. A drain never runs inside a push: a push
+//   happens only while the flag is set, the drain runs only in the outermost hook, and a handler runs to
+//   completion before the code it interrupted resumes.
+// - The claim counters live in the same word as the flag, so leaving is one compare-and-swap from "inside, no
+//   events" to 0: a handler cannot queue an event between the last check and the leave (it would be stranded,
+//   and a later handler running outside the hook could free a queued allocation before it is recorded).
+// - Full queue (64 events, or 512 frame words for the stacks): the free runs at once, the allocation stays
+//   unrecorded, and either is counted as dropped (TracedMemory.droppedAllocations: the events the tracker saw
+//   but could not record).
+// - Every exit of the hook drains: the allocation and free records, a realloc's restore, and the
+//   allocation-failure report (its leave keeps the flag when events are waiting; interposer.c drains after it).
+//   A thread cannot exit or fork with events queued unless a handler forks or jumps out of the hook.
 #include "cat_internal.h"
 
 CAT_TLS int t_cat_state;
-CAT_TLS int t_cat_in_hook;
+CAT_TLS uint64_t t_cat_hook;
+CAT_TLS cat_deferred_event t_cat_deferred[CAT_DEFERRED_EVENTS];
+CAT_TLS uintptr_t t_cat_deferred_frames[CAT_DEFERRED_FRAME_WORDS];
 CAT_TLS int t_cat_rare_path;
 CAT_TLS uint32_t t_cat_shard;
 CAT_TLS uint64_t t_cat_scope;
@@ -36,9 +69,9 @@ void cat_thread_set_scope(uint64_t tag) { t_cat_scope = tag; }
 uint64_t cat_debug_internal_allocations(void) { return cat_load_relaxed(&g_cat_internal_allocations); }
 
 bool cat_enter_emergency(void) {
-    if (t_cat_in_hook || t_cat_state == CAT_THREAD_INTERNAL) return false;
-    t_cat_in_hook = 1;
+    if (cat_in_hook() || t_cat_state == CAT_THREAD_INTERNAL) return false;
+    cat_hook_enter();
     return true;
 }
 
-void cat_leave_emergency(void) { t_cat_in_hook = 0; }
+void cat_leave_emergency(void) { (void)cat_hook_try_leave(); }

@@ -29,6 +29,7 @@ let scenarios: [any Scenario.Type] = [
     ImpossibleSizeScenario.self,
     ReportKilledScenario.self,
     ReportDiskFullScenario.self,
+    SignalFreesScenario.self,
 ]
 
 let arguments = CommandLine.arguments.dropFirst()

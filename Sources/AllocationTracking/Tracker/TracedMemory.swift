@@ -10,7 +10,10 @@ public struct TracedMemory: Hashable, Sendable, CustomStringConvertible {
     public var totalAllocations: Int
     /// Bytes allocated while tracking (freed or not).
     public var totalAllocatedBytes: Int
-    /// Allocations that succeeded but could not be recorded (a table was full). Every report shows it.
+    /// Allocations that succeeded but could not be recorded (a table was full), and frees and allocations a
+    /// signal handler made inside the tracker's hook beyond what its queue holds (64 per interruption; a free lost
+    /// that way leaves its block counted as live). Nonzero means the other counters are not exact. Every report
+    /// shows it.
     public var droppedAllocations: Int
 
     public init(current: Int = 0, peak: Int = 0, liveBlocks: Int = 0, totalAllocations: Int = 0,

@@ -5,8 +5,9 @@
 //   process; each forwards to the next definition found with dlsym(RTLD_NEXT) (libc, or a preloaded jemalloc /
 //   tcmalloc / another interposer; reallocarray goes through realloc, as glibc's does), and never changes the
 //   block layout.
-// - The per-thread reentrancy guard, shard and measurement scope (thread_state.c: initial-exec TLS, so reading
-//   it never allocates).
+// - The per-thread reentrancy guard, with its queue of the frees and allocations a signal handler makes while
+//   the hook runs, shard and measurement scope (thread_state.c: initial-exec TLS, so reading it never
+//   allocates).
 // - Stack capture (stack_capture.c): libunwind's unw_backtrace, loaded with dlopen(RTLD_LOCAL), or a
 //   frame-pointer walk bounded by the thread's stack.
 // - The memory under the tables and the quiescence gate that lets them be rebuilt, cleared and copied
@@ -295,9 +296,14 @@ void cat_install_fork_handlers(void);
 
 // MARK: - Test support (package-internal use by the tests)
 
-/// Allocations made by the calling thread while it was inside the tracker's own hook (they pass through
-/// untracked). The tests assert this stays 0: the hook itself never allocates.
+/// Allocations made while a thread was inside the tracker's own hook, outside a documented rare path: those of
+/// a signal handler that interrupted the hook (queued and recorded when the hook exits), or the hook's own. The
+/// tests assert this stays 0 where no signal handler allocates: the hook itself never allocates.
 uint64_t cat_debug_internal_allocations(void);
+/// Events that signal handlers made while their thread was inside the hook (design: thread_state.c): frees and
+/// allocations queued (recorded, in order, when the hook exited), and those the full queue could not take
+/// (also counted in the dropped allocations). Process-wide, since the process started. Never allocates.
+void cat_debug_deferred_events(uint64_t *frees, uint64_t *allocations, uint64_t *overflows);
 
 #pragma clang assume_nonnull end
 
