@@ -68,6 +68,24 @@ extension AllocationTracker {
 
 /// Builds and writes reports (outside malloc; the calling thread's tracking is suspended meanwhile).
 enum _ReportWriter {
+    /// Writes `snapshot` as JSON next to the report at `path` (`_ReportFile.writeCompanion`: 0600, never over an
+    /// existing file); returns the JSON's path, or nil with what went wrong added to `problems`.
+    static func writeSnapshotJSON(_ snapshot: Snapshot, nextTo path: String, problems: inout [String]) -> String? {
+        do {
+            let data = try snapshot.jsonData()
+            let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
+            if json.succeeded { return json.path }
+            if json.path.isEmpty || (json.written == 0 && !json.removed) {
+                problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
+            } else {
+                problems.append(json.problem("the snapshot JSON"))
+            }
+        } catch {
+            problems.append("could not encode the snapshot JSON: \(error)")
+        }
+        return nil
+    }
+
     static let callback = Mutex<(@Sendable (AllocationReport) -> Void)?>(nil)
     /// The previous report's snapshot and time, for "growth since the previous report".
     static let previous = Mutex<(Snapshot, String)?>(nil)
@@ -181,19 +199,7 @@ enum _ReportWriter {
                     ? " (the report is on standard error)" : " (it held nothing)"))
             }
             // The snapshot as JSON next to the text file (the text's own name, written or not, gives its name).
-            do {
-                let data = try snapshot.jsonData()
-                let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
-                if json.succeeded {
-                    snapshotFile = json.path
-                } else if json.path.isEmpty || (json.written == 0 && !json.removed) {
-                    problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
-                } else {
-                    problems.append(json.problem("the snapshot JSON"))
-                }
-            } catch {
-                problems.append("could not encode the snapshot JSON: \(error)")
-            }
+            snapshotFile = writeSnapshotJSON(snapshot, nextTo: path, problems: &problems)
         }
         if problems.count > reported {
             _ReportFile.writeStandardError(problems[reported...].map { "swift-allocation-tracking: \($0)\n" }.joined())
@@ -257,19 +263,7 @@ enum _ReportWriter {
                 }
             }
             if !path.isEmpty {
-                do {
-                    let data = try snapshot.jsonData()
-                    let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
-                    if json.succeeded {
-                        snapshotFile = json.path
-                    } else if json.path.isEmpty || (json.written == 0 && !json.removed) {
-                        problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
-                    } else {
-                        problems.append(json.problem("the snapshot JSON"))
-                    }
-                } catch {
-                    problems.append("could not encode the snapshot JSON: \(error)")
-                }
+                snapshotFile = writeSnapshotJSON(snapshot, nextTo: path, problems: &problems)
             }
             if problems.count > reported {
                 _ReportFile.writeStandardError(problems[reported...].map { "swift-allocation-tracking: \($0)\n" }.joined())
