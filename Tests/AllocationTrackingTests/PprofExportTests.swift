@@ -137,7 +137,8 @@ import Testing
         let functions = (decoded.function ?? []).map { "\(decoded.string($0.name)) [\(decoded.string($0.system_name))]" }
         #expect(functions.contains("Box<Array<Int>>.store(_:) [$s3App3BoxV5storeyyxF]"))
         #expect(functions.contains("Cache.makeBody(_:) [$s3App5CacheC8makeBodyySaySiGSiF]"))
-        #expect(functions.contains("malloc [malloc]"))
+        // A C function's system name is its name: left empty, so that pprof's heuristics never touch the name.
+        #expect(functions.contains("malloc []"))
         #expect(functions.contains("libfoo.so.1+0x1f2e []"))
 
         // Locations: the captured address and its mapping; the inlined lines share the physical frame's address.
@@ -257,7 +258,8 @@ import Testing
                     "\(raw.mappings)")
             let top = PprofTools.parseTop(try PprofTools.pprof(["-top", "-unit=B", "-nodefraction=0", heap.path]).text)
             #expect(top.total == Int64(snapshot.totalSize))
-            #expect(top.flat["Cache.makeBody(_:) (inline)"] == 10240)
+            #expect(top.flat["Cache.makeBody(_:)"] == 10240)
+            #expect(top.inline["Cache.makeBody(_:)"] == "(inline)")
             // The generic Swift name is shown whole (pprof's C++ heuristics would cut `<Array<Int>>`).
             #expect(top.flat["Box<Array<Int>>.store(_:)"] == 300, "\(top.text)")
             let allocs = PprofTools.parseTop(try PprofTools.pprof(["-sample_index=alloc_space", "-top", "-unit=B",
@@ -277,6 +279,27 @@ import Testing
             // And -diff_base between the two full profiles says the same.
             let diff = PprofTools.parseTop(try PprofTools.pprof(["-top", "-unit=B", "-diff_base=" + heap.path, delta.path]).text)
             #expect(diff.flat["Box<Array<Int>>.store(_:)"] == -300, "\(diff.text)")
+        }
+    }
+
+    /// A name that is its own mangled name (what the symbolicator gives a stripped library's frame, `<unknown>`,
+    /// or a symbol it could not demangle) must reach the report as it is: pprof would shorten it with C++
+    /// heuristics (`<unknown>` became an empty name) if the profile gave it as the system name too.
+    @Test(.enabled(if: PprofTools.hasGo, "go is not installed (apt-get install golang-go)"))
+    func namesEqualToTheirMangledNameAreShownWhole() throws {
+        let unknown = Frame(function: "<unknown>", image: "libz.so.1", address: 0x7f00_0000_3000, mangledName: "<unknown>")
+        let templated = Frame(function: "Pool<Int>::grow(unsigned long)", image: "libpool.so", address: 0x7f00_0000_4000,
+                              mangledName: "Pool<Int>::grow(unsigned long)")
+        let snapshot = Snapshot(traces: [
+            Trace(traceback: Traceback(frames: [unknown, Self.main_]), size: 100, count: 1),
+            Trace(traceback: Traceback(frames: [templated, Self.main_]), size: 200, count: 1),
+        ], tracebackLimit: 8, images: [Self.main, Self.libc])
+        try PprofTools.withTemporaryDirectory { directory in
+            let file = directory.appendingPathComponent("names.pb.gz")
+            try snapshot.write(pprofTo: file)
+            let top = PprofTools.parseTop(try PprofTools.pprof(["-top", "-unit=B", file.path]).text)
+            #expect(top.flat["<unknown>"] == 100, "\(top.text)")
+            #expect(top.flat["Pool<Int>::grow(unsigned long)"] == 200, "\(top.text)")
         }
     }
 

@@ -55,13 +55,13 @@ extension TrackerTests {
             }
         }
 
-        /// The flat values `-top` must show: per leaf function (the attribution frame's; `name (inline)` when
-        /// inlined), the sum of `type` over the snapshot's traces.
+        /// The flat values `-top` must show: per leaf function (the attribution frame's), the sum of `type` over
+        /// the snapshot's traces.
         static func flat(_ snapshot: Snapshot, _ type: Snapshot.SampleType) -> [String: Int64] {
             var flat: [String: Int64] = [:]
             for trace in snapshot.traces {
                 guard let leaf = trace.traceback.attributionFrame(), let function = leaf.function else { continue }
-                flat[function + (leaf.isInlined ? " (inline)" : ""), default: 0] += Int64(type.value(of: trace))
+                flat[function, default: 0] += Int64(type.value(of: trace))
             }
             return flat
         }
@@ -203,6 +203,22 @@ extension TrackerTests {
                                                                      "-diff_base=" + older.path, newer.path]).text)
                 #expect(diff.shown == growth, "\(diff.text)")
                 #expect(diff.flat["ats_one"] == Int64(8 * Self.keptSize), "\(diff.text)")
+            }
+        }
+
+        /// The README's example ("With go tool pprof and continuous profilers"), the file in a temporary directory.
+        @Test func theReadmeExampleRuns() throws {
+            try PprofTools.withTemporaryDirectory { directory in
+                try withTracking(.init(maxFrames: 32)) {
+                    let snapshot = try AllocationTracker.takeSnapshot()
+                    try snapshot.write(pprofTo: directory.appendingPathComponent("heap.pb.gz"))   // go tool pprof heap.pb.gz
+                    let allocs = try snapshot.pprof(.init(defaultSampleType: .allocSpace))      // Go's /debug/pprof/allocs
+                    let peak = try AllocationTracker.takeSnapshot(at: .peak).pprof()            // who held the memory at the peak
+                    let growth = try AllocationTracker.takeSnapshot().pprof(comparedTo: snapshot) // what grew since (Go's ?seconds=N)
+                    let folded = try snapshot.foldedStacks(.inuseSpace)                         // "root;…;leaf 4096" lines
+                    for profile in [allocs, peak, growth] { #expect(profile.starts(with: [0x1f, 0x8b])) }
+                    #expect(folded.split(separator: "\n").allSatisfy { Int($0.split(separator: " ").last ?? "") != nil })
+                }
             }
         }
 

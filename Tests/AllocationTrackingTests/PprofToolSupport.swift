@@ -157,20 +157,22 @@ enum PprofTools {
     }
 
     /// `-top` output: the total of "Showing nodes accounting for X, P% of TOTAL total" and each row's flat and cum
-    /// by name (with `-unit=B` the values end in B; counts have no unit). Inlined functions are named
-    /// `name (inline)`.
+    /// by name (with `-unit=B` the values end in B; counts have no unit), the inline labels apart.
     struct Top {
+        /// `(inline)` or `(partial-inline)` by name: pprof labels a function whose calls into it were all or some
+        /// inlined.
         /// "accounting for X": the sum of the values shown (signed, for a delta).
         var shown: Int64
         /// "of TOTAL total": the sum of the absolute values.
         var total: Int64
+        var inline: [String: String]
         var flat: [String: Int64]
         var cum: [String: Int64]
         var text: String
     }
 
     static func parseTop(_ text: String) -> Top {
-        var top = Top(shown: -1, total: -1, flat: [:], cum: [:], text: text)
+        var top = Top(shown: -1, total: -1, inline: [:], flat: [:], cum: [:], text: text)
         func value(_ s: Substring) -> Int64? { Int64(s.hasSuffix("B") ? s.dropLast() : s) }
         for line in text.split(separator: "\n") {
             if line.hasPrefix("Showing nodes accounting for"), let of = line.range(of: "% of ") {
@@ -182,9 +184,14 @@ enum PprofTools {
             // flat flat% sum% cum cum% name
             let columns = line.split(separator: " ", maxSplits: 5, omittingEmptySubsequences: true)
             guard columns.count == 6, let flat = value(columns[0]), let cum = value(columns[3]) else { continue }
-            let name = columns[5].trimmingCharacters(in: .whitespaces)
+            var name = columns[5].trimmingCharacters(in: .whitespaces)
+            for label in [" (inline)", " (partial-inline)"] where name.hasSuffix(label) {
+                name = String(name.dropLast(label.count))
+                top.inline[name] = String(label.dropFirst())
+            }
+            // A function name shared by several files is a row per file.
             top.flat[name, default: 0] += flat
-            top.cum[name] = cum
+            top.cum[name, default: 0] += cum
         }
         return top
     }

@@ -17,8 +17,9 @@ import Foundation
 // - default_sample_type unset (tools show inuse_space, as for Go's /debug/pprof/heap) or, when asked, alloc_space
 //   (Go's /debug/pprof/allocs);
 // - location_id leaf first; one location per captured address, its inlined calls as several lines, innermost
-//   first; lines point to functions with `name` readable (demangled) and `system_name` mangled — pprof leaves a
-//   name alone when the two differ, and would otherwise apply C++ heuristics that cut Swift generic names short;
+//   first; lines point to functions with `name` readable (demangled) and `system_name` mangled, or empty when it
+//   is the same (a C function) — pprof leaves a name alone when the two differ, and otherwise applies C++
+//   heuristics that cut Swift generic names short;
 // - mappings from the snapshot's images (main executable first, GNU build ids), every one flagged
 //   has_functions/has_filenames/has_line_numbers/has_inline_frames so that pprof never tries to symbolize again
 //   (from a file it looks for the binaries; over HTTP it posts to /debug/pprof/symbol);
@@ -412,19 +413,21 @@ struct _PprofBuilder {
     }
 
     private mutating func function(for frame: Frame) -> UInt64 {
-        // A frame without a function is named as the reports name it (`libfoo.so+0x1f2e`, `file.c:12`).
-        let key = FunctionKey(name: frame.function ?? frame.description,
-                              systemName: frame.function == nil ? "" : frame.mangledName ?? "",
-                              filename: frame.file ?? "")
+        // A frame without a function is named as the reports name it (`libfoo.so+0x1f2e`, `file.c:12`). The
+        // system name is written only when it differs from the name: pprof rewrites a name equal to its system
+        // name with C++ heuristics (`<unknown>` became "", `Array<Int>.f()` would lose `<Int>`).
+        let name = frame.function ?? frame.description
+        let systemName = frame.function == nil || frame.mangledName == name ? "" : frame.mangledName ?? ""
+        let key = FunctionKey(name: name, systemName: systemName, filename: frame.file ?? "")
         if let id = functionIDs[key] { return id }
         let id = UInt64(functionIDs.count) + 1
         functionIDs[key] = id
-        let (name, systemName, filename) = (string(key.name), string(key.systemName), string(key.filename))
+        let (nameIndex, systemNameIndex, filenameIndex) = (string(name), string(systemName), string(key.filename))
         functions.message(Profile.function) { function in
             function.uint64(Function.id, id)
-            function.int64(Function.name, name)
-            function.int64(Function.systemName, systemName)
-            function.int64(Function.filename, filename)
+            function.int64(Function.name, nameIndex)
+            function.int64(Function.systemName, systemNameIndex)
+            function.int64(Function.filename, filenameIndex)
         }
         return id
     }
