@@ -142,7 +142,8 @@ extension Snapshot {
         var olderIndex: [[Frame]: Int] = [:]
         olderIndex.reserveCapacity(older.traces.count)
         for (index, trace) in older.traces.enumerated() {
-            olderIndex[Self.deltaKey(trace.traceback), default: index] = index
+            let key = Self.deltaKey(trace.traceback)
+            if olderIndex[key] == nil { olderIndex[key] = index }  // a repeated stack is matched once, then alone
         }
         var matched = [Bool](repeating: false, count: older.traces.count)
         func add(_ traceback: Traceback, newer: Trace?, older: Trace?) throws {
