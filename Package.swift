@@ -23,7 +23,14 @@ let package = Package(
         ),
         .target(
             name: "AllocationTracking",
-            dependencies: ["CAllocationTracking"]
+            dependencies: ["CAllocationTracking", "CZlib"]
+        ),
+        // The system zlib, to gzip pprof profiles (see Sources/CZlib/module.modulemap): a system-library target,
+        // because Swift needs <zlib.h>'s declarations and a linker setting alone gives none. Not a package
+        // dependency: Debian's zlib1g-dev, which Swift's Linux images carry.
+        .systemLibrary(
+            name: "CZlib",
+            providers: [.apt(["zlib1g-dev"])]
         ),
         .target(
             name: "AllocationTrackingTesting",
