@@ -333,7 +333,7 @@ import Testing
 
     // MARK: - Files
 
-    @Test func writeCreatesAPrivateFileAndNeverReplacesOne() throws {
+    @Test func writeMakesAPrivateFileAndNeverFollowsALink() throws {
         try PprofTools.withTemporaryDirectory { directory in
             let snapshot = Self.sample()
             let url = directory.appendingPathComponent("heap.pb.gz")
@@ -346,19 +346,22 @@ import Testing
 
             func refused(_ url: URL, mentioning: String) {
                 #expect { try snapshot.write(pprofTo: url) } throws: { error in
-                    (error as? AllocationTrackingError)?.code == .invalidArgument
+                    (error as? AllocationTrackingError)?.code == .cannotWriteFile
                         && "\(error)".contains(url.path) && "\(error)".contains(mentioning)
                 }
             }
-            // An existing file is left as it was.
-            try Data("keep".utf8).write(to: directory.appendingPathComponent("existing"))
-            refused(directory.appendingPathComponent("existing"), mentioning: "File exists")
-            #expect(try String(contentsOf: directory.appendingPathComponent("existing"), encoding: .utf8) == "keep")
+            // An existing profile is replaced whole (as write(to:) replaces a snapshot), still 0600, and nothing else
+            // is left in the directory.
+            try Data("old".utf8).write(to: url)
+            try snapshot.write(pprofTo: url)
+            #expect(try Data(contentsOf: url) == (try snapshot.pprof()))
+            #expect(stat(url.path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path) == ["heap.pb.gz"])
             // A symlink, even dangling, is never followed.
             let target = directory.appendingPathComponent("target")
             let link = directory.appendingPathComponent("link")
             try FileManager.default.createSymbolicLink(at: link, withDestinationURL: target)
-            refused(link, mentioning: "File exists")
+            refused(link, mentioning: "symbolic link")
             #expect(!FileManager.default.fileExists(atPath: target.path))
             refused(directory.appendingPathComponent("missing/heap.pb.gz"), mentioning: "No such file or directory")
         }

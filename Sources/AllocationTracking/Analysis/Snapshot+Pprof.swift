@@ -182,14 +182,15 @@ extension Snapshot {
         return try _Gzip.compress(builder.finish())
     }
 
-    /// Writes `pprof(options)` to a new file at `url` (`go tool pprof heap.pb.gz`), mode 0600, created with
-    /// `O_CREAT|O_EXCL|O_NOFOLLOW` as the report files are: an existing file or symlink at that path is refused,
-    /// never replaced or followed. A file that could not be written whole is removed.
+    /// Writes `pprof(options)` to `url` (`go tool pprof heap.pb.gz`) as `write(to:)` writes a snapshot: the file
+    /// is replaced atomically (a reader sees the old profile or the new one, never part of one, and nothing is left
+    /// behind when writing fails), mode 0600, never through a symbolic link.
     ///
-    /// - Throws: `.invalidArgument` naming the path and the reason (`File exists`, a missing directory, a full
-    ///   disk), or what `pprof(_:)` throws.
+    /// - Throws: `.cannotWriteFile` naming the path and the reason (a symlink or a directory at `url`, a missing
+    ///   directory, a full disk), or what `pprof(_:)` throws.
     public func write(pprofTo url: URL, _ options: PprofOptions = .init()) throws {
-        try _NewFile.write(pprof(options), to: url.path, what: "pprof profile")
+        let profile = try pprof(options)
+        try profile.withUnsafeBytes { try _ReportFile.replace(atPath: url.path, with: $0) }
     }
 
     /// The sampling interval in bytes that the snapshot's values were recorded with, pprof's `period`: 1, exact
