@@ -235,6 +235,9 @@ enum _Watchdog {
     static func checkPrediction(_ running: Running, _ history: _TrendHistory, _ horizon: Duration, _ now: UInt64) {
         let horizonSeconds = _seconds(horizon)
         let windowNs = UInt64(min(horizonSeconds * 1e9, 1.8e19))
+        func growth(_ rate: MemoryTrend.GrowthRate) -> String {
+            "\(_formatRate(rate.bytesPerSecond)) (fit \(_fixed(rate.fit * 100, decimals: 0, sign: false))%)"
+        }
         func value(_ fit: (rate: MemoryTrend.GrowthRate, steady: Bool)?, _ limit: UInt64) -> UInt64 {
             guard let fit, fit.steady, limit != 0, limit != _TrendHistory.unknown,
                   let time = fit.rate.timeToReach(Int(clamping: limit)) else { return 0 }
@@ -248,7 +251,7 @@ enum _Watchdog {
             if cat_trigger_check(running.triggers + 3, value(fit, limit), now), let fit {
                 let what = series == 4 ? "working set" : "memory usage"
                 report(.predictedExhaustion, "cgroup v\(running.cgroup.version) \(what) \(_formatSize(fit.rate.latest)), growing "
-                       + "\(fit.rate), reaches the container limit \(_formatSize(Int(limit))) in "
+                       + "\(growth(fit.rate)), reaches the container limit \(_formatSize(Int(limit))) in "
                        + "\(_formatDuration(fit.rate.timeToReach(Int(clamping: limit)) ?? .zero)) at this rate "
                        + "(within the \(_formatDuration(horizon)) horizon)")
             }
@@ -256,7 +259,7 @@ enum _Watchdog {
         if let trackedLimit = running.configuration.limits.trackedBytes {
             let fit = history.fitRecent(1, windowNs: windowNs)
             if cat_trigger_check(running.triggers + 4, value(fit, UInt64(trackedLimit)), now), let fit {
-                report(.predictedExhaustion, "tracked live memory \(_formatSize(fit.rate.latest)), growing \(fit.rate), "
+                report(.predictedExhaustion, "tracked live memory \(_formatSize(fit.rate.latest)), growing \(growth(fit.rate)), "
                        + "reaches the limit \(_formatSize(trackedLimit)) in "
                        + "\(_formatDuration(fit.rate.timeToReach(trackedLimit) ?? .zero)) at this rate "
                        + "(within the \(_formatDuration(horizon)) horizon)")
