@@ -88,6 +88,7 @@ enum _ReportWriter {
         let report = try writing.withLock { _ in
             try compose(trigger: trigger, reason: reason, configuration: configuration)
         }
+        _ReportCounts.count(trigger)
         callback.withLock { $0 }?(report)
         return report
     }
@@ -276,7 +277,10 @@ enum _ReportWriter {
             return AllocationReport(trigger: .allocationFailure, reason: reason, text: text, file: fileRemains ? path : nil,
                                     snapshotFile: snapshotFile, problems: problems, snapshot: snapshot)
         }
-        if let report { callback.withLock { $0 }?(report) }
+        if let report {
+            _ReportCounts.count(.allocationFailure)
+            callback.withLock { $0 }?(report)
+        }
         return report
     }
 }

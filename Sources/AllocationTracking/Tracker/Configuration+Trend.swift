@@ -57,7 +57,8 @@ extension AllocationTracker.Configuration {
         }
         guard _seconds(trend.length) / _seconds(trend.interval) <= 100_000 else {
             throw bad("trend.length / trend.interval must be at most 100000 samples, got "
-                      + "\(Int(_seconds(trend.length) / _seconds(trend.interval)))")
+                      + "\(Int(_seconds(trend.length) / _seconds(trend.interval))): shorten trend.length "
+                      + "(trend_length) or lengthen trend.interval")
         }
         guard (1...100).contains(trend.sites) else { throw bad("trend.sites must be 1…100, got \(trend.sites)") }
     }

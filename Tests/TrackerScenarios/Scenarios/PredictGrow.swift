@@ -18,6 +18,7 @@ enum PredictGrowScenario: Scenario {
             limits: .init(containerFraction: 0.9, pollInterval: 0.02))
         configuration.limits.predictedExhaustion = .seconds(2)
         configuration.trend.interval = .milliseconds(50)
+        configuration.trend.length = .seconds(10)
         try! AllocationTracker.start(configuration)
         var line: Int32 = 0
         var kept: [UnsafeMutableRawPointer?] = []

@@ -54,6 +54,7 @@ enum TrendLeakScenario: Scenario {
         configuration.limits.procSelfCgroup = root + "/proc_cgroup"
         configuration.limits.predictedExhaustion = .milliseconds(1500)
         configuration.trend.interval = .milliseconds(50)
+        configuration.trend.length = .seconds(10)
         try! AllocationTracker.start(configuration)
 
         var random = SplitMix(seed: 14)
