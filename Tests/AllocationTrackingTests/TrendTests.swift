@@ -142,6 +142,15 @@ import Testing
         #expect(trend.timeToRSSLimit == .zero, "RSS is over its limit already")
     }
 
+    /// Noise around a level with a slight upward slope (r² well under 0.8) projects nothing: "not growing".
+    @Test func noiseProjectsNothing() throws {
+        let samples = (0..<20).map { i in _TrendSample(time: Double(i), tracked: 1_000_000 + 10 * i + (i % 2) * 50_000) }
+        let trend = _TrendMath.analyse(samples, window: 60, trackedLimit: 1_100_000, rssLimit: nil, containerFraction: nil)
+        let rate = try #require(trend.tracked)
+        #expect(rate.bytesPerSecond > 0 && rate.fit < 0.8 && !rate.isSteady, "\(rate)")
+        #expect(trend.timeToTrackedLimit == nil)
+    }
+
     @Test func withoutAWorkingSetTheContainerProjectionUsesUsage() {
         let samples = Self.history().map { sample -> _TrendSample in
             var sample = sample

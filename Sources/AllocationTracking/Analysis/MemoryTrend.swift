@@ -9,7 +9,8 @@
 ///
 /// Rates are least-squares slopes over the samples in the window, in bytes per second, each with its fit (r²):
 /// a rate whose fit is poor describes noise, not growth. A projection is nil when its series is not growing
-/// (a slope of zero or less), when the limit is unknown, or when the window has fewer than two samples.
+/// steadily (`GrowthRate.isSteady`: the rules `GrowthSuspect` states), or the limit is unknown: noise near a
+/// level projects nothing, so an alert on it does not flap.
 public struct MemoryTrend: Sendable, Hashable, CustomStringConvertible {
     /// The span the samples in the window cover (the window asked for, or less while the history is shorter).
     public var duration: Duration
@@ -54,13 +55,18 @@ public struct MemoryTrend: Sendable, Hashable, CustomStringConvertible {
         public var fitted: Double
         /// Points the line was fitted to.
         public var samples: Int
+        /// Whether the series grows steadily (the rules `GrowthSuspect` states: at least 5 points, a fit of at
+        /// least 0.8, a rise in each third of the window). The trend's projections need it.
+        public var isSteady: Bool
 
-        public init(bytesPerSecond: Double, fit: Double, latest: Int, fitted: Double, samples: Int) {
+        public init(bytesPerSecond: Double, fit: Double, latest: Int, fitted: Double, samples: Int,
+                    isSteady: Bool = false) {
             self.bytesPerSecond = bytesPerSecond
             self.fit = fit
             self.latest = latest
             self.fitted = fitted
             self.samples = samples
+            self.isSteady = isSteady
         }
 
         /// When the line reaches `level` bytes: nil when it is not growing; zero when it is there already.
@@ -234,7 +240,9 @@ public struct GrowthSuspect: Sendable, Hashable, CustomStringConvertible {
         func series(_ value: (_TrendSample) -> Int?) -> MemoryTrend.GrowthRate? {
             let points = inWindow.compactMap { sample in value(sample).map { (sample.time, Double($0)) } }
             // A series measured only at some samples (a cgroup that appeared) is fitted on those.
-            return fit(points)
+            guard var rate = fit(points) else { return nil }
+            rate.isSteady = isSteady(points, rate)
+            return rate
         }
         var trend = MemoryTrend(duration: _duration(seconds: latest.time - first.time), samples: inWindow.count)
         trend.tracked = series { $0.tracked }
@@ -242,14 +250,18 @@ public struct GrowthSuspect: Sendable, Hashable, CustomStringConvertible {
         trend.containerUsage = series { $0.containerUsage }
         trend.workingSet = series { $0.workingSet }
         trend.containerLimit = latest.containerLimit
+        func projection(_ rate: MemoryTrend.GrowthRate?, _ level: Int) -> Duration? {
+            guard let rate, rate.isSteady else { return nil }
+            return rate.timeToReach(level)
+        }
         if let limit = latest.containerLimit {
-            trend.timeToContainerLimit = (trend.workingSet ?? trend.containerUsage)?.timeToReach(limit)
+            trend.timeToContainerLimit = projection(trend.workingSet ?? trend.containerUsage, limit)
             if let fraction = containerFraction {
-                trend.timeToContainerSoftLimit = trend.containerUsage?.timeToReach(Int(Double(limit) * fraction))
+                trend.timeToContainerSoftLimit = projection(trend.containerUsage, Int(Double(limit) * fraction))
             }
         }
-        if let limit = trackedLimit { trend.timeToTrackedLimit = trend.tracked?.timeToReach(limit) }
-        if let limit = rssLimit { trend.timeToRSSLimit = trend.rss?.timeToReach(limit) }
+        if let limit = trackedLimit { trend.timeToTrackedLimit = projection(trend.tracked, limit) }
+        if let limit = rssLimit { trend.timeToRSSLimit = projection(trend.rss, limit) }
 
         // Suspects: sites among the top at the last sample, followed back through the samples of the same
         // tables. A site absent from a sample was below the top then (its bytes unknown, and smaller): its line
