@@ -135,7 +135,9 @@ enum _Watchdog {
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
         var lastNames: UInt64 = 0
-        var lastSample: UInt64 = 0
+        // The first sample one interval after start, not at it: the tables start empty, and a sample of nothing
+        // would make everything the process allocates in its first interval look like growth.
+        var lastSample = cat_monotonic_ns()
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
             // An allocation failed recently (or its report is being written): everything below but the reads
@@ -155,7 +157,7 @@ enum _Watchdog {
                 report(.trackedLimit, "tracked live memory \(_formatSize(Int(tracked))) crossed the limit "
                        + "\(_formatSize(limits.trackedBytes ?? 0))")
             }
-            let sampleDue = running.history.map { lastSample == 0 || now &- lastSample >= $0.intervalNs } ?? false
+            let sampleDue = running.history.map { now &- lastSample >= $0.intervalNs } ?? false
             var rss = _TrendHistory.unknown
             if limits.rssBytes != nil || sampleDue {
                 rss = cat_process_rss_bytes()
