@@ -26,6 +26,8 @@ public struct AllocationReport: Sendable {
         case trackedLimit = "tracked memory limit"
         case rssLimit = "RSS limit"
         case containerLimit = "container memory limit"
+        /// Memory is projected to reach its limit within `Limits.predictedExhaustion`.
+        case predictedExhaustion = "predicted exhaustion"
         case signal
         case onDemand = "on demand"
         case exit = "exit"
@@ -104,6 +106,7 @@ enum _ReportWriter {
         let report = try writing.withLock { _ in
             try compose(trigger: trigger, reason: reason, configuration: configuration)
         }
+        _ReportCounts.count(trigger)
         callback.withLock { $0 }?(report)
         return report
     }
@@ -123,15 +126,7 @@ enum _ReportWriter {
         lines.append("tracked: current=\(_formatSize(memory.current)), peak=\(_formatSize(memory.peak)), "
                      + "live blocks=\(memory.liveBlocks), dropped allocations=\(memory.droppedAllocations)")
         lines.append("rss: \(_formatSize(Int(truncatingIfNeeded: cat_process_rss_bytes())))")
-        if let cgroup = _Watchdog.cgroupReading(configuration) {
-            var line = "cgroup: v\(cgroup.version), usage=\(_formatSize(cgroup.usage))"
-            if cgroup.limit > 0 {
-                line += ", limit=\(_formatSize(cgroup.limit)) (\(_percent(cgroup.usage, of: cgroup.limit)))"
-            } else {
-                line += ", no limit"
-            }
-            lines.append(line)
-        }
+        if let cgroup = _Watchdog.cgroupReading(configuration) { lines.append(_ReportFormatter.cgroup(cgroup, configuration)) }
         var score: Int32 = 0, adjust: Int32 = 0
         if cat_read_oom_score(&score, &adjust) == 0 { lines.append("oom_score: \(score), oom_score_adj: \(adjust)") }
 
@@ -156,6 +151,7 @@ enum _ReportWriter {
                                              line: \.description) { _, _ in nil }
             if diffs.isEmpty { lines.append("(no site grew)") }
         }
+        lines += _ReportFormatter.trendLines(_Watchdog.reportTrend(configuration), topSites: min(top, 5))
         lines.append("==== end of report ====")
         let text = _ReportFormatter.text(lines)
         previous.withLock { $0 = (snapshot, time) }
@@ -275,7 +271,10 @@ enum _ReportWriter {
             return AllocationReport(trigger: .allocationFailure, reason: reason, text: text, file: fileRemains ? path : nil,
                                     snapshotFile: snapshotFile, problems: problems, snapshot: snapshot)
         }
-        if let report { callback.withLock { $0 }?(report) }
+        if let report {
+            _ReportCounts.count(.allocationFailure)
+            callback.withLock { $0 }?(report)
+        }
         return report
     }
 }
