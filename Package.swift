@@ -15,6 +15,16 @@ let package = Package(
         .library(name: "AllocationTracking", targets: ["AllocationTracking"]),
         // Allocation assertions for tests (no-leak, count and byte limits, budgets), on the public API only.
         .library(name: "AllocationTrackingTesting", targets: ["AllocationTrackingTesting"]),
+        // MARK: AllocationTrackingHTTP
+        // Go's /debug/pprof/heap endpoint (and this library's own routes) on SwiftNIO, a swift-service-lifecycle
+        // Service; plus a framework-neutral responder for apps that mount the routes on their own router.
+        .library(name: "AllocationTrackingHTTP", targets: ["AllocationTrackingHTTP"]),
+    ],
+    // Only the HTTP product uses these: the core and the testing kit depend on nothing.
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .target(
@@ -62,6 +72,27 @@ let package = Package(
         .testTarget(
             name: "AllocationTrackingTestingTests",
             dependencies: ["AllocationTrackingTesting", "AllocationTrackingTestSupport", "TrackerTestSupport"]
+        ),
+        // MARK: AllocationTrackingHTTP (public API of the core only)
+        .target(
+            name: "AllocationTrackingHTTP",
+            dependencies: [
+                "AllocationTracking",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Real HTTP on loopback, read by curl and go tool pprof.
+        .testTarget(
+            name: "AllocationTrackingHTTPTests",
+            dependencies: [
+                "AllocationTrackingHTTP", "AllocationTracking", "AllocationTrackingTestSupport", "TrackerTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )
