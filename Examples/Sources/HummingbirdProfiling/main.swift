@@ -6,6 +6,7 @@
 import AllocationTracking
 import AllocationTrackingHTTP
 import Foundation
+import HTTPTypes
 import Hummingbird
 
 /// Keeps every greeting it makes: the leak the profile shows.

@@ -40,7 +40,8 @@ struct Announcer: Service {
 
     func run() async throws {
         let address = try await server.boundAddress()
-        print("profiles at http://127.0.0.1:\(address.port ?? 0)/debug/pprof/heap")
+        // Written at once (print buffers when stdout is a file): a line a script can wait for.
+        FileHandle.standardOutput.write(Data("profiles at http://127.0.0.1:\(address.port ?? 0)/debug/pprof/heap\n".utf8))
         guard let runSeconds else { return }
         try? await Task.sleep(for: .seconds(runSeconds))
         await group()
