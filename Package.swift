@@ -18,9 +18,17 @@ let package = Package(
         // The tracker's figures (heap, RSS, cgroup working set, growth, time to the limit, reports) as swift-metrics
         // gauges and counters, for Prometheus or OpenTelemetry. The core stays without dependencies.
         .library(name: "AllocationTrackingMetrics", targets: ["AllocationTrackingMetrics"]),
+        // MARK: AllocationTrackingHTTP
+        // Go's /debug/pprof/heap endpoint (and this library's own routes) on SwiftNIO, a swift-service-lifecycle
+        // Service; plus a framework-neutral responder for apps that mount the routes on their own router.
+        .library(name: "AllocationTrackingHTTP", targets: ["AllocationTrackingHTTP"]),
     ],
+    // Only the integration products use these: the core and the testing kit depend on nothing.
     dependencies: [
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .target(
@@ -78,6 +86,27 @@ let package = Package(
         .testTarget(
             name: "AllocationTrackingTestingTests",
             dependencies: ["AllocationTrackingTesting", "AllocationTrackingTestSupport", "TrackerTestSupport"]
+        ),
+        // MARK: AllocationTrackingHTTP (public API of the core only)
+        .target(
+            name: "AllocationTrackingHTTP",
+            dependencies: [
+                "AllocationTracking",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // Real HTTP on loopback, read by curl and go tool pprof.
+        .testTarget(
+            name: "AllocationTrackingHTTPTests",
+            dependencies: [
+                "AllocationTrackingHTTP", "AllocationTracking", "AllocationTrackingTestSupport", "TrackerTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

@@ -5,7 +5,14 @@ import PackageDescription
 // library by path, as an application would depend on it by URL.
 let package = Package(
     name: "swift-allocation-tracking-examples",
-    dependencies: [.package(name: "swift-allocation-tracking", path: "..")],
+    dependencies: [
+        .package(name: "swift-allocation-tracking", path: ".."),
+        // For the profile-endpoint examples only.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+    ],
     targets: [
         .executableTarget(
             name: "LeakyCacheDemo",
@@ -14,6 +21,27 @@ let package = Package(
         .executableTarget(
             name: "OOMDemo",
             dependencies: [.product(name: "AllocationTracking", package: "swift-allocation-tracking")]
+        ),
+        // A leaking service with its heap at http://127.0.0.1:6060/debug/pprof/heap (AllocationProfileServer in a
+        // ServiceGroup): the README's endpoint example.
+        .executableTarget(
+            name: "ProfiledService",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                .product(name: "AllocationTrackingHTTP", package: "swift-allocation-tracking"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The same routes on a Hummingbird app's own router, through AllocationProfileResponder.
+        .executableTarget(
+            name: "HummingbirdProfiling",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                .product(name: "AllocationTrackingHTTP", package: "swift-allocation-tracking"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
         ),
         // The README's Quick start, verbatim.
         .executableTarget(
