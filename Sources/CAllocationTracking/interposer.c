@@ -9,6 +9,11 @@
 // Hot-path contract (tracking off): one relaxed load and one predictable branch, then a tail call through the
 // resolved function pointer. free() adds one unsigned compare for the bootstrap buffer.
 //
+// Sampled mode (tracking on, Configuration.sampling = .poisson): an allocation that is not sampled adds one
+// relaxed load, one thread-local subtract and one branch (cat_sample_skip), and its free one thread-local load,
+// one relaxed load and one load from the 128 KiB filter (cat_maybe_tracked) — neither enters the hook. Exact mode
+// pays two relaxed loads more than before sampling existed, next to a stack capture.
+//
 // Code that runs inside malloc (everything below that is reached with g_cat_active set) must not allocate,
 // lock, or touch lazily initialised globals. Thread-locals are initial-exec (CAT_TLS) so reading them never
 // calls __tls_get_addr (which may allocate).

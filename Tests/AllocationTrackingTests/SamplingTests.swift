@@ -42,6 +42,14 @@ extension TrackerTests {
             #expect(AllocationTracker._sampleWeight(size: 64 * meanBytes, meanBytes: meanBytes) == (64 * meanBytes, 65536))
         }
 
+        /// The README's "Production" snippet, as it stands there.
+        @Test func readmeProductionSnippet() throws {
+            try AllocationTracker.start(.init(sampling: .poisson(meanBytes: 512 << 10)))
+            let memory = AllocationTracker.tracedMemory   // memory.isEstimate == true: unbiased estimates
+            defer { AllocationTracker.stop() }
+            #expect(memory.isEstimate)
+        }
+
         @Test func configurationParsesValidatesAndPrints() throws {
             let sampled = try #require(try AllocationTracker.Configuration.parse(environmentValue: "sample=512KiB"))
             #expect(sampled.sampling == .poisson(meanBytes: 512 << 10))
