@@ -287,6 +287,8 @@ void cat_thread_set_scope(uint64_t tag);
 /// Sets the sampling mode: `meanBytes` 0 for exact tracking, else Poisson sampling with mean interval T =
 /// `meanBytes` (CAT_W_SAMPLE_MEAN); `seed` seeds the threads' generators (each thread mixes in its own number).
 /// With tracking disarmed and the tables created (start), or with tracking disarmed at stop (0). Never allocates.
+/// A thread that already existed keeps the countdown it was counting (thread-locals of other threads cannot be
+/// reached): after a restart with a different T, its first sample comes after an interval drawn with the old T.
 void cat_set_sampling(uint64_t meanBytes, uint64_t seed);
 /// Re-reads the process-wide measurement scope (CAT_W_SCOPE_PROCESS): while one is active, no allocation is
 /// skipped by sampling. Call after changing that word. Never allocates.

@@ -33,14 +33,17 @@ enum SamplingAccuracyScenario: Scenario {
     static let mean = 512 << 10
     static let seeds = 20
 
-    // One call site each (not inlined: the frame above malloc names the site).
-    @inline(never) static func site64(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
-    @inline(never) static func site16(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
-    @inline(never) static func site4(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
-    @inline(never) static func site1(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
-    @inline(never) static func siteChurn(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
-    @inline(never) static func siteLarge(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
-    @inline(never) static func siteSmall(_ size: Int) -> UnsafeMutableRawPointer { malloc(size)! }
+    // One call site each (not inlined: the frame above malloc names the site). Each counts its calls in its own
+    // slot, so that no two bodies are identical: an optimised build would otherwise merge them into one function
+    // with one name.
+    nonisolated(unsafe) static var calls = [Int](repeating: 0, count: 7)
+    @inline(never) static func site64(_ size: Int) -> UnsafeMutableRawPointer { calls[0] &+= 1; return malloc(size)! }
+    @inline(never) static func site16(_ size: Int) -> UnsafeMutableRawPointer { calls[1] &+= 1; return malloc(size)! }
+    @inline(never) static func site4(_ size: Int) -> UnsafeMutableRawPointer { calls[2] &+= 1; return malloc(size)! }
+    @inline(never) static func site1(_ size: Int) -> UnsafeMutableRawPointer { calls[3] &+= 1; return malloc(size)! }
+    @inline(never) static func siteChurn(_ size: Int) -> UnsafeMutableRawPointer { calls[4] &+= 1; return malloc(size)! }
+    @inline(never) static func siteLarge(_ size: Int) -> UnsafeMutableRawPointer { calls[5] &+= 1; return malloc(size)! }
+    @inline(never) static func siteSmall(_ size: Int) -> UnsafeMutableRawPointer { calls[6] &+= 1; return malloc(size)! }
 
     struct Site {
         var name: String
@@ -100,6 +103,7 @@ enum SamplingAccuracyScenario: Scenario {
             if !condition { fail(what()) }
         }
         let sites = workload()
+        _ = calls.count  // its storage is made here, before the first seed
         // Estimates per seed: [site][quantity] with quantities live bytes, live blocks, allocated bytes and blocks.
         // Made before the first seed with room for every value: storage allocated during a seed and still held at
         // its end would be a live (possibly sampled) block of the process.
