@@ -15,6 +15,12 @@ let package = Package(
         .library(name: "AllocationTracking", targets: ["AllocationTracking"]),
         // Allocation assertions for tests (no-leak, count and byte limits, budgets), on the public API only.
         .library(name: "AllocationTrackingTesting", targets: ["AllocationTrackingTesting"]),
+        // The tracker's figures (heap, RSS, cgroup working set, growth, time to the limit, reports) as swift-metrics
+        // gauges and counters, for Prometheus or OpenTelemetry. The core stays without dependencies.
+        .library(name: "AllocationTrackingMetrics", targets: ["AllocationTrackingMetrics"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
     ],
     targets: [
         .target(
@@ -23,11 +29,23 @@ let package = Package(
         ),
         .target(
             name: "AllocationTracking",
-            dependencies: ["CAllocationTracking"]
+            dependencies: ["CAllocationTracking", "CZlib"]
+        ),
+        // The system zlib, to gzip pprof profiles (see Sources/CZlib/module.modulemap): a system-library target,
+        // because Swift needs <zlib.h>'s declarations and a linker setting alone gives none. Not a package
+        // dependency: Debian's zlib1g-dev, which Swift's Linux images carry.
+        .systemLibrary(
+            name: "CZlib",
+            providers: [.apt(["zlib1g-dev"])]
         ),
         .target(
             name: "AllocationTrackingTesting",
             dependencies: ["AllocationTracking"]
+        ),
+        // On the public API only, and on CoreMetrics only (what an integration needs, as swift-metrics advises).
+        .target(
+            name: "AllocationTrackingMetrics",
+            dependencies: ["AllocationTracking", .product(name: "CoreMetrics", package: "swift-metrics")]
         ),
         // C helpers for the tests: allocations from a known C function, a second malloc interposer for the
         // RTLD_NEXT chaining test, raw libc calls (strdup, getline) whose allocations must be seen.
@@ -51,6 +69,11 @@ let package = Package(
         .testTarget(
             name: "AllocationTrackingTests",
             dependencies: ["AllocationTracking", "AllocationTrackingTestSupport", "TrackerTestSupport", "TrackerScenarios"]
+        ),
+        .testTarget(
+            name: "AllocationTrackingMetricsTests",
+            dependencies: ["AllocationTrackingMetrics", "TrackerTestSupport",
+                           .product(name: "MetricsTestKit", package: "swift-metrics")]
         ),
         .testTarget(
             name: "AllocationTrackingTestingTests",

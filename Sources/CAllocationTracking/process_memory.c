@@ -306,10 +306,13 @@ static bool cat_cgroup_closer(uint64_t usage, uint64_t limit, uint64_t bestUsage
     return (unsigned __int128)usage * bestLimit > (unsigned __int128)bestUsage * limit;
 }
 
-int cat_cgroup_read(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit) {
+// cat_cgroup_read, and the length within cgroup->directory of the group whose values were taken (the group's own
+// directory or one of its ancestors: each is a prefix of it).
+static int cat_cgroup_read_group(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit, size_t *groupLength) {
     if (cgroup->version == 0) return -1;
     if (!cat_read_u64_file(cgroup->usagePath, usage)) return -1;
     *limit = 0;
+    *groupLength = cgroup->directoryLength;
     if (cgroup->limitPath[0] != 0 && !cat_cgroup_read_limit(cgroup->limitPath, limit)) return -1;
     // The ancestors up to the mount's root: a limit set on a parent (a pod, a systemd slice) applies too, to the
     // parent's usage. The group closest to its limit wins. Unreadable ancestors are skipped.
@@ -334,7 +337,72 @@ int cat_cgroup_read(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit) 
         if (*limit == 0 || cat_cgroup_closer(ancestorUsage, ancestorLimit, *usage, *limit)) {
             *usage = ancestorUsage;
             *limit = ancestorLimit;
+            *groupLength = length;
         }
     }
+    return 0;
+}
+
+int cat_cgroup_read(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit) {
+    size_t groupLength;
+    return cat_cgroup_read_group(cgroup, usage, limit, &groupLength);
+}
+
+// The value of the line "<key> <number>" in the memory.stat file at `path`, read line by line through a stack
+// buffer (the file is 1–2 KiB, more than one read may return; a line longer than the buffer is skipped). False
+// when the file cannot be read or has no such line.
+static bool cat_read_stat_value(const char *path, const char *key, uint64_t *value) {
+    size_t keyLength = 0;
+    while (key[keyLength]) keyLength++;
+    int fd = cat_open_read(path);
+    if (fd < 0) return false;
+    char chunk[1024], line[128];
+    size_t lineLength = 0;
+    bool lineTooLong = false, found = false;
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        for (ssize_t i = 0; i < n && !found; i++) {
+            bool end = chunk[i] == '\n';
+            if (!end) {
+                if (lineLength + 1 < sizeof(line)) line[lineLength++] = chunk[i];
+                else lineTooLong = true;
+                continue;
+            }
+            if (!lineTooLong && lineLength > keyLength && line[keyLength] == ' ') {
+                bool same = true;
+                for (size_t k = 0; k < keyLength && same; k++) same = line[k] == key[k];
+                if (same) {
+                    line[lineLength] = 0;
+                    const char *p = line + keyLength;
+                    found = cat_parse_u64(&p, value);
+                }
+            }
+            lineLength = 0;
+            lineTooLong = false;
+        }
+        if (found) break;
+    }
+    close(fd);
+    return found;
+}
+
+int cat_cgroup_read_working_set(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit, uint64_t *workingSet) {
+    size_t groupLength;
+    *workingSet = UINT64_MAX;
+    if (cat_cgroup_read_group(cgroup, usage, limit, &groupLength) != 0) return -1;
+    char path[sizeof(cgroup->directory) + 32];
+    if (groupLength >= sizeof(cgroup->directory)) return 0;
+    for (size_t i = 0; i < groupLength; i++) path[i] = cgroup->directory[i];
+    const char *file = "/memory.stat";
+    size_t f = 0;
+    for (; file[f]; f++) path[groupLength + f] = file[f];
+    path[groupLength + f] = 0;
+    // v1's memory.stat has the group's own "inactive_file" and the hierarchy's "total_inactive_file"; its
+    // usage_in_bytes counts the hierarchy, so the total is the one to subtract. v2's counters are hierarchical.
+    uint64_t inactive;
+    if (cat_read_stat_value(path, cgroup->version == 2 ? "inactive_file" : "total_inactive_file", &inactive))
+        *workingSet = inactive < *usage ? *usage - inactive : 0;
     return 0;
 }

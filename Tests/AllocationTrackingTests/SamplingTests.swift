@@ -171,3 +171,21 @@ extension TrackerTests {
         }
     }
 }
+
+extension PprofExport {
+    /// A sampled snapshot's profile: `period` is T, the values are the snapshot's (already estimates, as Go
+    /// writes them), and `go tool pprof` reads it; an exact one keeps period 1.
+    @Test(.enabled(if: PprofTools.hasPython, "python3 is not installed"))
+    func sampledProfileHasThePeriod() throws {
+        var snapshot = Self.sample()
+        snapshot.sampling = .poisson(meanBytes: 512 << 10)
+        let decoded = try #require(try PprofTools.decode(try snapshot.pprof()))
+        #expect(decoded.period == 524_288)
+        let values = Set((decoded.sample ?? []).compactMap(\.value))
+        for trace in snapshot.traces where trace.allocatedCount > 0 {
+            #expect(values.contains([trace.allocatedCount, trace.allocatedSize, trace.count, trace.size].map { Int64($0) }))
+        }
+        let exact = try #require(try PprofTools.decode(try Self.sample().pprof()))
+        #expect(exact.period == 1)
+    }
+}

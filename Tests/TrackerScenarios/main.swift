@@ -26,6 +26,8 @@ let scenarios: [any Scenario.Type] = [
     ClearOutOfMemoryScenario.self,
     OOMConfiguredScenario.self,
     PauseAfterFailureScenario.self,
+    TrendLeakScenario.self,
+    PredictGrowScenario.self,
     ImpossibleSizeScenario.self,
     ReportKilledScenario.self,
     ReportDiskFullScenario.self,

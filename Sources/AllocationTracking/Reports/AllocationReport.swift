@@ -26,6 +26,8 @@ public struct AllocationReport: Sendable {
         case trackedLimit = "tracked memory limit"
         case rssLimit = "RSS limit"
         case containerLimit = "container memory limit"
+        /// Memory is projected to reach its limit within `Limits.predictedExhaustion`.
+        case predictedExhaustion = "predicted exhaustion"
         case signal
         case onDemand = "on demand"
         case exit = "exit"
@@ -68,6 +70,24 @@ extension AllocationTracker {
 
 /// Builds and writes reports (outside malloc; the calling thread's tracking is suspended meanwhile).
 enum _ReportWriter {
+    /// Writes `snapshot` as JSON next to the report at `path` (`_ReportFile.writeCompanion`: 0600, never over an
+    /// existing file); returns the JSON's path, or nil with what went wrong added to `problems`.
+    static func writeSnapshotJSON(_ snapshot: Snapshot, nextTo path: String, problems: inout [String]) -> String? {
+        do {
+            let data = try snapshot.jsonData()
+            let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
+            if json.succeeded { return json.path }
+            if json.path.isEmpty || (json.written == 0 && !json.removed) {
+                problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
+            } else {
+                problems.append(json.problem("the snapshot JSON"))
+            }
+        } catch {
+            problems.append("could not encode the snapshot JSON: \(error)")
+        }
+        return nil
+    }
+
     static let callback = Mutex<(@Sendable (AllocationReport) -> Void)?>(nil)
     /// The previous report's snapshot and time, for "growth since the previous report".
     static let previous = Mutex<(Snapshot, String)?>(nil)
@@ -86,6 +106,7 @@ enum _ReportWriter {
         let report = try writing.withLock { _ in
             try compose(trigger: trigger, reason: reason, configuration: configuration)
         }
+        _ReportCounts.count(trigger)
         callback.withLock { $0 }?(report)
         return report
     }
@@ -106,15 +127,7 @@ enum _ReportWriter {
                      + "live blocks=\(memory.liveBlocks), dropped allocations=\(memory.droppedAllocations)"
                      + (_ReportFormatter.estimateNote(snapshot.sampling).map { " (\($0))" } ?? ""))
         lines.append("rss: \(_formatSize(Int(truncatingIfNeeded: cat_process_rss_bytes())))")
-        if let cgroup = _Watchdog.cgroupReading(configuration) {
-            var line = "cgroup: v\(cgroup.version), usage=\(_formatSize(cgroup.usage))"
-            if cgroup.limit > 0 {
-                line += ", limit=\(_formatSize(cgroup.limit)) (\(_percent(cgroup.usage, of: cgroup.limit)))"
-            } else {
-                line += ", no limit"
-            }
-            lines.append(line)
-        }
+        if let cgroup = _Watchdog.cgroupReading(configuration) { lines.append(_ReportFormatter.cgroup(cgroup, configuration)) }
         var score: Int32 = 0, adjust: Int32 = 0
         if cat_read_oom_score(&score, &adjust) == 0 { lines.append("oom_score: \(score), oom_score_adj: \(adjust)") }
 
@@ -139,6 +152,7 @@ enum _ReportWriter {
                                              line: \.description) { _, _ in nil }
             if diffs.isEmpty { lines.append("(no site grew)") }
         }
+        lines += _ReportFormatter.trendLines(_Watchdog.reportTrend(configuration), topSites: min(top, 5))
         lines.append("==== end of report ====")
         let text = _ReportFormatter.text(lines)
         previous.withLock { $0 = (snapshot, time) }
@@ -182,19 +196,7 @@ enum _ReportWriter {
                     ? " (the report is on standard error)" : " (it held nothing)"))
             }
             // The snapshot as JSON next to the text file (the text's own name, written or not, gives its name).
-            do {
-                let data = try snapshot.jsonData()
-                let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
-                if json.succeeded {
-                    snapshotFile = json.path
-                } else if json.path.isEmpty || (json.written == 0 && !json.removed) {
-                    problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
-                } else {
-                    problems.append(json.problem("the snapshot JSON"))
-                }
-            } catch {
-                problems.append("could not encode the snapshot JSON: \(error)")
-            }
+            snapshotFile = writeSnapshotJSON(snapshot, nextTo: path, problems: &problems)
         }
         if problems.count > reported {
             _ReportFile.writeStandardError(problems[reported...].map { "swift-allocation-tracking: \($0)\n" }.joined())
@@ -258,19 +260,7 @@ enum _ReportWriter {
                 }
             }
             if !path.isEmpty {
-                do {
-                    let data = try snapshot.jsonData()
-                    let json = data.withUnsafeBytes { _ReportFile.writeCompanion(of: path, $0) }
-                    if json.succeeded {
-                        snapshotFile = json.path
-                    } else if json.path.isEmpty || (json.written == 0 && !json.removed) {
-                        problems.append("cannot create the snapshot JSON next to \(path): \(_ReportFile.describe(json.error))")
-                    } else {
-                        problems.append(json.problem("the snapshot JSON"))
-                    }
-                } catch {
-                    problems.append("could not encode the snapshot JSON: \(error)")
-                }
+                snapshotFile = writeSnapshotJSON(snapshot, nextTo: path, problems: &problems)
             }
             if problems.count > reported {
                 _ReportFile.writeStandardError(problems[reported...].map { "swift-allocation-tracking: \($0)\n" }.joined())
@@ -282,7 +272,10 @@ enum _ReportWriter {
             return AllocationReport(trigger: .allocationFailure, reason: reason, text: text, file: fileRemains ? path : nil,
                                     snapshotFile: snapshotFile, problems: problems, snapshot: snapshot)
         }
-        if let report { callback.withLock { $0 }?(report) }
+        if let report {
+            _ReportCounts.count(.allocationFailure)
+            callback.withLock { $0 }?(report)
+        }
         return report
     }
 }

@@ -6,10 +6,12 @@ import Glibc
 import Musl
 #endif
 
-/// The background thread that watches the soft limits and the report signal.
+/// The background thread that watches the soft limits and the report signal, and keeps the memory history.
 ///
 /// Every `pollInterval` it reads tracked bytes (the state words), RSS (`/proc/self/statm`) and the cgroup's
-/// usage and limit, each with a stack buffer and `read(2)`: a poll does not allocate. When a trigger
+/// usage, working set and limit, each with a stack buffer and `read(2)`: a poll does not allocate. Every
+/// `trend.interval` it also records a sample into the history's ring (`_TrendHistory`, allocated at start) and,
+/// with `predictedExhaustion`, fits the recent samples without allocating to decide the predictive trigger. When a trigger
 /// (`cat_limit_trigger`: once per crossing, hysteresis, minimum interval) fires, or the signal arrived, it
 /// writes a report — that path allocates, with the thread's tracking suspended, while memory is still there:
 /// the soft limits exist to report *before* the kernel's OOM killer sends its uncatchable SIGKILL.
@@ -21,20 +23,32 @@ enum _Watchdog {
         var thread = pthread_t()
         /// The process the thread runs in: a forked child inherits this state but not the thread.
         let processID = getpid()
-        let triggers = UnsafeMutablePointer<cat_limit_trigger>.allocate(capacity: 3)  // tracked, rss, container
+        /// tracked, rss, container, predicted container exhaustion, predicted tracked exhaustion
+        let triggers = UnsafeMutablePointer<cat_limit_trigger>.allocate(capacity: 5)
         var cgroup = cat_cgroup()
         var hasCgroup = false
         var containerLimit: UInt64 = 0
+        /// The memory history (nil: `trend` off).
+        let history: _TrendHistory?
 
         init(_ configuration: AllocationTracker.Configuration) {
             self.configuration = configuration
-            triggers.initialize(repeating: cat_limit_trigger(), count: 3)
+            history = configuration.trend.isEnabled ? _TrendHistory(configuration.trend) : nil
+            triggers.initialize(repeating: cat_limit_trigger(), count: 5)
         }
 
         deinit { triggers.deallocate() }
     }
 
     static let lock = Mutex<Running?>(nil)
+
+    /// The running watchdog's history, or nil.
+    static var history: _TrendHistory? { lock.withLock { $0?.history } }
+
+    /// Scale of the predictive triggers' value: `horizon / projected time` in millionths, so that the value
+    /// reaches the trigger's limit (1) when the projection falls within the horizon, and re-arms below
+    /// `1 - hysteresis`.
+    static let predictionScale = 1_000_000.0
 
     /// Starts the watchdog for `configuration` (API lock held by the caller).
     static func start(_ configuration: AllocationTracker.Configuration) {
@@ -48,7 +62,15 @@ enum _Watchdog {
         arm(0, UInt64(limits.trackedBytes ?? 0))
         arm(1, UInt64(limits.rssBytes ?? 0))
         arm(2, 0)
-        if limits.containerFraction != nil {
+        // The predictive triggers: fire at `horizon / time to limit >= 1` (see predictionScale).
+        if limits.predictedExhaustion != nil {
+            cat_trigger_init(running.triggers + 3, UInt64(predictionScale), UInt64(predictionScale * limits.hysteresis), interval)
+            if limits.trackedBytes != nil {
+                cat_trigger_init(running.triggers + 4, UInt64(predictionScale), UInt64(predictionScale * limits.hysteresis),
+                                 interval)
+            }
+        }
+        if limits.containerFraction != nil || configuration.trend.isEnabled {
             running.hasCgroup = cat_cgroup_detect(limits.procSelfCgroup, limits.cgroupRoot, &running.cgroup) == 0
         }
         if let signal = limits.signal {
@@ -113,6 +135,9 @@ enum _Watchdog {
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
         var lastNames: UInt64 = 0
+        // The first sample one interval after start, not at it: the tables start empty, and a sample of nothing
+        // would make everything the process allocates in its first interval look like growth.
+        var lastSample = cat_monotonic_ns()
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
             // An allocation failed recently (or its report is being written): everything below but the reads
@@ -132,26 +157,40 @@ enum _Watchdog {
                 report(.trackedLimit, "tracked live memory \(_formatSize(Int(tracked))) crossed the limit "
                        + "\(_formatSize(limits.trackedBytes ?? 0))")
             }
-            if limits.rssBytes != nil {
-                let rss = cat_process_rss_bytes()
+            let sampleDue = running.history.map { now &- lastSample >= $0.intervalNs } ?? false
+            var rss = _TrendHistory.unknown
+            if limits.rssBytes != nil || sampleDue {
+                rss = cat_process_rss_bytes()
                 if cat_trigger_check(running.triggers + 1, rss, now) {
                     report(.rssLimit, "RSS \(_formatSize(Int(rss))) crossed the limit \(_formatSize(limits.rssBytes ?? 0))")
                 }
             }
-            if let fraction = limits.containerFraction, running.hasCgroup {
-                var usage: UInt64 = 0, limit: UInt64 = 0
-                if cat_cgroup_read(&running.cgroup, &usage, &limit) == 0 {
-                    if limit != running.containerLimit {  // set, changed or removed: re-arm at the new level
-                        running.containerLimit = limit
-                        let level = limit == 0 ? 0 : UInt64(Double(limit) * fraction)
-                        cat_trigger_init(running.triggers + 2, level, UInt64(Double(level) * limits.hysteresis),
-                                         UInt64(limits.minimumInterval * 1e9))
-                    }
-                    if limit != 0, cat_trigger_check(running.triggers + 2, usage, now) {
-                        report(.containerLimit, "cgroup v\(running.cgroup.version) memory usage \(_formatSize(Int(usage))) "
-                               + "crossed \(_percent(Int((fraction * 1000).rounded()), of: 1000)) of its limit \(_formatSize(Int(limit)))")
+            var usage = _TrendHistory.unknown, workingSet = _TrendHistory.unknown, limit = _TrendHistory.unknown
+            if running.hasCgroup, limits.containerFraction != nil || sampleDue {
+                var u: UInt64 = 0, l: UInt64 = 0, w: UInt64 = 0
+                if cat_cgroup_read_working_set(&running.cgroup, &u, &l, &w) == 0 {
+                    (usage, limit, workingSet) = (u, l, w)
+                    if let fraction = limits.containerFraction {
+                        if l != running.containerLimit {  // set, changed or removed: re-arm at the new level
+                            running.containerLimit = l
+                            let level = l == 0 ? 0 : UInt64(Double(l) * fraction)
+                            cat_trigger_init(running.triggers + 2, level, UInt64(Double(level) * limits.hysteresis),
+                                             UInt64(limits.minimumInterval * 1e9))
+                        }
+                        // On usage, as always: usage is at least the working set, so this fires no later.
+                        if l != 0, cat_trigger_check(running.triggers + 2, u, now) {
+                            report(.containerLimit, "cgroup v\(running.cgroup.version) memory usage \(_formatSize(Int(u))) "
+                                   + "crossed \(_percent(Int((fraction * 1000).rounded()), of: 1000)) of its limit \(_formatSize(Int(l)))"
+                                   + (w == _TrendHistory.unknown ? "" : " (working set \(_formatSize(Int(w))))"))
+                        }
                     }
                 }
+            }
+            if sampleDue, let history = running.history {
+                lastSample = now
+                history.readSites()
+                history.append(time: now, tracked: tracked, rss: rss, usage: usage, workingSet: workingSet, limit: limit)
+                if let horizon = limits.predictedExhaustion { checkPrediction(running, history, horizon, now) }
             }
             // Names for the allocation-failure report, resolved while memory is plentiful — once a second, not
             // on every poll: resolving a burst of new sites costs CPU the application is using.
@@ -170,14 +209,63 @@ enum _Watchdog {
         }
     }
 
-    /// The cgroup's usage and limit now (for report headers), or nil when there is no memory cgroup.
+    /// The cgroup's usage, working set (nil: unknown) and limit now (for report headers), or nil when there is
+    /// no memory cgroup.
     static func cgroupReading(_ configuration: AllocationTracker.Configuration)
-        -> (version: Int, usage: Int, limit: Int)? {
+        -> (version: Int, usage: Int, limit: Int, workingSet: Int?)? {
         var cgroup = cat_cgroup()
         guard cat_cgroup_detect(configuration.limits.procSelfCgroup, configuration.limits.cgroupRoot, &cgroup) == 0
         else { return nil }
-        var usage: UInt64 = 0, limit: UInt64 = 0
-        guard cat_cgroup_read(&cgroup, &usage, &limit) == 0 else { return nil }
-        return (Int(cgroup.version), Int(usage), Int(limit))
+        var usage: UInt64 = 0, limit: UInt64 = 0, workingSet: UInt64 = 0
+        guard cat_cgroup_read_working_set(&cgroup, &usage, &limit, &workingSet) == 0 else { return nil }
+        return (Int(cgroup.version), Int(usage), Int(limit),
+                workingSet == _TrendHistory.unknown ? nil : Int(workingSet))
+    }
+
+    /// The trend a report shows: over the predictive horizon when one is set (what the predictive trigger fitted),
+    /// else over the last 15 minutes (or the whole history when shorter). Nil without a history.
+    static func reportTrend(_ configuration: AllocationTracker.Configuration) -> MemoryTrend? {
+        guard let history else { return nil }
+        return AllocationTracker._trend(history, configuration,
+                                        window: configuration.limits.predictedExhaustion ?? .seconds(900), maxSuspects: 5)
+    }
+
+    /// The predictive triggers, after a sample: the working set (usage when unknown) against the container's
+    /// limit, and tracked bytes against `trackedBytes`, each fitted over the last `horizon` of the history. A
+    /// fit that is not steady (`_TrendMath.isSteady`: too few points, a poor fit, one jump) counts as no growth.
+    /// Allocates nothing unless it fires.
+    static func checkPrediction(_ running: Running, _ history: _TrendHistory, _ horizon: Duration, _ now: UInt64) {
+        let horizonSeconds = _seconds(horizon)
+        let windowNs = UInt64(min(horizonSeconds * 1e9, 1.8e19))
+        func growth(_ rate: MemoryTrend.GrowthRate) -> String {
+            "\(_formatRate(rate.bytesPerSecond)) (fit \(_fixed(rate.fit * 100, decimals: 0, sign: false))%)"
+        }
+        func value(_ fit: (rate: MemoryTrend.GrowthRate, steady: Bool)?, _ limit: UInt64) -> UInt64 {
+            guard let fit, fit.steady, limit != 0, limit != _TrendHistory.unknown,
+                  let time = fit.rate.timeToReach(Int(clamping: limit)) else { return 0 }
+            let seconds = _seconds(time)
+            return seconds <= 0 ? UInt64(1e12) : UInt64(min(1e12, horizonSeconds / seconds * predictionScale))
+        }
+        if running.hasCgroup {
+            let limit = history.latestLimit
+            let series = history.latestWorkingSetKnown ? 4 : 3
+            let fit = history.fitRecent(series, windowNs: windowNs)
+            if cat_trigger_check(running.triggers + 3, value(fit, limit), now), let fit {
+                let what = series == 4 ? "working set" : "memory usage"
+                report(.predictedExhaustion, "cgroup v\(running.cgroup.version) \(what) \(_formatSize(fit.rate.latest)), growing "
+                       + "\(growth(fit.rate)), reaches the container limit \(_formatSize(Int(limit))) in "
+                       + "\(_formatDuration(fit.rate.timeToReach(Int(clamping: limit)) ?? .zero)) at this rate "
+                       + "(within the \(_formatDuration(horizon)) horizon)")
+            }
+        }
+        if let trackedLimit = running.configuration.limits.trackedBytes {
+            let fit = history.fitRecent(1, windowNs: windowNs)
+            if cat_trigger_check(running.triggers + 4, value(fit, UInt64(trackedLimit)), now), let fit {
+                report(.predictedExhaustion, "tracked live memory \(_formatSize(fit.rate.latest)), growing \(growth(fit.rate)), "
+                       + "reaches the limit \(_formatSize(trackedLimit)) in "
+                       + "\(_formatDuration(fit.rate.timeToReach(trackedLimit) ?? .zero)) at this rate "
+                       + "(within the \(_formatDuration(horizon)) horizon)")
+            }
+        }
     }
 }

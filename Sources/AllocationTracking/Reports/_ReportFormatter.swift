@@ -93,4 +93,83 @@ enum _ReportFormatter {
         let prefix = directory.hasSuffix("/") ? directory : directory + "/"
         return text.replacing(prefix, with: "")
     }
+
+    // MARK: Memory and trend
+
+    /// `cgroup: v2, usage=9277 KiB, limit=9766 KiB (95.0%), working set=8.0 MiB (83.9%); …`: the cgroup line of a
+    /// report, with the working set next to the usage and which one each trigger reads.
+    static func cgroup(_ cgroup: (version: Int, usage: Int, limit: Int, workingSet: Int?),
+                       _ configuration: AllocationTracker.Configuration) -> String {
+        var line = "cgroup: v\(cgroup.version), usage=\(_formatSize(cgroup.usage))"
+        if cgroup.limit > 0 {
+            line += ", limit=\(_formatSize(cgroup.limit)) (\(_percent(cgroup.usage, of: cgroup.limit)))"
+        } else {
+            line += ", no limit"
+        }
+        if let workingSet = cgroup.workingSet {
+            line += ", working set=\(_formatSize(workingSet))"
+            if cgroup.limit > 0 { line += " (\(_percent(workingSet, of: cgroup.limit)))" }
+        } else {
+            line += ", working set unknown (no memory.stat)"
+        }
+        var readers: [String] = []
+        if configuration.limits.containerFraction != nil { readers.append("the container trigger reads usage") }
+        if configuration.limits.predictedExhaustion != nil {
+            readers.append("the predictive trigger reads \(cgroup.workingSet == nil ? "usage" : "the working set")")
+        }
+        return readers.isEmpty ? line : line + "; " + readers.joined(separator: ", ")
+    }
+
+    /// The trend section of a report (and `MemoryTrend.description`):
+    ///
+    /// ```
+    /// [ Trend over the last 5m 0s (31 samples) ]
+    /// tracked: +20.0 KiB/s (fit 99%), 1.2 MiB now; the tracked limit (8.0 MiB) in 5m 48s
+    /// rss: +21.0 KiB/s (fit 97%), 14.2 MiB now
+    /// cgroup usage: …; 90.0% of the limit in 3m 2s
+    /// working set: …; the container limit (128 MiB) in 4m 10s
+    /// [ Steadily growing sites ]
+    /// #1: Sources/App/Cache.swift:42: +20.0 KiB/s (fit 99%), live=1.2 MiB, growing for 5m 0s
+    ///     Sources/App/Cache.swift:42 in Cache.insert(_:for:)
+    /// ```
+    static func trendLines(_ trend: MemoryTrend?, topSites: Int) -> [String] {
+        guard let trend else { return [heading("Trend"), "(no history: the trend is off)"] }
+        guard trend.samples >= 2 else {
+            return [heading("Trend"), "(\(trend.samples) sample\(trend.samples == 1 ? "" : "s") so far: no rate yet)"]
+        }
+        var lines = [heading("Trend over the last \(_formatDuration(trend.duration)) (\(trend.samples) samples)")]
+        func eta(_ time: Duration?, _ what: String, _ rate: MemoryTrend.GrowthRate?) -> String {
+            guard rate != nil else { return "" }
+            guard let time else { return "; \(what): not growing" }
+            return "; \(what) in \(_formatDuration(time))"
+        }
+        if let rate = trend.tracked {
+            lines.append("tracked: \(rate)" + (trend.timeToTrackedLimit != nil || rate.bytesPerSecond <= 0
+                ? eta(trend.timeToTrackedLimit, "the tracked limit", rate) : ""))
+        }
+        if let rate = trend.rss {
+            lines.append("rss: \(rate)" + (trend.timeToRSSLimit != nil ? eta(trend.timeToRSSLimit, "the RSS limit", rate) : ""))
+        }
+        let limit = trend.containerLimit.map { " (\(_formatSize($0)))" } ?? ""
+        if let rate = trend.containerUsage {
+            var line = "cgroup usage: \(rate)"
+            if trend.containerLimit == nil {
+                line += "; no limit"
+            } else {
+                if let time = trend.timeToContainerSoftLimit { line += "; the container trigger's level in \(_formatDuration(time))" }
+                if trend.workingSet == nil { line += eta(trend.timeToContainerLimit, "the container limit\(limit)", rate) }
+            }
+            lines.append(line)
+        }
+        if let rate = trend.workingSet {
+            lines.append("working set: \(rate)" + (trend.containerLimit == nil ? ""
+                : eta(trend.timeToContainerLimit, "the container limit\(limit)", rate)))
+        }
+        lines.append(heading("Steadily growing sites"))
+        if trend.suspects.isEmpty { lines.append("(no site grew steadily)") }
+        lines += ranked(trend.suspects.prefix(topSites), depth: 4, attribution: .default, line: \.description) { _, suspect in
+            suspect.traceback.frames.isEmpty ? nil : suspect.traceback
+        }
+        return lines
+    }
 }

@@ -80,6 +80,16 @@ extension AllocationTracker.Configuration {
         public var pauseAfterAllocationFailure: Double
         /// Seconds between two polls of the watchdog (default 0.1).
         public var pollInterval: Double
+        /// A report when memory is projected to reach its limit within this horizon at its current rate (a
+        /// least-squares line over the last `predictedExhaustion` of the trend history): the cgroup's working set
+        /// (its usage when `memory.stat` cannot be read) against the container's limit, and tracked bytes against
+        /// `trackedBytes` when set. Noise does not fire it: the line needs at least 5 samples in the window, a fit
+        /// (r²) of at least 0.8, and a rise in each third of the window (one jump is not a trend). It fires once
+        /// per crossing into the horizon, re-arms when the projection is beyond the horizon by `hysteresis` (a
+        /// projected time over `horizon / (1 - hysteresis)`) or growth stops, and respects `minimumInterval`, as the
+        /// other triggers do. Nil (the default): off. Needs `Configuration.trend` on; the window is read at its
+        /// interval, so keep `trend.interval` well under the horizon (a tenth or less). Also `predict=10m`.
+        public var predictedExhaustion: Duration? = nil
         /// Where cgroup files are found: the cgroup mount (also `cgroup_root=` in `ALLOCATION_TRACKING`) and the
         /// process's cgroup list. Test seams (tests point them at a fake tree), not API.
         @_spi(Testing) public var cgroupRoot = "/sys/fs/cgroup"
@@ -176,11 +186,11 @@ extension AllocationTracker.Configuration {
             + "the process gracefully)"
     }
 
-    /// Whether the watchdog thread has work: a soft limit to poll or a signal to serve (names for the
-    /// allocation-failure report are prepared by it too).
+    /// Whether the watchdog thread has work: a soft limit to poll, a signal to serve or a history to keep (names
+    /// for the allocation-failure report are prepared by it too).
     var needsWatchdog: Bool {
         limits.trackedBytes != nil || limits.rssBytes != nil || limits.containerFraction != nil
-            || limits.signal != nil || limits.onAllocationFailure
+            || limits.signal != nil || limits.onAllocationFailure || trend.isEnabled
     }
 
     /// The `ALLOCATION_TRACKING` keys of reports and limits (see `parse(environmentValue:)`). Returns false

@@ -66,16 +66,20 @@ extension AllocationTracker {
         public var report: Report
         /// When reports are written on their own (see `Limits`).
         public var limits: Limits
+        /// The memory history behind `AllocationTracker.trend(over:)` (see `Trend`).
+        public var trend: Trend
         /// Exact (the default) or sampled (see `Sampling`). Soft limits on tracked bytes compare the estimate.
         public var sampling: Sampling
 
         public init(maxFrames: Int = 32, unwinder: Unwinder = .libunwind, maxTraces: Int = 1 << 20,
-                    report: Report = Report(), limits: Limits = Limits(), sampling: Sampling = .exact) {
+                    report: Report = Report(), limits: Limits = Limits(), trend: Trend = Trend(),
+                    sampling: Sampling = .exact) {
             self.maxFrames = maxFrames
             self.unwinder = unwinder
             self.maxTraces = maxTraces
             self.report = report
             self.limits = limits
+            self.trend = trend
             self.sampling = sampling
         }
 
@@ -92,6 +96,7 @@ extension AllocationTracker {
                                               "sampling meanBytes must be 1…1099511627776 (1 TiB), got \(meanBytes)")
             }
             try validateReports()
+            try validateTrend()
         }
 
         /// The `ALLOCATION_TRACKING` form (report and limit keys only where they differ from the defaults).
@@ -115,7 +120,7 @@ extension AllocationTracker {
             }
             if limits.pollInterval != l.pollInterval { text += ",interval=\(limits.pollInterval)s" }
             if limits.cgroupRoot != l.cgroupRoot { text += ",cgroup_root=\(limits.cgroupRoot)" }
-            return text
+            return text + trendDescription
         }
 
         /// Parses the `ALLOCATION_TRACKING` syntax: `1`/`true`/`on` for the defaults, `0`/`false`/`off` for
@@ -125,8 +130,10 @@ extension AllocationTracker {
         /// `rss_limit`, `container` (`0.9`, `90%`, `off`), `on_failure` (on/off), `signal` (`SIGUSR2`, `12`,
         /// `off`), `at_exit` (on/off), `hysteresis` (`0.05`, `5%`), `min_interval` (`10s`), `failure_pause` (the
         /// watchdog's pause after an allocation failure, `10s`), `interval` (the watchdog's poll, `100ms`),
-        /// `cgroup_root`; `sample` (`512KiB`: Poisson sampling with that mean interval, `off`: exact, the
-        /// default); `announce` (on/off: the line printed at start when the environment turned tracking
+        /// `cgroup_root`; for the history `trend` (its interval, `10s`, or `off`), `trend_length` (`1h`), `trend_sites`,
+        /// `predict` (`Limits.predictedExhaustion`: `10m`, `off`); `sample` (`512KiB`: Poisson sampling with that
+        /// mean interval, `off`: exact, the default); `announce` (on/off: the line printed at start when the
+        /// environment turned tracking
         /// on). Throws `.invalidConfiguration` naming the bad part.
         public static func parse(environmentValue value: String) throws -> Configuration? {
             try _parseEnvironment(value)?.configuration
@@ -191,9 +198,10 @@ extension AllocationTracker {
                     }
                 default:
                     if try configuration.parseReportKey(key, text) { break }
+                    if try configuration.parseTrendKey(key, text) { break }
                     throw AllocationTrackingError(
                         .invalidConfiguration,
-                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, sample, announce, \(Configuration.reportKeys))")
+                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, sample, announce, \(Configuration.reportKeys), \(Configuration.trendKeys))")
                 }
             }
             try configuration.validate()

@@ -172,6 +172,14 @@ int cat_cgroup_detect(const char *_Nullable procSelfCgroupPath, const char *_Nul
 /// own usage and 0. Returns 0, or -1 when the group's own files cannot be read or parsed (unreadable ancestors
 /// are skipped). Async-signal-safe, never allocates.
 int cat_cgroup_read(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit);
+/// cat_cgroup_read, and the working set of the group those values come from: its usage minus its inactive file
+/// cache (memory.stat: v2 "inactive_file", v1 "total_inactive_file", the hierarchy's, as usage_in_bytes is),
+/// 0 when the cache exceeds the usage. It is what the kubelet and cAdvisor call the working set
+/// (container_memory_working_set_bytes) and evict on: clean file pages are reclaimed before the OOM killer acts,
+/// so usage overstates the pressure by the reclaimable cache. *workingSet is UINT64_MAX when memory.stat cannot
+/// be read or lacks the line (then usage is all there is). Returns what cat_cgroup_read returns. Async-signal-safe,
+/// never allocates (memory.stat is scanned through a stack buffer).
+int cat_cgroup_read_working_set(const cat_cgroup *cgroup, uint64_t *usage, uint64_t *limit, uint64_t *workingSet);
 
 // MARK: - Limit trigger (limit_trigger.c)
 //

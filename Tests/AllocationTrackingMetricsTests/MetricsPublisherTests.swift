@@ -1,0 +1,99 @@
+import AllocationTracking
+import AllocationTrackingMetrics
+import Foundation
+import MetricsTestKit
+import Testing
+import TrackerTestSupport
+
+/// The publisher against swift-metrics' own test backend: names, labels, values, counters as increments, and
+/// the projection that disappears when growth stops.
+@Suite(.serialized, .trackerExclusive) struct MetricsPublisherTests {
+    let labels = [("service", "test")]
+
+    @Test func nothingIsRecordedWhileTheTrackerIsOff() throws {
+        let metrics = TestMetrics()
+        MetricsPublisher(dimensions: labels, factory: metrics).publish()
+        #expect(throws: (any Error).self) { try metrics.expectGauge("allocation_tracking_heap_bytes", labels) }
+        #expect(throws: (any Error).self) { try metrics.expectCounter("allocation_tracking_allocations_total", labels) }
+    }
+
+    @Test func publishesTheTrackersFigures() async throws {
+        var configuration = AllocationTracker.Configuration(
+            report: .init(standardError: false),
+            limits: .init(trackedBytes: 1 << 30, containerFraction: nil, onAllocationFailure: false, pollInterval: 0.005))
+        configuration.trend.interval = .milliseconds(20)
+        configuration.trend.length = .seconds(10)
+        try AllocationTracker.start(configuration)
+        defer { AllocationTracker.stop() }
+        let metrics = TestMetrics()
+        let publisher = MetricsPublisher(window: .milliseconds(400), dimensions: labels, factory: metrics)
+
+        // 64 KiB every 10 ms for 0.4 s: a steady 6.4 MB/s of tracked growth.
+        var blocks: [UnsafeMutableRawPointer?] = []
+        blocks.reserveCapacity(100)
+        for _ in 0..<40 {
+            blocks.append(malloc(64 << 10))
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let before = AllocationTracker.tracedMemory
+        publisher.publish()
+        let heap = try #require(try metrics.expectGauge("allocation_tracking_heap_bytes", labels).lastValue)
+        #expect(heap >= Double(40 << 16) && heap >= Double(before.current) * 0.5, "\(heap) vs \(before)")
+        #expect(try metrics.expectGauge("allocation_tracking_heap_peak_bytes", labels).lastValue ?? 0 >= heap)
+        #expect(try metrics.expectGauge("allocation_tracking_heap_blocks", labels).lastValue ?? 0 >= 40)
+        #expect(try metrics.expectGauge("allocation_tracking_tracker_memory_bytes", labels).lastValue ?? 0 > 0)
+        let allocations = try metrics.expectCounter("allocation_tracking_allocations_total", labels).totalValue
+        #expect(allocations >= 40 && allocations >= Int64(before.totalAllocations))
+        #expect(try metrics.expectCounter("allocation_tracking_allocated_bytes_total", labels).totalValue >= 40 << 16)
+        #expect(try metrics.expectCounter("allocation_tracking_dropped_allocations_total", labels).totalValue == 0)
+        #expect(try metrics.expectGauge("allocation_tracking_rss_bytes", labels).lastValue ?? 0 > 0)
+        let growth = try #require(try metrics.expectGauge("allocation_tracking_growth_bytes_per_second",
+                                                          labels + [("series", "heap")]).lastValue)
+        #expect(growth > 1e6, "\(growth) B/s")
+        let eta = try #require(try metrics.expectGauge("allocation_tracking_seconds_to_limit",
+                                                       labels + [("limit", "heap")]).lastValue)
+        #expect(eta > 0)
+
+        // Counters publish increments: a second publication adds what happened since, not the totals again.
+        // The sum of the increments is the tracker's total at the moment of publishing.
+        let lower = AllocationTracker.tracedMemory.totalAllocations
+        publisher.publish()
+        let upper = AllocationTracker.tracedMemory.totalAllocations
+        let again = try metrics.expectCounter("allocation_tracking_allocations_total", labels).totalValue
+        #expect(Int64(lower) <= again && again <= Int64(upper), "\(lower) ≤ \(again) ≤ \(upper)")
+
+        // Reports by trigger, with a label value Prometheus accepts.
+        let onDemand = labels + [("trigger", "on_demand")]
+        #expect(try metrics.expectCounter("allocation_tracking_reports_total", onDemand).totalValue
+                == Int64(AllocationTracker.reportsWritten[.onDemand] ?? -1))
+        let reportsBefore = try metrics.expectCounter("allocation_tracking_reports_total", onDemand).totalValue
+        try AllocationTracker.writeReport(reason: "metrics test")
+        publisher.publish()
+        #expect(try metrics.expectCounter("allocation_tracking_reports_total", onDemand).totalValue == reportsBefore + 1)
+        #expect(try metrics.expectCounter("allocation_tracking_reports_total",
+                                          labels + [("trigger", "container_memory_limit")]).totalValue == 0)
+
+        // Growth stops (everything freed): the projection disappears. The drop stays inside the 400 ms window, so
+        // the heap's slope is negative whatever other tests of the process allocate meanwhile.
+        for block in blocks { free(block) }
+        try await Task.sleep(for: .milliseconds(200))
+        publisher.publish()
+        #expect(throws: (any Error).self) {
+            try metrics.expectGauge("allocation_tracking_seconds_to_limit", labels + [("limit", "heap")])
+        }
+        #expect(try metrics.expectGauge("allocation_tracking_growth_bytes_per_second",
+                                        labels + [("series", "heap")]).lastValue ?? 1 <= 0.1 * growth)
+    }
+
+    @Test func startPublishingRecordsAtOnceAndStops() async throws {
+        try AllocationTracker.start(.init(limits: .init(containerFraction: nil, onAllocationFailure: false)))
+        defer { AllocationTracker.stop() }
+        let metrics = TestMetrics()
+        let publisher = AllocationTrackingMetrics.startPublishing(every: .milliseconds(20), factory: metrics)
+        defer { publisher.stop() }
+        for _ in 0..<200 where (try? metrics.expectGauge("allocation_tracking_heap_bytes")) == nil {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try metrics.expectGauge("allocation_tracking_heap_bytes").lastValue != nil)
+    }
+}
