@@ -78,6 +78,33 @@ extern CAT_PRIVATE CAT_TLS uint64_t t_cat_scope;
 /// hook exits), or the hook's own, which would be a bug (the tests assert none without signal handlers).
 extern CAT_PRIVATE uint64_t g_cat_internal_allocations;
 
+// MARK: - Sampling state (thread_state.c; design there)
+
+/// Bytes this thread may still allocate before its next sampled allocation (the countdown). Kept below zero
+/// while the thread is in a measurement scope (every allocation recorded), so the skip below never passes then.
+extern CAT_PRIVATE CAT_TLS int64_t t_cat_sample_left;
+/// 0 when the countdown must be drawn afresh at the next allocation that reaches the hook: a new thread, after
+/// a measurement scope, after seeding or fork.
+extern CAT_PRIVATE CAT_TLS int t_cat_sample_valid;
+/// The mean sampling interval T in bytes (0: exact), as in CAT_W_SAMPLE_MEAN; set by cat_set_sampling.
+extern CAT_PRIVATE uint64_t g_cat_sample_mean;
+/// Nonzero while unsampled allocations may be skipped: sampling on and no process-wide measurement scope.
+extern CAT_PRIVATE uint64_t g_cat_sample_skip;
+/// The pointer table's entries per address bucket, in sampled mode (table_memory.c owns it and zeroes it with
+/// the tables; the Swift table logic counts entries in and out, inside the gate; the free path reads it).
+extern CAT_PRIVATE uint64_t g_cat_sample_filter[CAT_SAMPLE_FILTER_BUCKETS];
+
+/// The next countdown: a draw from the exponential distribution with mean g_cat_sample_mean, in whole bytes,
+/// at least 1 (the ceiling of the draw, so that an allocation of s bytes crosses it with probability exactly
+/// 1 − exp(−s/T)). From the thread's own generator, seeded on first use: no lock, no shared state but a
+/// counter read once per thread. Allocation-free (log() from libm allocates nothing).
+CAT_PRIVATE int64_t cat_sample_interval(void);
+/// The process seed the threads' generators start from (each mixes in its own number). cat_set_sampling.
+CAT_PRIVATE void cat_sampling_set_seed(uint64_t seed);
+/// In the child of fork(): the thread's generator would repeat the parent's choices; mixes in the new pid and
+/// draws afresh.
+CAT_PRIVATE void cat_sampling_reseed_in_child(void);
+
 /// Assigns the calling thread its shard (round-robin over 1…63) and returns it. Allocation-free.
 CAT_PRIVATE uint32_t cat_thread_assign_shard(void);
 

@@ -303,7 +303,7 @@ typedef struct {
     uint64_t size;
     int64_t unixSeconds;
     int64_t pid;
-    uint64_t current, peak, dropped, liveBlocks, rss;
+    uint64_t current, peak, dropped, liveBlocks, rss, sampleMean;
     int hasCgroup;
     uint64_t cgroupUsage, cgroupLimit;
     int hasOomScore, oomScore, oomScoreAdj;
@@ -330,6 +330,10 @@ static void cat_em_take_sample(const char *function, size_t size) {
         s->dropped += cat_load_relaxed(words + shard * CAT_SHARD_WORDS + CAT_S_DROPPED);
         s->liveBlocks += cat_load_relaxed(words + shard * CAT_SHARD_WORDS + CAT_S_LIVE_BLOCKS);
     }
+    // Sampled mode: estimates, with block counts in 2^-16 units (CAT_SAMPLE_BLOCK_SHIFT); the sites' counts
+    // come converted from topSites.
+    s->sampleMean = cat_load_relaxed(words + CAT_W_SAMPLE_MEAN);
+    if (s->sampleMean) s->liveBlocks = (s->liveBlocks + (1ull << (CAT_SAMPLE_BLOCK_SHIFT - 1))) >> CAT_SAMPLE_BLOCK_SHIFT;
     s->rss = cat_process_rss_bytes();
     s->hasCgroup = g_cat_em_cgroup.version != 0 &&
                    cat_cgroup_read(&g_cat_em_cgroup, &s->cgroupUsage, &s->cgroupLimit) == 0;
@@ -357,6 +361,12 @@ static void cat_em_render(cat_text_writer *w, const char *path) {
     cat_tw_time(w, s->unixSeconds);
     cat_tw_str(w, "\npid: ");
     cat_tw_i64(w, s->pid, false);
+    if (s->sampleMean) {
+        // The failing request above is exact (it is the one that failed); the tracked values are not.
+        cat_tw_str(w, "\ntracked values: estimated from samples every ");
+        cat_tw_size(w, (int64_t)s->sampleMean, false);
+        cat_tw_str(w, " on average");
+    }
     cat_tw_str(w, "\ntracked current: ");
     cat_tw_bytes_exact(w, s->current);
     cat_tw_str(w, " in ");

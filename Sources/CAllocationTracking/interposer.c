@@ -9,6 +9,11 @@
 // Hot-path contract (tracking off): one relaxed load and one predictable branch, then a tail call through the
 // resolved function pointer. free() adds one unsigned compare for the bootstrap buffer.
 //
+// Sampled mode (tracking on, Configuration.sampling = .poisson): an allocation that is not sampled adds one
+// relaxed load, one thread-local subtract and one branch (cat_sample_skip), and its free one thread-local load,
+// one relaxed load and one load from the 128 KiB filter (cat_maybe_tracked) — neither enters the hook. Exact mode
+// pays two relaxed loads more than before sampling existed, next to a stack capture.
+//
 // Code that runs inside malloc (everything below that is reached with g_cat_active set) must not allocate,
 // lock, or touch lazily initialised globals. Thread-locals are initial-exec (CAT_TLS) so reading them never
 // calls __tls_get_addr (which may allocate).
@@ -54,6 +59,20 @@ void cat_set_active(int active) {
 }
 
 int cat_is_active(void) { return (int)cat_load_relaxed(&g_cat_active); }
+
+void cat_set_sampling(uint64_t meanBytes, uint64_t seed) {
+    uint64_t *words = cat_state_words();
+    cat_store_relaxed(&g_cat_sample_mean, meanBytes);
+    cat_store_relaxed(words + CAT_W_SAMPLE_FILTER, meanBytes ? (uint64_t)(uintptr_t)g_cat_sample_filter : 0);
+    cat_store_relaxed(words + CAT_W_SAMPLE_MEAN, meanBytes);
+    cat_sampling_set_seed(seed);
+    cat_sampling_refresh();
+}
+
+void cat_sampling_refresh(void) {
+    uint64_t process = cat_load_relaxed(cat_state_words() + CAT_W_SCOPE_PROCESS);
+    cat_store_seq_cst(&g_cat_sample_skip, cat_load_relaxed(&g_cat_sample_mean) != 0 && process == 0);
+}
 
 int cat_interposer_available(void) {
 #ifdef CAT_SANITIZER
@@ -332,10 +351,59 @@ static inline void cat_hook_leave(void) {
     if (CAT_UNLIKELY(!cat_hook_try_leave())) cat_drain_and_leave();
 }
 
+// MARK: - Sampling (design: thread_state.c)
+
+// The whole cost of an allocation that sampling skips, inlined into every member of the malloc family: the
+// relaxed load says whether skipping is allowed at all (sampled mode, no process-wide measurement; 0 in exact
+// mode, where everything is recorded), the TLS subtract is the countdown (initial-exec: one %fs-relative
+// instruction), and the branch is taken for all but about one allocation in T/s. No stack, no table, no hook.
+static inline int cat_sample_skip(size_t size) {
+    return cat_load_relaxed(&g_cat_sample_skip) != 0 && (t_cat_sample_left -= (int64_t)size) > 0;
+}
+
+// The decision for an allocation that reached the hook in sampled mode (the countdown crossed, or must be drawn
+// afresh). Returns 1 when it is recorded. Inside a measurement scope every allocation is recorded (weight 1:
+// the table logic sees the scope tag) and the countdown is held below zero. A signal handler interrupting this
+// between its TLS read and write makes its own decision whose countdown update is lost: only the spacing of
+// the next sample changes, not the weight of any recorded block.
+static __attribute__((noinline)) int cat_sample_decide(size_t size) {
+    if (t_cat_scope != 0 || cat_load_relaxed(cat_state_words() + CAT_W_SCOPE_PROCESS) != 0) {
+        t_cat_sample_left = INT64_MIN / 2;
+        t_cat_sample_valid = 0;
+        return 1;
+    }
+    if (!t_cat_sample_valid) {
+        // First allocation of the thread (or after a scope, seeding, fork): the countdown starts here.
+        t_cat_sample_valid = 1;
+        t_cat_sample_left = cat_sample_interval() - (int64_t)size;
+        if (t_cat_sample_left > 0) return 0;
+    }
+    t_cat_sample_left = cat_sample_interval();
+    return 1;
+}
+
+// Whether `ptr` may be in the pointer table, before a free enters the hook to remove it. In exact mode any
+// block may be. In sampled mode the table holds only sampled and measured blocks — a few per T bytes live —
+// and g_cat_sample_filter counts its entries by address bucket: a zero bucket proves the block is not there,
+// with one load from a 128 KiB static array, instead of entering the hook (errno, the guard's CAS, the gate's
+// two atomic adds, an indirect call and the table probe: several times the cost of glibc's free). A nonzero
+// bucket (another sampled block hashed there) costs the lookup as before. The allocating thread counted the
+// entry in before malloc returned the block, and whoever frees it got it after that (the program's own
+// ordering), so the count is visible here.
+static inline int cat_maybe_tracked(const void *ptr) {
+    if (cat_load_relaxed(&g_cat_sample_mean) == 0) return 1;
+    uint64_t bucket = ((uint64_t)(uintptr_t)ptr * CAT_SAMPLE_FILTER_MULTIPLIER) >> (64 - CAT_SAMPLE_FILTER_BITS);
+    return cat_load_relaxed(&g_cat_sample_filter[bucket]) != 0;
+}
+
 // Inside malloc. Never allocates: the frame buffer is on the stack (CAT_MAX_FRAMES words); the table logic is
 // `@_noLocks` Swift; the gate waits only while a writer holds it. Preserves errno.
 static __attribute__((noinline)) void cat_record_allocation(void *ptr, size_t size, void *frameAddress,
                                                             void *returnAddress) {
+    // Sampled mode: only allocations that crossed the countdown (or are measured) go further.
+    if (cat_load_relaxed(&g_cat_sample_mean) != 0 && ptr != NULL && t_cat_state == CAT_THREAD_NORMAL &&
+        !cat_sample_decide(size))
+        return;
     if (CAT_UNLIKELY(cat_in_hook())) {
         // A rare path's own allocations pass through. Any other comes from a signal handler that interrupted
         // the hook (the hook itself never allocates: the tests assert this count stays 0 without handlers).
@@ -416,7 +484,7 @@ void *malloc(size_t size) {
     void *ptr = g_cat_next.malloc(size);
     if (CAT_ARMED()) {
         if (ptr == NULL && size != 0) cat_allocation_failed("malloc", size);
-        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+        if (!cat_sample_skip(size)) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
 }
@@ -427,7 +495,7 @@ void free(void *ptr) {
         // hook's exit after it is recorded (thread_state.c). Bootstrap blocks are never tracked nor freed.
         if (CAT_UNLIKELY(cat_in_hook())) {
             if (cat_is_bootstrap(ptr) || cat_defer_free(ptr)) return;
-        } else {
+        } else if (cat_maybe_tracked(ptr)) {
             cat_record_free(ptr);
         }
     }
@@ -442,7 +510,7 @@ void *calloc(size_t count, size_t size) {
         size_t total = 0;
         if (!__builtin_mul_overflow(count, size, &total)) {
             if (ptr == NULL && total != 0) cat_allocation_failed("calloc", total);
-            cat_record_allocation(ptr, total, __builtin_frame_address(0), __builtin_return_address(0));
+            if (!cat_sample_skip(total)) cat_record_allocation(ptr, total, __builtin_frame_address(0), __builtin_return_address(0));
         }
     }
     return ptr;
@@ -478,7 +546,7 @@ static __attribute__((noinline)) void *cat_realloc_nested(void *ptr, size_t size
         cat_count_overflow();  // the allocation the real realloc makes is not recorded either
         return g_cat_next.realloc(ptr, size);
     }
-    cat_record_allocation(moved, size, frameAddress, returnAddress);  // inside the hook: queued
+    if (!cat_sample_skip(size)) cat_record_allocation(moved, size, frameAddress, returnAddress);  // in the hook: queued
     return moved;
 }
 
@@ -491,10 +559,10 @@ static inline __attribute__((always_inline)) void *cat_realloc(void *ptr, size_t
     if (CAT_UNLIKELY(ptr && cat_in_hook())) return cat_realloc_nested(ptr, size, frameAddress, returnAddress);
     // Remove the old entry first (the real realloc may free it and the address be reused at once), restore it
     // if the real realloc fails and the old block is still live.
-    uint64_t removed = ptr ? cat_record_free(ptr) : 0;
+    uint64_t removed = ptr && cat_maybe_tracked(ptr) ? cat_record_free(ptr) : 0;
     void *moved = g_cat_next.realloc(ptr, size);
     if (moved) {
-        cat_record_allocation(moved, size, frameAddress, returnAddress);
+        if (!cat_sample_skip(size)) cat_record_allocation(moved, size, frameAddress, returnAddress);
     } else if (ptr && size != 0) {
         cat_restore(ptr, removed);  // failed: the old block is untouched
     }                               // size 0 with NULL result: the old block was freed (glibc semantics)
@@ -524,8 +592,9 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
         return *out ? 0 : ENOMEM;
     }
     int result = g_cat_next.posix_memalign(out, alignment, size);
-    if (CAT_ARMED() && result == 0)
-        cat_record_allocation(*out, size, __builtin_frame_address(0), __builtin_return_address(0));
+    if (CAT_ARMED() && result == 0) {
+        if (!cat_sample_skip(size)) cat_record_allocation(*out, size, __builtin_frame_address(0), __builtin_return_address(0));
+    }
     else if (CAT_ARMED() && result == ENOMEM)
         cat_allocation_failed("posix_memalign", size);
     return result;
@@ -553,7 +622,7 @@ void *aligned_alloc(size_t alignment, size_t size) {
     int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
         if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("aligned_alloc", size);
-        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+        if (!cat_sample_skip(size)) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
 }
@@ -565,7 +634,7 @@ void *memalign(size_t alignment, size_t size) {
     int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
         if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("memalign", size);
-        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+        if (!cat_sample_skip(size)) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
 }
@@ -577,7 +646,7 @@ void *valloc(size_t size) {
     int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
         if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("valloc", size);
-        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+        if (!cat_sample_skip(size)) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
 }
@@ -598,7 +667,7 @@ void *pvalloc(size_t size) {
     int failure = cat_errno_settle(saved);
     if (CAT_ARMED()) {
         if (ptr == NULL && failure == ENOMEM) cat_allocation_failed("pvalloc", size);
-        cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
+        if (!cat_sample_skip(size)) cat_record_allocation(ptr, size, __builtin_frame_address(0), __builtin_return_address(0));
     }
     return ptr;
 }
@@ -652,6 +721,7 @@ static void cat_on_fork_child(void) {
     }
     cat_api_reinit_in_child();
     cat_emergency_reset_in_child();
+    cat_sampling_reseed_in_child();
 }
 
 void cat_install_fork_handlers(void) {

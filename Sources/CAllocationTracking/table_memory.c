@@ -16,6 +16,8 @@
 
 static _Alignas(64) uint64_t g_cat_state_words[CAT_STATE_WORDS];
 static cat_recorder g_cat_recorder;
+// Static, never unmapped: the free path reads it outside the gate (cat_internal.h; why: interposer.c).
+_Alignas(64) uint64_t g_cat_sample_filter[CAT_SAMPLE_FILTER_BUCKETS];
 
 #define W(index) (&g_cat_state_words[(index)])
 #define SHARD(shard, counter) (&g_cat_state_words[(size_t)(shard) * CAT_SHARD_WORDS + (counter)])
@@ -182,12 +184,16 @@ void cat_tables_release(void) {
         cat_unmap((void *)(uintptr_t)cat_load_relaxed(W(CAT_W_ARENA_CHUNKS + c)), (size_t)CAT_ARENA_CHUNK_WORDS * 8);
     }
     uint64_t mapped = cat_load_relaxed(W(CAT_W_MAPPED_BYTES));
-    // Everything but the gate and the measurement scopes is zeroed: counters, roots, chunk pointers.
+    // Everything but the gate, the sampling mode and the measurement scopes is zeroed: counters, roots, chunk
+    // pointers; and the free path's filter, whose entries were the pointer table's (writer side held: no
+    // allocation or free is between the table and the filter).
     for (size_t i = 0; i < CAT_W_SCOPES; i++) {
-        if (i == CAT_W_GATE_WRITER || (i < CAT_SHARDS * CAT_SHARD_WORDS && i % CAT_SHARD_WORDS == CAT_S_READERS)) continue;
+        if (i == CAT_W_GATE_WRITER || i == CAT_W_SAMPLE_MEAN || i == CAT_W_SAMPLE_FILTER ||
+            (i < CAT_SHARDS * CAT_SHARD_WORDS && i % CAT_SHARD_WORDS == CAT_S_READERS)) continue;
         cat_store_relaxed(&g_cat_state_words[i], 0);
     }
     cat_store_relaxed(W(CAT_W_MAPPED_BYTES), mapped);
+    for (size_t i = 0; i < CAT_SAMPLE_FILTER_BUCKETS; i++) cat_store_relaxed(&g_cat_sample_filter[i], 0);
 }
 
 void cat_service_requests(void) {

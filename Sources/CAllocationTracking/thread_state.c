@@ -36,7 +36,20 @@
 // - Every exit of the hook drains: the allocation and free records, a realloc's restore, and the
 //   allocation-failure report (its leave keeps the flag when events are waiting; interposer.c drains after it).
 //   A thread cannot exit or fork with events queued unless a handler forks or jumps out of the hook.
+//
+// MARK: Sampling (Poisson, by bytes)
+//
+// As jemalloc, tcmalloc and Go do it: each thread counts down the bytes it allocates (t_cat_sample_left); the
+// allocation that takes the count to zero or below is sampled, and the next countdown is drawn from the
+// exponential distribution with mean T. Because the exponential is memoryless, every allocation of s bytes is
+// sampled with probability p = 1 − exp(−s/T) independently of what came before, which is what makes the
+// per-block weights 1/p (Swift: _SampleWeight) unbiased. Per thread, with its own generator (xorshift64*,
+// seeded from a process seed and a per-thread number): no lock and no shared cache line on the allocation path.
+// The unsampled path is in interposer.c (cat_sample_skip): one relaxed load, one TLS subtract, one branch.
 #include "cat_internal.h"
+
+#include <math.h>
+#include <unistd.h>
 
 CAT_TLS int t_cat_state;
 CAT_TLS uint64_t t_cat_hook;
@@ -48,6 +61,53 @@ CAT_TLS uint64_t t_cat_scope;
 uint64_t g_cat_internal_allocations;
 
 static uint64_t g_cat_next_shard;
+
+CAT_TLS int64_t t_cat_sample_left;
+CAT_TLS int t_cat_sample_valid;
+static CAT_TLS uint64_t t_cat_sample_rng;  // xorshift64* state; 0 until seeded
+uint64_t g_cat_sample_mean;
+uint64_t g_cat_sample_skip;
+static uint64_t g_cat_sample_seed;
+static uint64_t g_cat_sample_threads;
+
+// splitmix64's finaliser: spreads a seed (or seed + thread number) over all 64 bits, never to 0 in practice
+// (xorshift's only bad state; checked anyway).
+static uint64_t cat_mix(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return z ? z : 0x9E3779B97F4A7C15ull;
+}
+
+int64_t cat_sample_interval(void) {
+    uint64_t x = t_cat_sample_rng;
+    if (CAT_UNLIKELY(x == 0))
+        x = cat_mix(cat_load_relaxed(&g_cat_sample_seed) ^ (cat_add_relaxed(&g_cat_sample_threads, 1) << 32));
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    t_cat_sample_rng = x;
+    uint64_t r = x * 0x2545F4914F6CDD1Dull;
+    double u = (double)((r >> 11) + 1) * 0x1p-53;  // uniform on (0, 1]: log(u) is finite
+    double draw = -log(u) * (double)cat_load_relaxed(&g_cat_sample_mean);
+    if (draw > 0x1p62) draw = 0x1p62;  // a countdown never overflows the subtract
+    return (int64_t)draw + 1;
+}
+
+void cat_sampling_set_seed(uint64_t seed) { cat_store_relaxed(&g_cat_sample_seed, seed); }
+
+void cat_thread_seed_sampling(uint64_t seed) {
+    t_cat_sample_rng = cat_mix(seed);
+    t_cat_sample_valid = 0;
+    t_cat_sample_left = 0;  // the next allocation reaches the hook and draws
+}
+
+void cat_sampling_reseed_in_child(void) {
+    if (t_cat_sample_rng != 0) t_cat_sample_rng = cat_mix(t_cat_sample_rng ^ (uint64_t)getpid());
+    t_cat_sample_valid = 0;
+    t_cat_sample_left = 0;
+}
 
 int cat_thread_set_state(int state) {
     int previous = t_cat_state;
@@ -64,7 +124,15 @@ uint32_t cat_thread_assign_shard(void) {
 uint32_t cat_thread_shard(void) { return cat_thread_shard_inline(); }
 
 uint64_t cat_thread_scope(void) { return t_cat_scope; }
-void cat_thread_set_scope(uint64_t tag) { t_cat_scope = tag; }
+void cat_thread_set_scope(uint64_t tag) {
+    t_cat_scope = tag;
+    if (tag != 0) {
+        // A measurement records every allocation: hold the countdown far below zero so that cat_sample_skip
+        // never passes (2^62 bytes cannot be allocated), and draw afresh once the scope is over.
+        t_cat_sample_left = INT64_MIN / 2;
+        t_cat_sample_valid = 0;
+    }
+}
 
 uint64_t cat_debug_internal_allocations(void) { return cat_load_relaxed(&g_cat_internal_allocations); }
 

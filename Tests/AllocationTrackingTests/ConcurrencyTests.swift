@@ -112,10 +112,13 @@ extension TrackerTests {
 
         /// The hook never allocates: whatever it needs is on the stack or in mapped tables. (Allocations made
         /// while a thread is inside the hook are counted by the interposer.)
-        @Test(arguments: allUnwinders)
-        func theHookMakesNoAllocationsOfItsOwn(unwinder: AllocationTracker.Configuration.Unwinder) throws {
+        /// Sampled mode too (T = 4 KiB, so that the stress pools' blocks are sampled often): drawing the next
+        /// interval (log() from libm) and the weights allocate nothing either.
+        @Test(arguments: allUnwinders, [AllocationTracker.Configuration.Sampling.exact, .poisson(meanBytes: 4096)])
+        func theHookMakesNoAllocationsOfItsOwn(unwinder: AllocationTracker.Configuration.Unwinder,
+                                              sampling: AllocationTracker.Configuration.Sampling) throws {
             let before = cat_debug_internal_allocations()
-            try withTracking(.init(maxFrames: 64, unwinder: unwinder)) {
+            try withTracking(.init(maxFrames: 64, unwinder: unwinder, sampling: sampling)) {
                 let pool = StressPool(slots: 4096, seed: 42)
                 onThreads(2) { _ in
                     let local = StressPool(slots: 4096, seed: 7)

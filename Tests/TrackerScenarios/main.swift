@@ -32,6 +32,8 @@ let scenarios: [any Scenario.Type] = [
     ReportKilledScenario.self,
     ReportDiskFullScenario.self,
     SignalFreesScenario.self,
+    SamplingAccuracyScenario.self,
+    SamplingLifecycleScenario.self,
 ]
 
 let arguments = CommandLine.arguments.dropFirst()

@@ -30,7 +30,8 @@ import Musl
 //                     "mangledName": "$s…", "file": "/src/Sources/App/Cache.swift", "line": 42,
 //                     "image": "MyService", "imageOffset": 4096, "isInlined": false }, … ],
 //       "traces": [ { "size": 10240, "count": 10, "allocatedSize": 40960, "allocatedCount": 40,
-//                     "totalFrames": 14, "frames": [0, 3, 7] }, … ]
+//                     "totalFrames": 14, "frames": [0, 3, 7] }, … ],
+//       "sampleMeanBytes": 524288                    // absent: exact
 //     }
 //
 // Frames are stored once and referenced by index from each trace, most recent first. Every frame field but
@@ -38,6 +39,10 @@ import Musl
 // `allocatedSize`/`allocatedCount` everything its stack allocated (`Trace`); a trace with `count` 0 (all its blocks
 // freed) is kept for its totals. `images` are the loaded images the frames point into, main executable first
 // (`Snapshot.Image`: the code segment's address range and file offset, the GNU build id in hex).
+//
+// `sampleMeanBytes` (added to version 2 compatibly: readers ignore unknown keys) is the mean interval of the
+// Poisson sampling the snapshot was recorded with (`Snapshot.sampling`); every size and count is then an
+// estimate. Absent — exact tracking, and every file written before sampling existed — it loads as `.exact`.
 //
 // Version 1, which `init(contentsOf:)` still reads, is the same without `images` and without the traces'
 // `allocatedSize`/`allocatedCount`: its traces load with their live values as totals (the least they can have
@@ -85,7 +90,8 @@ extension Snapshot {
             format: Self.fileFormatName, version: Self.fileFormatVersion, moment: moment, timestamp: timestamp,
             processID: processID, executable: executable, tracebackLimit: tracebackLimit,
             droppedAllocations: droppedAllocations, tracedMemory: tracedMemory.map(_TracedMemoryFile.init),
-            images: images, frames: frames, traces: files)
+            images: images, frames: frames, traces: files,
+            sampleMeanBytes: sampling == .exact ? nil : sampling.meanBytes)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return try encoder.encode(file)
@@ -212,9 +218,16 @@ extension Snapshot {
                                 size: trace.size, count: trace.count, allocatedSize: allocatedSize,
                                 allocatedCount: allocatedCount))
         }
+        var sampling = AllocationTracker.Configuration.Sampling.exact
+        if let mean = file.sampleMeanBytes {
+            guard (1...(1 << 40)).contains(mean) else { throw invalid("sampleMeanBytes \(mean) is not 1…2^40") }
+            sampling = .poisson(meanBytes: mean)
+        }
+        var memory = file.tracedMemory.map(\.value)
+        memory?.isEstimate = sampling != .exact
         self.init(traces: traces, tracebackLimit: file.tracebackLimit, droppedAllocations: file.droppedAllocations,
-                  moment: file.moment, tracedMemory: file.tracedMemory.map(\.value), timestamp: file.timestamp,
-                  processID: file.processID, executable: file.executable, images: images)
+                  moment: file.moment, tracedMemory: memory, timestamp: file.timestamp,
+                  processID: file.processID, executable: file.executable, images: images, sampling: sampling)
     }
 }
 
@@ -281,6 +294,8 @@ private struct _SnapshotFile: Codable {
     var images: [Snapshot.Image]?
     var frames: [Frame]
     var traces: [_TraceFile]
+    /// Sampled snapshots only (absent: exact).
+    var sampleMeanBytes: Int? = nil
 }
 
 private struct _TraceFile: Codable {

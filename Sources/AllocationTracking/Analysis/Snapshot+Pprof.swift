@@ -193,10 +193,10 @@ extension Snapshot {
         try profile.withUnsafeBytes { try _ReportFile.replace(atPath: url.path, with: $0) }
     }
 
-    /// The sampling interval in bytes that the snapshot's values were recorded with, pprof's `period`: 1, exact
-    /// tracking (every allocation recorded). A sampling mode sets it from the snapshot's sampling setting; the
-    /// values themselves are then already estimates (unsampled, as Go writes them).
-    var samplingPeriod: Int { 1 }
+    /// The sampling interval in bytes that the snapshot's values were recorded with, pprof's `period`: 1 for exact
+    /// tracking (every allocation recorded), T for `.poisson(meanBytes: T)`, whose values are already estimates
+    /// (each sampled block weighted by 1/p: unsampled, as Go writes them).
+    var samplingPeriod: Int { sampling.period }
 
     private var profileComment: String {
         let process = (executable.map { "\($0) " } ?? "") + "(pid \(processID))"

@@ -121,11 +121,16 @@ public struct Snapshot: Sendable {
     /// The loaded images the frames point into, the main executable first (see `Image`); empty when unknown (a
     /// snapshot built by hand, loaded from a version 1 file, or a measurement's `leaked`).
     public var images: [Image]
+    /// How the tracker recorded the allocations: `.exact`, or `.poisson(meanBytes:)`, in which case every size
+    /// and count in the snapshot is an estimate (see `AllocationTracker.Configuration.Sampling`) and text
+    /// output says so. Saved with the snapshot; files without it (older versions) load as exact.
+    public var sampling: AllocationTracker.Configuration.Sampling
 
     public init(traces: [Trace], tracebackLimit: Int, droppedAllocations: Int = 0, moment: Moment = .now,
                 tracedMemory: TracedMemory? = nil, timestamp: Double? = nil, processID: Int? = nil,
-                executable: String? = nil, images: [Image] = []) {
+                executable: String? = nil, images: [Image] = [], sampling: AllocationTracker.Configuration.Sampling = .exact) {
         self.images = images
+        self.sampling = sampling
         self.traces = traces
         self.tracebackLimit = tracebackLimit
         self.droppedAllocations = droppedAllocations

@@ -124,7 +124,8 @@ enum _ReportWriter {
         lines.append("pid: \(snapshot.processID)" + (snapshot.executable.map { " (\($0))" } ?? ""))
         let memory = snapshot.tracedMemory ?? TracedMemory()
         lines.append("tracked: current=\(_formatSize(memory.current)), peak=\(_formatSize(memory.peak)), "
-                     + "live blocks=\(memory.liveBlocks), dropped allocations=\(memory.droppedAllocations)")
+                     + "live blocks=\(memory.liveBlocks), dropped allocations=\(memory.droppedAllocations)"
+                     + (_ReportFormatter.estimateNote(snapshot.sampling).map { " (\($0))" } ?? ""))
         lines.append("rss: \(_formatSize(Int(truncatingIfNeeded: cat_process_rss_bytes())))")
         if let cgroup = _Watchdog.cgroupReading(configuration) { lines.append(_ReportFormatter.cgroup(cgroup, configuration)) }
         var score: Int32 = 0, adjust: Int32 = 0

@@ -72,7 +72,15 @@ enum _ReportFormatter {
             line = "Traced memory: current=\(_formatSize(memory.current)), peak=\(_formatSize(memory.peak)); "
         }
         if snapshot.moment == .peak { line += "snapshot at the peak; " }
-        return line + "dropped allocations: \(snapshot.droppedAllocations)"
+        line += "dropped allocations: \(snapshot.droppedAllocations)"
+        if let note = estimateNote(snapshot.sampling) { line += "; " + note }
+        return line
+    }
+
+    /// `estimated from samples every 512 KiB on average`: the once-per-text note of a sampled snapshot (nil when
+    /// exact), so that nobody reads an estimate as a count.
+    static func estimateNote(_ sampling: AllocationTracker.Configuration.Sampling) -> String? {
+        sampling.estimateNote
     }
 
     /// `size=3.1 KiB, count=25`

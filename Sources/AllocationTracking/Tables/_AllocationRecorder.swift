@@ -44,32 +44,38 @@ enum _AllocationRecorder {
             state.shard(shard, Int(CAT_S_DROPPED)).atomicAdd(1)
             return UInt32(CAT_RECORD_DONE)
         }
-        // This shard's allocation count (before this one), for an occasional load check.
-        let allocations = addLive(state, entry: entry, shard: shard, bytes: bytes, isNewAllocation: true)
+        let mean = state.sampleMean.atomicLoad()
+        if mean != 0 { _SampleWeight.countIn(state, key: key) }
+        let weight = _SampleWeight.of(size: bytes, mean: mean, scope: scopeTag)
+        // This shard's allocation count (before this one), for an occasional load check: in sampled mode the
+        // counter is in 2^-16 blocks and sampled blocks are rare, so those check every time.
+        let allocations = addLive(state, entry: entry, shard: shard, bytes: weight.bytes, blocks: weight.blocks,
+                                  isNewAllocation: true)
         if scopeTag != 0 { _UnsafeScopes.allocated(state, scopeTag, bytes: bytes) }
-        if probes > _UnsafePointerTable.longProbe || allocations & 255 == 0,
+        if probes > _UnsafePointerTable.longProbe || (allocations >> weight.shift) & 255 == 0
+            || weight.blocks > (1 << weight.shift),
            _UnsafePointerTable.needsRebuild(state) {
             state.request(Int(CAT_NEED_POINTER_REBUILD))
         }
         return UInt32(CAT_RECORD_DONE)
     }
 
-    /// Adds a live block to its site and the totals; returns the shard's allocation count before it (0 when
-    /// `isNewAllocation` is false).
+    /// Adds a live block to its site and the totals, with its weight (`_SampleWeight`: the block itself in exact
+    /// mode); returns the shard's allocation count before it (0 when `isNewAllocation` is false).
     @_noLocks
     @inline(__always)
     @discardableResult
     static func addLive(_ state: _UnsafeTrackerState, entry: UnsafeMutablePointer<UInt64>, shard: Int, bytes: UInt64,
-                        isNewAllocation: Bool) -> UInt64 {
+                        blocks: UInt64, isNewAllocation: Bool) -> UInt64 {
         _UnsafeTraceTable.rebasePeak(state, entry)
-        _UnsafeTraceTable.liveBlocks(entry).atomicAdd(1)
+        _UnsafeTraceTable.liveBlocks(entry).atomicAdd(blocks)
         _UnsafeTraceTable.liveBytes(entry).atomicAdd(bytes)
-        state.shard(shard, Int(CAT_S_LIVE_BLOCKS)).atomicAdd(1)
+        state.shard(shard, Int(CAT_S_LIVE_BLOCKS)).atomicAdd(blocks)
         var allocations: UInt64 = 0
         if isNewAllocation {
-            _UnsafeTraceTable.totalBlocks(entry).atomicAdd(1)
+            _UnsafeTraceTable.totalBlocks(entry).atomicAdd(blocks)
             _UnsafeTraceTable.totalBytes(entry).atomicAdd(bytes)
-            allocations = state.shard(shard, Int(CAT_S_TOTAL_ALLOCATIONS)).atomicAdd(1)
+            allocations = state.shard(shard, Int(CAT_S_TOTAL_ALLOCATIONS)).atomicAdd(blocks)
             state.shard(shard, Int(CAT_S_TOTAL_BYTES)).atomicAdd(bytes)
         }
         let current = state.current.atomicAdd(bytes) &+ bytes
@@ -99,13 +105,17 @@ enum _AllocationRecorder {
             return 0
         }
         let bytes = _UnsafePointerTable.size(of: value)
-        _UnsafeTraceTable.rebasePeak(state, entry)
-        _UnsafeTraceTable.liveBlocks(entry).atomicSubtract(1)
-        _UnsafeTraceTable.liveBytes(entry).atomicSubtract(bytes)
-        state.shard(Int(shard), Int(CAT_S_LIVE_BLOCKS)).atomicSubtract(1)
-        state.current.atomicSubtract(bytes)
-        // A block allocated inside a measurement scope: account the free to it, whichever thread frees.
         let scopeTag = _UnsafeTraceTable.scopeTag(entry).atomicLoad()
+        let mean = state.sampleMean.atomicLoad()
+        if mean != 0 { _SampleWeight.countOut(state, key: UInt64(UInt(bitPattern: pointer))) }
+        // The same function of the same (size, T, scope) as at the allocation: subtracts exactly what it added.
+        let weight = _SampleWeight.of(size: bytes, mean: mean, scope: scopeTag)
+        _UnsafeTraceTable.rebasePeak(state, entry)
+        _UnsafeTraceTable.liveBlocks(entry).atomicSubtract(weight.blocks)
+        _UnsafeTraceTable.liveBytes(entry).atomicSubtract(weight.bytes)
+        state.shard(Int(shard), Int(CAT_S_LIVE_BLOCKS)).atomicSubtract(weight.blocks)
+        state.current.atomicSubtract(weight.bytes)
+        // A block allocated inside a measurement scope: account the free to it, whichever thread frees.
         if scopeTag != 0 { _UnsafeScopes.freed(state, scopeTag, bytes: bytes, count: 1) }
         return value
     }
@@ -121,8 +131,11 @@ enum _AllocationRecorder {
               _UnsafePointerTable.insert(state, key: UInt64(UInt(bitPattern: pointer)), value: value, shard: Int(shard)) >= 0
         else { return }
         let bytes = _UnsafePointerTable.size(of: value)
-        addLive(state, entry: entry, shard: Int(shard), bytes: bytes, isNewAllocation: false)
         let scopeTag = _UnsafeTraceTable.scopeTag(entry).atomicLoad()
+        let mean = state.sampleMean.atomicLoad()
+        if mean != 0 { _SampleWeight.countIn(state, key: UInt64(UInt(bitPattern: pointer))) }
+        let weight = _SampleWeight.of(size: bytes, mean: mean, scope: scopeTag)
+        addLive(state, entry: entry, shard: Int(shard), bytes: weight.bytes, blocks: weight.blocks, isNewAllocation: false)
         if scopeTag != 0 { _UnsafeScopes.freed(state, scopeTag, bytes: 0 &- bytes, count: 0 &- 1) }  // undo the free
     }
 
@@ -140,6 +153,90 @@ enum _AllocationRecorder {
                 UInt64(_UnsafeTraceTable.topSites(_UnsafeTrackerState(words: $0), ids: $1, bytes: $2, blocks: $3,
                                                   capacity: Int(truncatingIfNeeded: $4)))
             })
+    }
+}
+
+// MARK: - _SampleWeight
+
+/// What a recorded block stands for. Exact mode (T = 0): itself, 1 block of s bytes. Sampled mode: a block of s
+/// bytes was sampled with probability p = 1 − exp(−s/T) (thread_state.c), so it stands for 1/p blocks and s/p
+/// bytes, which makes every sum of weights an unbiased estimate of the true sum. Inside a measurement scope
+/// (`scope` ≠ 0) every allocation is recorded, so the weight is the block itself.
+///
+/// The weight is *derived* at both ends, not stored: the free recomputes it from the same (s, T, scope) — s from
+/// the pointer table, T fixed from start to stop (the tables go with it), the scope from the trace — with the
+/// same instructions, so it subtracts exactly what the allocation added and `current` returns to 0 when
+/// everything is freed. Storing it would take a word per pointer-table slot (16 → 24 bytes a slot, and the
+/// packed value has no room). Only IEEE-754 arithmetic (no libm call, which the `@_noLocks` checker cannot see
+/// through): deterministic for equal inputs.
+///
+/// Units: bytes are whole bytes (s/p rounded to nearest: at most half a byte per sampled block, whose weight is
+/// at least T); blocks are in 2^-16 block (`CAT_SAMPLE_BLOCK_SHIFT`) in sampled mode, whole blocks in exact
+/// mode. The read side converts (`wholeBlocks`).
+///
+/// RUNS INSIDE MALLOC: arithmetic and atomics only.
+enum _SampleWeight {
+    @inline(__always) static var blockShift: UInt64 { UInt64(CAT_SAMPLE_BLOCK_SHIFT) }
+
+    @_noLocks
+    @inline(__always)
+    static func of(size: UInt64, mean: UInt64, scope: UInt64) -> (bytes: UInt64, blocks: UInt64, shift: UInt64) {
+        if mean == 0 { return (size, 1, 0) }
+        let one: UInt64 = 1 << blockShift
+        if scope != 0 || size == 0 { return (size, one, blockShift) }
+        let p = probability(Double(size) / Double(mean))
+        return (UInt64(Double(size) / p + 0.5), UInt64(Double(one) / p + 0.5), blockShift)
+    }
+
+    /// p = 1 − exp(−x) for x = s/T > 0, by series, with no cancellation for small x.
+    @_noLocks
+    static func probability(_ x: Double) -> Double {
+        if x >= 40 { return 1 }  // exp(−40) < 2^-57: 1 − it rounds to 1
+        if x < 0.5 {
+            // 1 − exp(−x) = x(1 − x/2(1 − x/3(1 − …))): 18 terms, truncation below 0.5^18/18! ≈ 6e-22.
+            var inner = 1.0
+            var k = 18.0
+            while k >= 2 { inner = 1 - x / k * inner; k -= 1 }
+            return x * inner
+        }
+        // exp(−x) = exp(−x/2^m)^(2^m) with x/2^m < 0.5 by its series; m ≤ 7 squarings.
+        var y = x
+        var m = 0
+        while y >= 0.5 { y *= 0.5; m &+= 1 }
+        var e = 1.0
+        var k = 18.0
+        while k >= 1 { e = 1 - y / k * e; k -= 1 }
+        while m > 0 { e *= e; m &-= 1 }
+        return 1 - e
+    }
+
+    /// A block counter (or sum of counters) in whole blocks, rounded to nearest.
+    @_noLocks
+    @inline(__always)
+    static func wholeBlocks(_ counter: UInt64, mean: UInt64) -> UInt64 {
+        mean == 0 ? counter : (counter &+ (1 << (blockShift &- 1))) >> blockShift
+    }
+
+    /// The free path's filter bucket of `key` (interposer.c: cat_maybe_tracked; same multiplier and bits).
+    @inline(__always)
+    static func filterBucket(_ state: _UnsafeTrackerState, _ key: UInt64) -> UnsafeMutablePointer<UInt64>? {
+        guard let base = UnsafeMutablePointer<UInt64>(bitPattern: UInt(state.word(Int(CAT_W_SAMPLE_FILTER)).atomicLoad()))
+        else { return nil }
+        return base + Int(truncatingIfNeeded: (key &* 0xD6E8_FEB8_6659_FD93) >> (64 &- UInt64(CAT_SAMPLE_FILTER_BITS)))
+    }
+
+    /// Counts a new pointer-table entry in the filter (sampled mode), before malloc returns the block.
+    @_noLocks
+    @inline(__always)
+    static func countIn(_ state: _UnsafeTrackerState, key: UInt64) {
+        filterBucket(state, key)?.atomicAdd(1)
+    }
+
+    /// Counts a removed pointer-table entry out of the filter.
+    @_noLocks
+    @inline(__always)
+    static func countOut(_ state: _UnsafeTrackerState, key: UInt64) {
+        filterBucket(state, key)?.atomicSubtract(1)
     }
 }
 
@@ -168,6 +265,8 @@ struct _UnsafeTrackerState {
     @inline(__always) var ready: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_READY)) }
     @inline(__always) var requests: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_REQUESTS)) }
     @inline(__always) var traceCount: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_TRACE_COUNT)) }
+    /// The mean sampling interval T in bytes; 0 in exact mode.
+    @inline(__always) var sampleMean: UnsafeMutablePointer<UInt64> { word(Int(CAT_W_SAMPLE_MEAN)) }
 
     /// Asks the C side for memory or a rebuild (serviced after the gate is left).
     @_noLocks
@@ -422,8 +521,8 @@ enum _UnsafePointerTable {
 /// - The index is an open-addressed array of 32-bit entry ids (+1; 0 empty), inserted into with a CAS and
 ///   rebuilt under the gate's writer side when it is half full.
 ///
-/// The counters are unsampled byte and block counts (exact under full tracking); a sampling mode can add
-/// weights without changing the layout.
+/// The counters are weighted sums (`_SampleWeight`): exact byte and block counts in exact mode, unbiased
+/// estimates in sampled mode (blocks then in 2^-16 units), with the layout unchanged.
 ///
 /// RUNS INSIDE MALLOC: nothing here allocates or locks (`@_noLocks`). Chunks are mapped ahead by the C side
 /// (`cat_service_requests`) when asked through `CAT_W_REQUESTS`; a missing chunk drops the allocation (counted).
@@ -649,7 +748,7 @@ enum _UnsafeTraceTable {
                     }
                     ids[position] = id
                     bytes[position] = live
-                    blocks[position] = liveCount
+                    blocks[position] = _SampleWeight.wholeBlocks(liveCount, mean: state.sampleMean.atomicLoad())
                     if selected < capacity { selected &+= 1 }
                 }
             }

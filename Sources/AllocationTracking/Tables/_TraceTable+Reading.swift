@@ -76,13 +76,15 @@ extension _UnsafeTraceTable {
             capacity = copied + 256
             buffer = UnsafeMutablePointer<_TraceEntryCopy>.allocate(capacity: capacity)
         }
+        // Block counters are in 2^-16 blocks in sampled mode (`_SampleWeight`); T holds still while tracking is on.
+        let mean = state.sampleMean.atomicLoad()
         let traces = UnsafeBufferPointer(start: buffer, count: copied).map { entry in
             _RawTrace(addresses: frames(at: entry.frames, shape: entry.shape),
                       totalFrames: Int(truncatingIfNeeded: entry.shape >> 32),
                       liveBytes: Int(truncatingIfNeeded: entry.liveBytes),
-                      liveBlocks: Int(truncatingIfNeeded: entry.liveBlocks),
+                      liveBlocks: Int(truncatingIfNeeded: _SampleWeight.wholeBlocks(entry.liveBlocks, mean: mean)),
                       allocatedBytes: Int(truncatingIfNeeded: entry.totalBytes),
-                      allocatedBlocks: Int(truncatingIfNeeded: entry.totalBlocks))
+                      allocatedBlocks: Int(truncatingIfNeeded: _SampleWeight.wholeBlocks(entry.totalBlocks, mean: mean)))
         }
         return (traces, memory)
     }
@@ -175,14 +177,25 @@ extension _UnsafeTraceTable {
 
 extension _UnsafeTrackerState {
     /// The process-wide counters (all zero while stopped).
+    /// In sampled mode, estimates (`isEstimate`), block counts converted from their 2^-16 units.
     var tracedMemory: TracedMemory {
-        TracedMemory(
+        let mean = sampleMean.atomicLoad()
+        var memory = TracedMemory(
             current: Int(truncatingIfNeeded: current.atomicLoad()),
             peak: Int(truncatingIfNeeded: peak.atomicLoad()),
-            liveBlocks: Int(truncatingIfNeeded: shardSum(Int(CAT_S_LIVE_BLOCKS))),
-            totalAllocations: Int(truncatingIfNeeded: shardSum(Int(CAT_S_TOTAL_ALLOCATIONS))),
+            liveBlocks: Int(truncatingIfNeeded: _SampleWeight.wholeBlocks(shardSum(Int(CAT_S_LIVE_BLOCKS)), mean: mean)),
+            totalAllocations: Int(truncatingIfNeeded: _SampleWeight.wholeBlocks(shardSum(Int(CAT_S_TOTAL_ALLOCATIONS)),
+                                                                                 mean: mean)),
             totalAllocatedBytes: Int(truncatingIfNeeded: shardSum(Int(CAT_S_TOTAL_BYTES))),
             droppedAllocations: Int(truncatingIfNeeded: shardSum(Int(CAT_S_DROPPED))))
+        memory.isEstimate = mean != 0
+        return memory
+    }
+
+    /// The sampling mode the counters were recorded with (`.exact` while stopped).
+    var sampling: AllocationTracker.Configuration.Sampling {
+        let mean = sampleMean.atomicLoad()
+        return mean == 0 ? .exact : .poisson(meanBytes: Int(truncatingIfNeeded: mean))
     }
 }
 

@@ -96,7 +96,7 @@ public enum AllocationTracker {
     static func _takeSnapshot(_ selection: _TraceSelection, symbolicate: Bool = true) throws -> Snapshot {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
-        let (raw, memory, maxFrames): ([_RawTrace], TracedMemory, Int)
+        let (raw, memory, maxFrames, sampling): ([_RawTrace], TracedMemory, Int, Configuration.Sampling)
         do {
             cat_api_lock()
             defer { cat_api_unlock() }
@@ -105,12 +105,24 @@ public enum AllocationTracker {
             }
             (raw, memory) = _UnsafeTraceTable.copyTraces(selection)
             maxFrames = configuration.maxFrames
+            sampling = configuration.sampling
         }
         // After the copy, so that every image a frame points into is loaded (short of a dlclose meanwhile).
         let images = _LoadedImages.containing(raw)
         let traces = symbolicate ? _Symbolicator.shared.traces(for: raw) : raw.map { $0.unsymbolicatedTrace() }
         return Snapshot(traces: traces, tracebackLimit: maxFrames, droppedAllocations: memory.droppedAllocations,
-                        moment: selection == .atPeak ? .peak : .now, tracedMemory: memory, images: images)
+                        moment: selection == .atPeak ? .peak : .now, tracedMemory: memory, images: images,
+                        sampling: sampling)
+    }
+
+    /// Seeds the calling thread's sampling generator and restarts its countdown (`cat_thread_seed_sampling`), so a
+    /// single-threaded workload samples the same blocks on every run (for the accuracy tests).
+    @_spi(Testing) public static func _seedSampling(_ seed: UInt64) { cat_thread_seed_sampling(seed) }
+    /// The sampling weight in bytes and in 2^-16 blocks the table logic gives a block of `size` bytes at mean
+    /// interval `meanBytes` (for the tests of its arithmetic against libm).
+    @_spi(Testing) public static func _sampleWeight(size: Int, meanBytes: Int) -> (bytes: Int, blocks: Int) {
+        let w = _SampleWeight.of(size: UInt64(size), mean: UInt64(meanBytes), scope: 0)
+        return (Int(w.bytes), Int(w.blocks))
     }
 
     /// Addresses in the symbol cache (for tests and benchmarks).

@@ -19,6 +19,42 @@ extension AllocationTracker {
             case framePointers
         }
 
+        /// Which allocations are recorded.
+        public enum Sampling: Hashable, Sendable, CustomStringConvertible {
+            /// Every allocation: exact counts, the cost of a stack capture and a table insert per allocation. For
+            /// tests and investigations.
+            case exact
+            /// Byte-interval (Poisson) sampling, as Go, jemalloc and tcmalloc do it: each thread draws the bytes
+            /// until its next sample from an exponential distribution with mean `meanBytes`; the allocation that
+            /// crosses it is recorded with its stack, weighted by the inverse of its sampling probability
+            /// p = 1 − exp(−size/meanBytes), so every count and byte total is an unbiased estimate. Any other
+            /// allocation costs a subtraction and a branch. `meanBytes` 1…2^40; Go's default is 512 KiB. For
+            /// always-on use in production. Inside `AllocationTracker.measure`, allocations are still recorded
+            /// exactly.
+            case poisson(meanBytes: Int)
+
+            /// The mean interval in bytes; 0 for `.exact`.
+            public var meanBytes: Int {
+                switch self {
+                case .exact: 0
+                case .poisson(let meanBytes): meanBytes
+                }
+            }
+
+            /// pprof's `period`: the sampling interval, 1 for exact tracking (every allocation).
+            public var period: Int { self == .exact ? 1 : meanBytes }
+
+            /// `exact`, or `poisson(512 KiB)`.
+            public var description: String {
+                self == .exact ? "exact" : "poisson(\(_formatSize(meanBytes)))"
+            }
+
+            /// The line every text output carries once in sampled mode; nil when exact.
+            var estimateNote: String? {
+                self == .exact ? nil : "estimated from samples every \(_formatSize(meanBytes)) on average"
+            }
+        }
+
         /// Frames kept per call stack, most recent first: 1…256. The true depth is kept as
         /// `Traceback.totalFrames`.
         public var maxFrames: Int
@@ -32,15 +68,19 @@ extension AllocationTracker {
         public var limits: Limits
         /// The memory history behind `AllocationTracker.trend(over:)` (see `Trend`).
         public var trend: Trend
+        /// Exact (the default) or sampled (see `Sampling`). Soft limits on tracked bytes compare the estimate.
+        public var sampling: Sampling
 
         public init(maxFrames: Int = 32, unwinder: Unwinder = .libunwind, maxTraces: Int = 1 << 20,
-                    report: Report = Report(), limits: Limits = Limits(), trend: Trend = Trend()) {
+                    report: Report = Report(), limits: Limits = Limits(), trend: Trend = Trend(),
+                    sampling: Sampling = .exact) {
             self.maxFrames = maxFrames
             self.unwinder = unwinder
             self.maxTraces = maxTraces
             self.report = report
             self.limits = limits
             self.trend = trend
+            self.sampling = sampling
         }
 
         /// Throws `.invalidConfiguration` when a value is out of range.
@@ -51,6 +91,10 @@ extension AllocationTracker {
             guard (1...16_777_214).contains(maxTraces) else {
                 throw AllocationTrackingError(.invalidConfiguration, "maxTraces must be 1…16777214, got \(maxTraces)")
             }
+            if case .poisson(let meanBytes) = sampling, !(1...(1 << 40)).contains(meanBytes) {
+                throw AllocationTrackingError(.invalidConfiguration,
+                                              "sampling meanBytes must be 1…1099511627776 (1 TiB), got \(meanBytes)")
+            }
             try validateReports()
             try validateTrend()
         }
@@ -59,6 +103,7 @@ extension AllocationTracker {
         public var description: String {
             var text = "frames=\(maxFrames),unwinder=\(unwinder == .libunwind ? "libunwind" : "framepointers"),max_traces=\(maxTraces)"
             let r = Report(), l = Limits()
+            if case .poisson(let meanBytes) = sampling { text += ",sample=\(meanBytes)" }
             if let directory = report.directory { text += ",report_dir=\(directory)" }
             if report.topSites != r.topSites { text += ",top=\(report.topSites)" }
             if report.standardError != r.standardError { text += ",stderr=off" }
@@ -86,7 +131,9 @@ extension AllocationTracker {
         /// `off`), `at_exit` (on/off), `hysteresis` (`0.05`, `5%`), `min_interval` (`10s`), `failure_pause` (the
         /// watchdog's pause after an allocation failure, `10s`), `interval` (the watchdog's poll, `100ms`),
         /// `cgroup_root`; for the history `trend` (its interval, `10s`, or `off`), `trend_length` (`1h`), `trend_sites`,
-        /// `predict` (`Limits.predictedExhaustion`: `10m`, `off`); `announce` (on/off: the line printed at start when the environment turned tracking
+        /// `predict` (`Limits.predictedExhaustion`: `10m`, `off`); `sample` (`512KiB`: Poisson sampling with that
+        /// mean interval, `off`: exact, the default); `announce` (on/off: the line printed at start when the
+        /// environment turned tracking
         /// on). Throws `.invalidConfiguration` naming the bad part.
         public static func parse(environmentValue value: String) throws -> Configuration? {
             try _parseEnvironment(value)?.configuration
@@ -133,6 +180,15 @@ extension AllocationTracker {
                         throw AllocationTrackingError(.invalidConfiguration, "max_traces must be a number, got \(_quoted(text))")
                     }
                     configuration.maxTraces = n
+                case "sample", "sampling":
+                    if ["off", "exact", "0", "no", "false"].contains(text.lowercased()) {
+                        configuration.sampling = .exact
+                    } else if let bytes = Configuration.parseBytes(text), bytes > 0 {
+                        configuration.sampling = .poisson(meanBytes: bytes)
+                    } else {
+                        throw AllocationTrackingError(
+                            .invalidConfiguration, "sample must be a size such as 512KiB, or off, got \(_quoted(text))")
+                    }
                 case "announce":
                     switch text.lowercased() {
                     case "1", "on", "true", "yes": announce = true
@@ -145,7 +201,7 @@ extension AllocationTracker {
                     if try configuration.parseTrendKey(key, text) { break }
                     throw AllocationTrackingError(
                         .invalidConfiguration,
-                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, announce, \(Configuration.reportKeys), \(Configuration.trendKeys))")
+                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, sample, announce, \(Configuration.reportKeys), \(Configuration.trendKeys))")
                 }
             }
             try configuration.validate()

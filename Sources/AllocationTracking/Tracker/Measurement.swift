@@ -162,7 +162,10 @@ extension AllocationTracker {
             throw AllocationTrackingError(.unavailable, "more than \(CAT_SCOPES) allocation measurements are active at once")
         }
         _TrackerSession.scopeCursor = (index + 1) % Int(CAT_SCOPES)
-        if scope == .process { processScope.atomicStoreRelease(tag) }
+        if scope == .process {
+            processScope.atomicStoreRelease(tag)
+            cat_sampling_refresh()  // sampled mode: no allocation is skipped while a process-wide scope is active
+        }
         return _ScopeToken(tag: tag, scope: scope, previous: previous, captureStacks: captureStacks,
                            tablesEpoch: _TrackerSession.tablesEpoch, implicitGeneration: implicitGeneration,
                            droppedAtStart: tracedMemory.droppedAllocations)
@@ -178,6 +181,7 @@ extension AllocationTracker {
             var expected = token.tag
             _ = _UnsafeScopes.processScope.atomicCompareExchange(
                 expected: &expected, desired: _UnsafeScopes.liveScope(from: token.previous))
+            cat_sampling_refresh()
         }
         let previousState = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previousState) }

@@ -15,19 +15,25 @@ public struct TracedMemory: Hashable, Sendable, CustomStringConvertible {
     /// that way leaves its block counted as live). Nonzero means the other counters are not exact. Every report
     /// shows it.
     public var droppedAllocations: Int
+    /// True when the tracker samples (`Configuration.sampling` is `.poisson`): the other counters are then
+    /// unbiased estimates from the sampled blocks, each weighted by the inverse of its sampling probability,
+    /// rather than exact counts. `current` still returns to 0 exactly when everything is freed.
+    public var isEstimate: Bool
 
     public init(current: Int = 0, peak: Int = 0, liveBlocks: Int = 0, totalAllocations: Int = 0,
-                totalAllocatedBytes: Int = 0, droppedAllocations: Int = 0) {
+                totalAllocatedBytes: Int = 0, droppedAllocations: Int = 0, isEstimate: Bool = false) {
         self.current = current
         self.peak = peak
         self.liveBlocks = liveBlocks
         self.totalAllocations = totalAllocations
         self.totalAllocatedBytes = totalAllocatedBytes
         self.droppedAllocations = droppedAllocations
+        self.isEstimate = isEstimate
     }
 
     public var description: String {
         "current=\(current) B, peak=\(peak) B, liveBlocks=\(liveBlocks), totalAllocations=\(totalAllocations), "
             + "totalAllocatedBytes=\(totalAllocatedBytes) B, droppedAllocations=\(droppedAllocations)"
+            + (isEstimate ? " (estimated)" : "")
     }
 }

@@ -108,7 +108,9 @@ enum _TrackerLifecycle {
                                                     enabled: configuration.limits.onAllocationFailure)
         // 6. The report writer: before arming, so that a report written from now on is this session's.
         _ReportWriter.beginSession()
-        // 7. Arming.
+        // 7. Arming, with the sampling mode set first (the tables exist; each thread's generator starts from this
+        //    seed and its own number).
+        cat_set_sampling(UInt64(configuration.sampling.meanBytes), UInt64.random(in: 1...UInt64.max))
         cat_set_active(1)
         // 8. The watchdog.
         _Watchdog.start(configuration)
@@ -135,7 +137,10 @@ enum _TrackerLifecycle {
         _Watchdog.detachLocked()  // stop() joined it already; an implicit stop (measure) lets it exit by itself
         _ReportWriter.reset()
         cat_set_active(0)
-        _withGateWriter { cat_tables_release() }
+        _withGateWriter {
+            cat_tables_release()
+            cat_set_sampling(0, 0)  // the tables and their weights are gone; the next start sets it again
+        }
         _EmergencyNames.reset()
         _TrackerSession.configuration = nil
         _TrackerSession.tablesEpoch &+= 1
@@ -277,6 +282,9 @@ func _announcement(_ configuration: AllocationTracker.Configuration) -> String {
     let unwinder = configuration.unwinder == .libunwind ? "libunwind" : "framepointers"
     var line = "swift-allocation-tracking: tracking on (ALLOCATION_TRACKING), pid \(getpid()): unwinder=\(unwinder), "
         + "frames=\(configuration.maxFrames)"
+    if configuration.sampling != .exact {
+        line += ", sampled every \(_formatSize(configuration.sampling.meanBytes)) on average (values are estimates)"
+    }
     if triggers.isEmpty {
         line += "; no reports"
     } else {

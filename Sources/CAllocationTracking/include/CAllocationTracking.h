@@ -101,6 +101,9 @@ enum {
     CAT_W_REQUESTS = 534,  // CAT_NEED_* bits set by Swift, serviced by C outside the gate
     CAT_W_MAPPED_BYTES = 535,
     CAT_W_TRACE_COUNT = 536,
+    // Sampling (cat_set_sampling). Both survive cat_tables_release (clearTraces keeps the mode); stop clears them.
+    CAT_W_SAMPLE_MEAN = 537,   // the mean sampling interval T in bytes; 0: exact (every allocation recorded)
+    CAT_W_SAMPLE_FILTER = 538, // address of the CAT_SAMPLE_FILTER_BUCKETS counters of table entries by address hash
     CAT_W_ARENA_CURSOR = 544,  // chunk << 32 | word offset
     CAT_W_TRACE_CHUNKS = 576,
     CAT_TRACE_CHUNK_LIMIT = 4096,
@@ -126,6 +129,17 @@ enum {
     CAT_SCOPE_CURRENT_BYTES = 7,
     CAT_SCOPE_PEAK_BYTES = 8,
     CAT_SCOPE_CAPTURE_STACKS = 1,  // flag: the scope wants stacks (a counting-only scope skips the capture)
+
+    // Sampling. In sampled mode the block counters (CAT_E_*_BLOCKS, CAT_S_LIVE_BLOCKS, CAT_S_TOTAL_ALLOCATIONS)
+    // count in units of 2^-16 block, so that a sampled block's fractional weight 1/p adds and subtracts exactly;
+    // in exact mode they count whole blocks. Bytes are always whole bytes (s/p rounded: at most half a byte off
+    // per sampled block, against at least T bytes of weight).
+    CAT_SAMPLE_BLOCK_SHIFT = 16,
+    // The free path's filter (sampled mode only): a count of the pointer table's entries per bucket of addresses,
+    // so that the free of a block that was never sampled (nearly all) proves it with one load, without entering
+    // the hook (interposer.c: cat_maybe_tracked). Bucket: the top 14 bits of address * CAT_SAMPLE_FILTER_MULTIPLIER.
+    CAT_SAMPLE_FILTER_BITS = 14,
+    CAT_SAMPLE_FILTER_BUCKETS = 1 << 14,
 
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
     CAT_TRACE_ENTRY_WORDS = 16,  // two 64-byte lines; the words below (used by _UnsafeTraceTable and the report)
@@ -262,7 +276,26 @@ uint32_t cat_thread_shard(void);
 /// The calling thread's innermost measurement scope tag (0: none; initial-exec TLS). The hook attributes the
 /// thread's allocations to it, or to the process-wide scope (CAT_W_SCOPE_PROCESS) when it is 0. Never allocates.
 uint64_t cat_thread_scope(void);
+/// Also makes sampling exact for the thread while `tag` is not 0 (a measurement records every allocation), and
+/// draws its countdown afresh after.
 void cat_thread_set_scope(uint64_t tag);
+
+// MARK: - Sampling (thread_state.c, interposer.c)
+
+/// The filter bucket multiplier (CAT_SAMPLE_FILTER_BITS): the C free path and the Swift table logic agree on it.
+#define CAT_SAMPLE_FILTER_MULTIPLIER 0xD6E8FEB86659FD93ull
+/// Sets the sampling mode: `meanBytes` 0 for exact tracking, else Poisson sampling with mean interval T =
+/// `meanBytes` (CAT_W_SAMPLE_MEAN); `seed` seeds the threads' generators (each thread mixes in its own number).
+/// With tracking disarmed and the tables created (start), or with tracking disarmed at stop (0). Never allocates.
+/// A thread that already existed keeps the countdown it was counting (thread-locals of other threads cannot be
+/// reached): after a restart with a different T, its first sample comes after an interval drawn with the old T.
+void cat_set_sampling(uint64_t meanBytes, uint64_t seed);
+/// Re-reads the process-wide measurement scope (CAT_W_SCOPE_PROCESS): while one is active, no allocation is
+/// skipped by sampling. Call after changing that word. Never allocates.
+void cat_sampling_refresh(void);
+/// Test seam: seeds the calling thread's sampling generator with `seed` and makes its next allocation draw a
+/// fresh countdown, so a single-threaded workload samples the same blocks on every run. Never allocates.
+void cat_thread_seed_sampling(uint64_t seed);
 
 // MARK: - Stack capture
 

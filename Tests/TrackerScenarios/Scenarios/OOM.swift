@@ -11,7 +11,7 @@ enum OOMScenario: Scenario {
     static let name = "oom"
 
     static func run(_ arguments: ArraySlice<String>) {
-        // oom <directory> [nonames]: allocate 1 MiB blocks from one C line until malloc fails under RLIMIT_AS; the
+        // oom <directory> [nonames] [sampled]: (sampled: Poisson sampling every 512 KiB on average) allocate 1 MiB blocks from one C line until malloc fails under RLIMIT_AS; the
         // allocation-failure report is written from inside the failing malloc. With `nonames` the watchdog's refresh
         // is skipped, so the report falls back to image+offset with build ids.
         let rest = Array(arguments.dropFirst())
@@ -20,7 +20,8 @@ enum OOMScenario: Scenario {
         // With names, the default limits: the watchdog runs (and must stay off the heap once malloc failed).
         // Without, no watchdog at all, so that no refresh can name the site before the failure.
         let limits = OOM.resolveNames ? AllocationTracker.Configuration.Limits() : .init(containerFraction: nil, onAllocationFailure: false)
-        do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind, limits: limits)) } catch { fail("\(error)") }
+        let sampling: AllocationTracker.Configuration.Sampling = rest.contains("sampled") ? .poisson(meanBytes: 512 << 10) : .exact
+        do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind, limits: limits, sampling: sampling)) } catch { fail("\(error)") }
         AllocationTracker._configureEmergencyReport(directory: directory, topSites: 20, minimumInterval: 10, enabled: true)
         print("pid=\(getpid())")
         let capacity = 1 << 16
