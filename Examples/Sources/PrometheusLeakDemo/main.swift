@@ -26,7 +26,8 @@ import Glibc
 func option(_ name: String, default value: Int) -> Int {
     for argument in CommandLine.arguments.dropFirst() where argument.hasPrefix("--\(name)=") {
         guard let number = Int(argument.dropFirst(name.count + 3)), number >= 0 else {
-            FileHandle.standardError.write(Data("PrometheusLeakDemo: --\(name) takes a non-negative integer, not \(argument)\n".utf8))
+            let message = "PrometheusLeakDemo: --\(name) takes a non-negative integer, not \(argument)\n"
+            FileHandle.standardError.write(Data(message.utf8))
             exit(2)
         }
         return number
