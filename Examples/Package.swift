@@ -12,6 +12,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        // PrometheusLeakDemo: swift-prometheus's registry served over plain SwiftNIO HTTP/1 (no web framework).
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         .executableTarget(
@@ -56,6 +59,19 @@ let package = Package(
                 .product(name: "AllocationTrackingTesting", package: "swift-allocation-tracking"),
             ],
             exclude: ["allocation-budgets.json"]  // read by path in the budget test, as the README shows
+        ),
+        // A leaking service publishing the AllocationTrackingMetrics gauges through swift-prometheus on
+        // http://127.0.0.1:<port>/metrics; Examples/prometheus/e2e.sh scrapes it with a real Prometheus.
+        .executableTarget(
+            name: "PrometheusLeakDemo",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                .product(name: "AllocationTrackingMetrics", package: "swift-allocation-tracking"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
         ),
     ]
 )
