@@ -11,13 +11,21 @@ import Glibc
 /// buffer the caller allocated, so that the function's only allocations are the blocks.
 @inline(never)
 func endpointTestLeak(into blocks: UnsafeMutableBufferPointer<UnsafeMutableRawPointer?>, size: Int) {
-    for index in blocks.indices { blocks[index] = malloc(size) }
+    // Each of these helpers does something of its own (here: mark the first byte): release builds fold functions
+    // with identical bodies into one symbol, and the profiles would then name one helper for the other's blocks.
+    for index in blocks.indices {
+        blocks[index] = malloc(size)
+        blocks[index]?.storeBytes(of: 0x4C, as: UInt8.self)
+    }
 }
 
 /// Allocated between a delta profile's two snapshots.
 @inline(never)
 func endpointTestGrowth(into blocks: UnsafeMutableBufferPointer<UnsafeMutableRawPointer?>, size: Int) {
-    for index in blocks.indices { blocks[index] = malloc(size) }
+    for index in blocks.indices {
+        blocks[index] = malloc(size)
+        blocks[index]?.storeBytes(of: 0x47, as: UInt8.self)
+    }
 }
 
 /// A burst allocated and freed again: only the peak profile holds it.
