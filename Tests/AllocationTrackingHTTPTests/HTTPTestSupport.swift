@@ -11,8 +11,9 @@ import Glibc
 /// buffer the caller allocated, so that the function's only allocations are the blocks.
 @inline(never)
 func endpointTestLeak(into blocks: UnsafeMutableBufferPointer<UnsafeMutableRawPointer?>, size: Int) {
-    // Each of these helpers does something of its own (here: mark the first byte): release builds fold functions
-    // with identical bodies into one symbol, and the profiles would then name one helper for the other's blocks.
+    // Each of these helpers has a body of its own shape (here: one byte stored; the growth helper fills its blocks):
+    // release builds merge functions whose bodies differ only in constants into one symbol (LLVM's merge-functions
+    // pass, as Swift runs it), and the profiles would then name one helper for the other's blocks.
     for index in blocks.indices {
         blocks[index] = malloc(size)
         blocks[index]?.storeBytes(of: 0x4C, as: UInt8.self)
@@ -23,8 +24,9 @@ func endpointTestLeak(into blocks: UnsafeMutableBufferPointer<UnsafeMutableRawPo
 @inline(never)
 func endpointTestGrowth(into blocks: UnsafeMutableBufferPointer<UnsafeMutableRawPointer?>, size: Int) {
     for index in blocks.indices {
-        blocks[index] = malloc(size)
-        blocks[index]?.storeBytes(of: 0x47, as: UInt8.self)
+        let block = malloc(size)
+        if let block { memset(block, 0x47, size) }
+        blocks[index] = block
     }
 }
 
