@@ -28,6 +28,8 @@ import Synchronization
 /// | `allocation_tracking_allocated_bytes_total` | counter | bytes they requested | |
 /// | `allocation_tracking_dropped_allocations_total` | counter | allocations the tables could not record | |
 /// | `allocation_tracking_tracker_memory_bytes` | gauge | the tracker's own tables | |
+/// | `allocation_tracking_heap_limit_bytes` | gauge | the soft limit on tracked bytes (`limits.trackedBytes`; absent: none) | |
+/// | `allocation_tracking_rss_limit_bytes` | gauge | the soft limit on RSS (`limits.rssBytes`; absent: none) | |
 /// | `allocation_tracking_rss_bytes` | gauge | resident set size | `process.memory.usage` |
 /// | `allocation_tracking_cgroup_usage_bytes` | gauge | the memory cgroup's usage | `container.memory.usage` |
 /// | `allocation_tracking_cgroup_working_set_bytes` | gauge | usage less inactive file cache | `container.memory.working_set` |
@@ -145,6 +147,11 @@ public final class MetricsPublisher: Sendable {
                 present.insert(key)
             }
         }
+        // The configured soft limits, so that a dashboard or a rule can put the heap next to its limit
+        // (`allocation_tracking_heap_bytes / allocation_tracking_heap_limit_bytes`).
+        let limits = AllocationTracker.configuration?.limits
+        optional("heap_limit_bytes", [], limits?.trackedBytes.map(Double.init))
+        optional("rss_limit_bytes", [], limits?.rssBytes.map(Double.init))
         optional("rss_bytes", [], trend.rss.map { Double($0.latest) })
         optional("cgroup_usage_bytes", [], trend.containerUsage.map { Double($0.latest) })
         optional("cgroup_working_set_bytes", [], trend.workingSet.map { Double($0.latest) })

@@ -47,6 +47,10 @@ import TrackerTestSupport
         #expect(try metrics.expectCounter("allocation_tracking_allocated_bytes_total", labels).totalValue >= 40 << 16)
         #expect(try metrics.expectCounter("allocation_tracking_dropped_allocations_total", labels).totalValue == 0)
         #expect(try metrics.expectGauge("allocation_tracking_rss_bytes", labels).lastValue ?? 0 > 0)
+        #expect(try metrics.expectGauge("allocation_tracking_heap_limit_bytes", labels).lastValue == Double(1 << 30))
+        #expect(throws: (any Error).self, "no RSS limit configured: no gauge") {
+            try metrics.expectGauge("allocation_tracking_rss_limit_bytes", labels)
+        }
         let growth = try #require(try metrics.expectGauge("allocation_tracking_growth_bytes_per_second",
                                                           labels + [("series", "heap")]).lastValue)
         #expect(growth > 1e6, "\(growth) B/s")

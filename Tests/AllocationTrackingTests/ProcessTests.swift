@@ -32,8 +32,9 @@ extension TrackerTests {
             // limit and allocation failures, to stderr).
             let pid = result.output.split(separator: "\n").first { $0.hasPrefix("pid=") }?.dropFirst(4) ?? "?"
             #expect(result.error == "swift-allocation-tracking: tracking on (ALLOCATION_TRACKING), pid \(pid): "
-                    + "unwinder=framepointers, frames=24; reports on container at 90% of its limit, allocation failure "
-                    + "to stderr (announce=off: no line)\n", "\(result.error)")
+                    + "unwinder=framepointers, frames=24; memory history every 10.0 s for 1h 0m (79.0 KiB); reports on "
+                    + "container at 90% of its limit, allocation failure to stderr (announce=off: no line)\n",
+                    "\(result.error)")
             let defaults = try runChild(scenarios, ["env"], environment: ["ALLOCATION_TRACKING": "1"])
             #expect(defaults.output.contains("configuration=frames=32,unwinder=libunwind"))
             #expect(defaults.error.hasPrefix("swift-allocation-tracking: tracking on (ALLOCATION_TRACKING)"))
@@ -42,13 +43,15 @@ extension TrackerTests {
             mkdir(directory, 0o700)
             defer { try? FileManager.default.removeItem(atPath: directory) }
             let full = try runChild(scenarios, ["env"], environment: [
-                "ALLOCATION_TRACKING": "soft_limit=512MiB,rss_limit=1GiB,container=85%,signal=SIGUSR2,at_exit=on,report_dir=\(directory)"])
+                "ALLOCATION_TRACKING": "soft_limit=512MiB,rss_limit=1GiB,container=85%,signal=SIGUSR2,at_exit=on,"
+                    + "predict=10m,trend=5s,trend_length=10m,report_dir=\(directory)"])
             let fullPid = full.output.split(separator: "\n").first { $0.hasPrefix("pid=") }?.dropFirst(4) ?? "?"
             // (The at-exit report follows on stderr: the first line is the announcement.)
             let firstLine = String(full.error.prefix { $0 != "\n" })
             let expected: String = "swift-allocation-tracking: tracking on (ALLOCATION_TRACKING), pid \(fullPid): "
-                    + "unwinder=libunwind, frames=32; reports on tracked memory 512 MiB, RSS 1024 MiB, container at 85% "
-                    + "of its limit, allocation failure, signal SIGUSR2 (kill -USR2 \(fullPid)), exit to stderr and "
+                    + "unwinder=libunwind, frames=32; memory history every 5.0 s for 10m 0s (26.5 KiB); reports on "
+                    + "tracked memory 512 MiB, RSS 1024 MiB, container at 85% of its limit, allocation failure, signal "
+                    + "SIGUSR2 (kill -USR2 \(fullPid)), a limit predicted within 10m 0s, exit to stderr and "
                     + "\(directory) (announce=off: no line)"
             #expect(firstLine == expected, "\(full.error)")
             // Suppressible.

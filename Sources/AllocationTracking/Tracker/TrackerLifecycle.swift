@@ -275,6 +275,9 @@ func _announcement(_ configuration: AllocationTracker.Configuration) -> String {
         let name = AllocationTracker.Configuration.signalName(signal)
         triggers.append("signal \(name) (kill -\(name.dropFirst(3)) \(getpid()))")
     }
+    if let horizon = limits.predictedExhaustion {
+        triggers.append("a limit predicted within \(_formatDuration(horizon))")
+    }
     if limits.reportAtExit { triggers.append("exit") }
     var destinations: [String] = []
     if configuration.report.standardError { destinations.append("stderr") }
@@ -284,6 +287,11 @@ func _announcement(_ configuration: AllocationTracker.Configuration) -> String {
         + "frames=\(configuration.maxFrames)"
     if configuration.sampling != .exact {
         line += ", sampled every \(_formatSize(configuration.sampling.meanBytes)) on average (values are estimates)"
+    }
+    let trend = configuration.trend
+    if trend.isEnabled {
+        line += "; memory history every \(_formatDuration(trend.interval)) for \(_formatDuration(trend.length)) "
+            + "(\(_formatSize(trend.memoryBytes)))"
     }
     if triggers.isEmpty {
         line += "; no reports"
