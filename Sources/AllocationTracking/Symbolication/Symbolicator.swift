@@ -140,11 +140,19 @@ final class _Symbolicator: Sendable {
         // Return addresses point after the call: look up the call instruction's last byte.
         let sorted = addresses.sorted()
         let keys = sorted.map { UInt64($0) &- 1 &- bias }
-        let functions = file.functionSymbols()
+        // A stripped library's symbols and DWARF may be in a separate debug file found by its build id (Debian's
+        // -dbg/-dbgsym packages, as gdb and the Runtime module look them up); same addresses as the image.
+        let debugFile = image.buildID.flatMap { id in
+            id.count > 2 ? _ElfFile(path: "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug") : nil
+        }
+        var functions = debugFile?.functionSymbols() ?? []
+        if functions.isEmpty { functions = file.functionSymbols() }
         var locations: [_DwarfLineTable.Location?] = []
-        if let lines = file.section(".debug_line") {
-            locations = _DwarfLineTable(lines: lines, lineStrings: file.section(".debug_line_str"),
-                                        strings: file.section(".debug_str")).locations(ofSorted: keys)
+        for source in [debugFile, file].compactMap({ $0 }) {
+            guard let lines = source.section(".debug_line") else { continue }
+            locations = _DwarfLineTable(lines: lines, lineStrings: source.section(".debug_line_str"),
+                                        strings: source.section(".debug_str")).locations(ofSorted: keys)
+            break
         }
         var names: [UnsafePointer<CChar>: (function: String, mangled: String)] = [:]
         for (i, address) in sorted.enumerated() {
