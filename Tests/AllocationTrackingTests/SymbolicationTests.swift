@@ -50,5 +50,27 @@ extension TrackerTests {
             let here = ours.values.compactMap(\.first).first { $0.line == line && ($0.file ?? "").hasSuffix("SymbolicationTests.swift") }
             #expect(here?.function?.contains("namesAndLinesMatchTheRuntimeModule") == true, "\(ours.values)")
         }
+
+        /// The breakdown's parts: the tables are `trackerMemory`, the symbol cache grows with the addresses
+        /// resolved (and empties with them), and the sum is the total.
+        @Test func trackerMemoryBreakdownCountsTheSymbolCache() throws {
+            try AllocationTracker.start(.init(maxFrames: 32, unwinder: .libunwind))
+            defer { AllocationTracker.stop() }
+            let boxes = Self.allocateHere(10)
+            AllocationTracker._removeCachedSymbols()
+            let empty = AllocationTracker.trackerMemoryBreakdown
+            #expect(empty.symbolCache == 0)
+            #expect(empty.tables == AllocationTracker.trackerMemory && empty.tables > 0)
+            _ = try AllocationTracker.takeSnapshot()
+            withExtendedLifetime(boxes) {}
+            let resolved = AllocationTracker.trackerMemoryBreakdown
+            let addresses = AllocationTracker._symbolCacheCount
+            #expect(addresses > 10)
+            // At least one frame object per address, at most a few KiB each.
+            #expect(resolved.symbolCache >= addresses * 64 && resolved.symbolCache <= addresses * 4096,
+                    "\(resolved.symbolCache) bytes for \(addresses) addresses")
+            #expect(resolved.total == resolved.tables + resolved.symbolCache + resolved.names + resolved.history)
+            #expect(resolved.description.contains("symbol cache ") && resolved.description.contains("history "))
+        }
     }
 }
