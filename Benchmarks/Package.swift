@@ -15,6 +15,8 @@ import PackageDescription
 //   cache.
 // - `TrackerMemory` (plain executable, not a benchmark): tracker metadata bytes per live block
 //   (`swift run -c release TrackerMemory`).
+// - `SymbolicationCost` (plain executable): cold and warm lookups of N distinct addresses of a large binary
+//   (`swift run -c release SymbolicationCost 10000`).
 // - `WorkloadTiming` (plain executable): the same workloads timed without ordo-one/benchmark in the process,
 //   with 1 and 2 threads (`swift run -c release WorkloadTiming`).
 //
@@ -67,6 +69,15 @@ let package = Package(
             name: "TrackerMemory",
             dependencies: [
                 .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+            ]
+        ),
+        // Plain executable: cold and warm symbolication of N distinct addresses of a large binary (it links
+        // SwiftNIO through AllocationTrackingHTTP), the cost per call of a batch, and the memory it adds.
+        .executableTarget(
+            name: "SymbolicationCost",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                .product(name: "AllocationTrackingHTTP", package: "swift-allocation-tracking"),
             ]
         ),
         // Plain timing of the workloads without ordo-one/benchmark (and its malloc interposer) in the process.

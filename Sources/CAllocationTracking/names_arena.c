@@ -90,3 +90,8 @@ size_t cat_names_get(uint64_t traceID, const char **text) {
     *text = (const char *)arena + slot - 1 + 16;
     return (size_t)header[1];
 }
+
+uint64_t cat_names_bytes(void) {
+    if (cat_load_acquire((uint64_t *)&g_cat_names_arena) == 0) return 0;
+    return cat_load_relaxed(&g_cat_names_watermark) * sizeof(uint64_t) + cat_load_relaxed(&g_cat_names_cursor);
+}

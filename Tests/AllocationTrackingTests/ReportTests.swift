@@ -165,16 +165,17 @@ extension TrackerTests {
             #expect(values["impossible_size_pauses"] == "false", "\(result.output)")
         }
 
-        /// The watchdog's refresh warms the symbol cache for new sites (a soft-limit report symbolicates a whole
-        /// snapshot and must be quick): in a child, one refresh resolves every address of 40 new stacks that hold
-        /// nothing live (so that naming the top sites cannot be what resolved them).
-        @Test func refreshWarmsTheSymbolCacheForNewSites() throws {
+        /// The watchdog's refresh resolves names for the sites the allocation-failure report prints, nothing else
+        /// ahead of time (issue 13: warming every new site cost a core at start-up): in a child, after a refresh
+        /// the addresses of 40 new stacks that hold nothing live (so are no top site) are all still unresolved.
+        @Test func refreshDoesNotResolveSitesTheReportCannotPrint() throws {
             let result = try runChild(scenarios, ["warm-up"])
             #expect(result.status == 0, "\(result.output)\(result.error)")
             let values = keyValues(result.output)
-            #expect((values["addresses"].flatMap(Int.init) ?? 0) >= 3, "\(result.output)")
-            #expect((values["uncached_at_start"].flatMap(Int.init) ?? 0) > 0, "\(result.output)")
-            #expect(values["uncached_after"] == "0", "\(result.output)")
+            let atStart = values["uncached_at_start"].flatMap(Int.init) ?? 0
+            #expect((values["addresses"].flatMap(Int.init) ?? 0) >= 2, "\(result.output)")  // the call and the malloc
+            #expect(atStart > 0, "\(result.output)")
+            #expect(values["uncached_after"].flatMap(Int.init) == atStart, "\(result.output)")
         }
 
         @Test func plantedSymlinksAreNotFollowed() throws {

@@ -92,7 +92,7 @@ func oomAfterWarmup() {
     // Every site the loop uses is named now (this also waits for a refresh the watchdog has in progress), and
     // nothing below allocates: no new site appears, so the watchdog finds nothing to symbolicate — and does not
     // allocate — while the loop exhausts memory. (Symbolication maps debug info: it cannot run under the limit.)
-    if OOM.resolveNames { _EmergencyNames.refresh(warmingEverything: true) }
+    if OOM.resolveNames { _EmergencyNames.refresh(ignoringBudget: true) }
     let result = ats_limit_address_space(64 << 20)
     if result != 0 { fail("setrlimit: \(result)") }
 }

@@ -127,6 +127,7 @@ enum _ReportWriter {
                      + "live blocks=\(memory.liveBlocks), dropped allocations=\(memory.droppedAllocations)"
                      + (_ReportFormatter.estimateNote(snapshot.sampling).map { " (\($0))" } ?? ""))
         lines.append("rss: \(_formatSize(Int(truncatingIfNeeded: cat_process_rss_bytes())))")
+        lines.append(_ReportFormatter.trackerMemory(AllocationTracker.trackerMemoryBreakdown))
         if let cgroup = _Watchdog.cgroupReading(configuration) { lines.append(_ReportFormatter.cgroup(cgroup, configuration)) }
         var score: Int32 = 0, adjust: Int32 = 0
         if cat_read_oom_score(&score, &adjust) == 0 { lines.append("oom_score: \(score), oom_score_adj: \(adjust)") }

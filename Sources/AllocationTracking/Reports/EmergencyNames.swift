@@ -22,8 +22,14 @@ import Musl
 /// entered the top since the last refresh (about a second) is printed as `image+0xoffset (build id …)`, from
 /// `cat_images_capture()`.
 ///
-/// A refresh also warms the symbol cache for the sites that appeared since the last one (`_SymbolCacheWarmer`).
-/// When every top site has its name and no new site appeared, a refresh allocates nothing.
+/// Nothing else is resolved ahead of time: snapshots, reports and exports resolve the frames they show when they
+/// are made. (The watchdog used to warm the symbol cache for every new site once a second; with the Runtime
+/// module's per-address walk of the line table, that was a core for a minute after each start of a service.)
+///
+/// CPU budget: resolving names costs CPU time `t` (one pass over each image's line table per batch, see
+/// `_Symbolicator`); the next resolution waits until `t / cpuFraction` has passed, so the watchdog's naming uses
+/// at most `cpuFraction` of a core over time, however often the top changes. When every top site has its name,
+/// a refresh allocates nothing.
 package enum _EmergencyNames {
     /// Sites named per refresh: the most the report prints.
     static var sitesPerRefresh: Int { Int(CAT_EMERGENCY_MAX_SITES) }
@@ -39,23 +45,54 @@ package enum _EmergencyNames {
     /// Names the sites the report would print now (the top `sitesPerRefresh` by live bytes) that have no name
     /// yet. Suspends the calling thread's tracking; takes the API lock to find and copy the sites and to store
     /// the names, not while symbolicating.
-    /// `warmingEverything`: also resolve every new address now, not a batch of them (tests that must leave the
-    /// watchdog nothing to do).
-    package static func refresh(warmingEverything: Bool = false) {
+    /// `ignoringBudget`: name them now even when the CPU budget says wait (tests that must leave the watchdog
+    /// nothing to do). Returns whether names were resolved.
+    @discardableResult
+    package static func refresh(ignoringBudget: Bool = false) -> Bool {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
         // One refresh at a time (the watchdog and an explicit call): a second caller waits, then names what the
         // first left, so a caller returns only once the top sites as of its call are named.
-        refreshing.withLock { _ in
-            nameTopSites()
-            _SymbolCacheWarmer.warm(everything: warmingEverything)
+        return refreshing.withLock { budget in
+            let now = cat_monotonic_ns()
+            guard ignoringBudget || now >= budget.notBefore else { return false }
+            let cpuBefore = threadCPUNanoseconds()
+            guard nameTopSites() else { return false }
+            let spent = threadCPUNanoseconds() &- cpuBefore
+            budget.spentNanoseconds &+= spent
+            budget.resolutions += 1
+            budget.notBefore = now &+ UInt64(Double(spent) / cpuFraction)
+            return true
         }
     }
 
-    static let refreshing = Mutex(())
+    /// The share of one core the naming may use over time (0.2 %).
+    static let cpuFraction = 0.002
 
-    private static func nameTopSites() {
-        guard let (work, generation) = copyUnnamedTopSites(), !work.isEmpty else { return }
+    /// The CPU budget's state: when the next resolution may start, and the CPU time resolutions took in all.
+    struct Budget {
+        var notBefore: UInt64 = 0
+        var spentNanoseconds: UInt64 = 0
+        var resolutions = 0
+    }
+
+    static let refreshing = Mutex(Budget())
+
+    /// CPU time the naming has used since the process started, and how many resolutions (for the budget's tests
+    /// and the benchmark).
+    package static var spent: (nanoseconds: UInt64, resolutions: Int) {
+        refreshing.withLock { ($0.spentNanoseconds, $0.resolutions) }
+    }
+
+    private static func threadCPUNanoseconds() -> UInt64 {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return UInt64(time.tv_sec) &* 1_000_000_000 &+ UInt64(time.tv_nsec)
+    }
+
+    /// Returns whether there was something to name.
+    private static func nameTopSites() -> Bool {
+        guard let (work, generation) = copyUnnamedTopSites(), !work.isEmpty else { return false }
         var addresses = Set<UInt>()
         for item in work { addresses.formUnion(item.frames) }
         let resolved = _Symbolicator.shared.frames(for: addresses)
@@ -66,7 +103,7 @@ package enum _EmergencyNames {
         cat_api_lock()
         defer { cat_api_unlock() }
         // Stopped or cleared meanwhile: the ids name other stacks now.
-        guard AllocationTracker.isTracing, cat_names_generation() == generation else { return }
+        guard AllocationTracker.isTracing, cat_names_generation() == generation else { return true }
         if unstorableGeneration != generation {
             unstorable.removeAll()
             unstorableGeneration = generation
@@ -80,6 +117,7 @@ package enum _EmergencyNames {
             if stored == 0, unstorable.count < maximumUnstorable { unstorable.insert(id) }
             bytes.removeAll()
         }
+        return true
     }
 
     /// Sites whose name could not be stored in this names generation (guarded by `refreshing`), so that a

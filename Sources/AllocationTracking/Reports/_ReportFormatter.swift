@@ -96,6 +96,10 @@ enum _ReportFormatter {
 
     // MARK: Memory and trend
 
+    /// `tracker memory: 1.5 MiB (tables 1.0 MiB, symbol cache 120.0 KiB, names 12.0 KiB, history 231.0 KiB)`: what
+    /// the tracker itself holds, so that a report says how much of the process's memory is the tracker's.
+    static func trackerMemory(_ memory: AllocationTracker.TrackerMemory) -> String { "tracker memory: \(memory)" }
+
     /// `cgroup: v2, usage=9277 KiB, limit=9766 KiB (95.0%), working set=8.0 MiB (83.9%); …`: the cgroup line of a
     /// report, with the working set next to the usage and which one each trigger reads.
     static func cgroup(_ cgroup: (version: Int, usage: Int, limit: Int, workingSet: Int?),

@@ -1,106 +1,117 @@
-@_spi(Internal) import Runtime
 import Synchronization
 import CAllocationTracking
 
-/// Turns captured return addresses into `Frame`s with function, file:line and image. Runs at snapshot and
-/// report time only, never inside malloc, and with the calling thread's tracking suspended (its allocations are
-/// not traced).
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Turns captured return addresses into `Frame`s with function, file:line and image. Runs when a snapshot, report
+/// or export needs names, for the addresses it shows — never inside malloc, never ahead of time for every new
+/// site — with the calling thread's tracking suspended (its allocations are not traced).
 ///
-/// Why the toolchain's `Runtime` module: it reads the ELF symbol tables and the DWARF line and inline tables of
-/// every loaded image (the executable included, whose Swift functions `dladdr` cannot see without
-/// `--export-dynamic`), understands the DWARF 5 that the toolchain's clang emits (Debian's libdw 0.188 rejects
-/// it), demangles Swift and C++, and expands inlined frames. It ships with the toolchain and its runtime images.
-/// Its cost is in the DWARF lookups (about 0.14 ms per address with line information, far less for images
-/// without it, such as the system libraries), so results are cached per address: a second snapshot of the same
-/// program pays only for new addresses. The cache is emptied when an image is unloaded (an address could then
-/// belong to another image).
+/// How: the addresses of a batch are grouped by image; each image's file is mapped for the batch (`_ElfFile`),
+/// its function symbols (`.symtab`, or `.dynsym` when stripped) are sorted once and searched per address, and its
+/// `.debug_line` is run ONCE for the whole batch (`_DwarfLineTable`). Then the file is unmapped: no symbol data is
+/// kept between batches, only the resolved frames, cached per address (a second snapshot of the same program pays
+/// only for new addresses; `cachedBytes` is their footprint in `trackerMemoryBreakdown`). The cache is emptied when
+/// an image is unloaded (an address could then belong to another image).
 ///
-/// `Backtrace(architecture:frames:images:)` (SPI) is how captured addresses are fed to it; the public API only
-/// symbolicates backtraces it captured itself.
+/// Why not the toolchain's `Runtime` module, used before (`_RuntimeModuleSymbols`): it walks the image's whole
+/// line table for EVERY address, which on a service's release binary made a cold lookup cost milliseconds and the
+/// former once-a-second warm-up of new sites a core for a minute after each start; and it keeps every image's
+/// DWARF in a per-thread cache forever. Measured in `Benchmarks/Sources/SymbolicationCost` (see RESULTS.md). What
+/// it did that this does not: expand inlined frames (from `.debug_info`); here an address in inlined code gets
+/// the innermost line (the line table's) under the name of the function it was inlined into.
 final class _Symbolicator: Sendable {
     static let shared = _Symbolicator()
 
-    private struct Entry {
-        var imageBase: UInt
-        var frames: [Frame]
-    }
-
     private struct State {
-        var cache: [UInt: Entry] = [:]
-        /// Image maps, newest last, and the loader's (loads, unloads) counts when the newest was captured.
-        var imageMaps: [ImageMap] = []
-        var loaderCounts: (UInt64, UInt64) = (0, 0)
+        var cache: [UInt: [Frame]] = [:]
+        /// Estimated heap bytes of `cache` (see `footprint`).
+        var cachedBytes = 0
+        /// The loaded images, sorted by code start, and the loader's (loads, unloads) counts when captured.
+        var images: [Snapshot.Image] = []
+        var loaderCounts: (UInt64, UInt64)? = nil
     }
 
     private let state = Mutex(State())
 
-    /// Resolved frames for each address (inlined frames first); every address of `addresses` is a key of the
-    /// result.
+    /// Resolved frames for each address (inlined frames first, when there are any); every address of `addresses`
+    /// is a key of the result.
     func frames(for addresses: Set<UInt>) -> [UInt: [Frame]] {
         state.withLock { state in
-            Self.refreshImageMaps(&state)
+            Self.refreshImages(&state)
             var result: [UInt: [Frame]] = [:]
             result.reserveCapacity(addresses.count)
-            var missing: [UInt] = []
+            var byImage: [Int: [UInt]] = [:]
             for address in addresses {
-                if let entry = state.cache[address] { result[address] = entry.frames } else { missing.append(address) }
-            }
-            guard !missing.isEmpty else { return result }
-            missing.sort()
-            // Each address is resolved with the oldest map that knows its image (see refreshImageMaps).
-            var byMap = [[UInt]](repeating: [], count: state.imageMaps.count)
-            var unknown: [UInt] = []
-            for address in missing {
-                let a = Backtrace.Address(UInt64(address))
-                if let m = state.imageMaps.firstIndex(where: { $0.indexOfImage(at: a) != nil }) {
-                    byMap[m].append(address)
+                if let frames = state.cache[address] {
+                    result[address] = frames
+                } else if let image = Self.image(containing: address, in: state.images) {
+                    byImage[image, default: []].append(address)
                 } else {
-                    unknown.append(address)
+                    result[address] = [Frame(address: address)]  // not cached: an image may appear there later
                 }
             }
-            for (m, group) in byMap.enumerated() where !group.isEmpty {
-                for (address, entry) in Self.resolve(group, images: state.imageMaps[m]) {
-                    state.cache[address] = entry
-                    result[address] = entry.frames
+            for (index, group) in byImage {
+                for (address, frames) in Self.resolve(group, in: state.images[index]) {
+                    state.cache[address] = frames
+                    state.cachedBytes += Self.footprint(frames)
+                    result[address] = frames
                 }
-            }
-            for address in unknown {
-                let entry = Entry(imageBase: 0, frames: [Frame(address: address)])
-                result[address] = entry.frames  // not cached: an image may appear there later
             }
             return result
         }
     }
 
-    /// Captures an image map when the dynamic loader has loaded or unloaded something since the last one.
-    ///
-    /// Why not capture every time: once the Runtime module has read an image's file for its symbols, it keeps
-    /// the file mapped, and a later `ImageMap.capture()` no longer recognises that image (the extra mapping of
-    /// the same path confuses it): its frames would lose their symbols. So the first map is kept; a new one is
-    /// added only after a `dlopen`, and addresses are resolved with the oldest map that knows their image. After
-    /// a `dlclose`, an old map may describe an unloaded image, so the maps and the cache start over.
-    private static func refreshImageMaps(_ state: inout State) {
-        let counts = loaderCounts()
-        if state.imageMaps.isEmpty {
-            state.imageMaps = [ImageMap.capture()]
-        } else if counts.1 != state.loaderCounts.1 {
-            state.imageMaps = [ImageMap.capture()]
-            state.cache.removeAll()
-        } else if counts.0 != state.loaderCounts.0 {
-            state.imageMaps.append(ImageMap.capture())
-        }
-        state.loaderCounts = counts
-    }
-
-    /// glibc's running totals of objects loaded and unloaded.
-    private static func loaderCounts() -> (UInt64, UInt64) {
+    /// Recaptures the image list after the dynamic loader loaded or unloaded something; after an unload the
+    /// cache starts over.
+    private static func refreshImages(_ state: inout State) {
         var loads: UInt64 = 0, unloads: UInt64 = 0
         cat_loader_counts(&loads, &unloads)
-        return (loads, unloads)
+        if let previous = state.loaderCounts, previous == (loads, unloads) { return }
+        if let previous = state.loaderCounts, previous.1 != unloads {
+            state.cache.removeAll()
+            state.cachedBytes = 0
+        }
+        state.images = _LoadedImages.captureAll().sorted { $0.start < $1.start }
+        state.loaderCounts = (loads, unloads)
+    }
+
+    private static func image(containing address: UInt, in images: [Snapshot.Image]) -> Int? {
+        var low = 0, high = images.count
+        while low < high {  // the first image starting above `address`
+            let middle = (low + high) / 2
+            if images[middle].start <= address { low = middle + 1 } else { high = middle }
+        }
+        return low > 0 && address < images[low - 1].end ? low - 1 : nil
+    }
+
+    /// Estimated heap bytes of one cache entry: the dictionary slot, the array, each frame's storage object (a
+    /// 16-byte object header and its fields) and out-of-line strings (Swift keeps up to 15 UTF-8 bytes inline).
+    /// Frames of one function share their name strings only when they were resolved in the same batch; counted
+    /// per frame, so this errs high.
+    private static func footprint(_ frames: [Frame]) -> Int {
+        func text(_ string: String?) -> Int {
+            guard let string else { return 0 }
+            let count = string.utf8.count
+            return count > 15 ? 32 + count : 0
+        }
+        var bytes = MemoryLayout<UInt>.stride + MemoryLayout<[Frame]>.stride + 32
+        for frame in frames {
+            bytes += MemoryLayout<Frame>.stride + 16 + MemoryLayout<_FrameFields>.stride + 8 + text(frame.function) + text(frame.file) + text(frame.image)
+                + text(frame.mangledName)
+        }
+        return bytes
     }
 
     /// Addresses resolved so far (for tests and benchmarks).
     var cachedAddressCount: Int { state.withLock { $0.cache.count } }
+
+    /// Estimated heap bytes of the resolved frames kept (for `trackerMemoryBreakdown`).
+    var cachedBytes: Int { state.withLock { $0.cachedBytes } }
 
     /// The addresses of `addresses` not resolved yet.
     func uncached(_ addresses: Set<UInt>) -> [UInt] {
@@ -108,51 +119,109 @@ final class _Symbolicator: Sendable {
     }
 
     /// Forgets every resolved address (for benchmarks of the cold path).
-    func removeAll() { state.withLock { $0.cache.removeAll() } }
-
-    /// The name the Runtime module uses for this machine's architecture.
-    private static let architecture: String = (try? Backtrace.capture(limit: 1))?.architecture ?? "x86_64"
-
-    private static func resolve(_ addresses: [UInt], images: ImageMap) -> [UInt: Entry] {
-        var result: [UInt: Entry] = [:]
-        result.reserveCapacity(addresses.count)
-        func imageInfo(_ address: UInt) -> (base: UInt, name: String?) {
-            guard let index = images.indexOfImage(at: Backtrace.Address(UInt64(address))) else { return (0, nil) }
-            return (UInt(images[index].baseAddress) ?? 0, images[index].name)
+    func removeAll() {
+        state.withLock {
+            $0.cache.removeAll()
+            $0.cachedBytes = 0
         }
-        let captured = addresses.map { RichFrame<UInt64>.returnAddress(UInt64($0)) }
-        let backtrace = Backtrace(architecture: architecture, frames: captured, images: images)
-        if let symbolicated = backtrace.symbolicated(with: images, options: [.showInlineFrames, .showSourceLocations]) {
-            for frame in symbolicated.frames {
-                let address: UInt
-                switch frame.captured {
-                case .returnAddress(let a), .programCounter(let a), .asyncResumePoint(let a):
-                    guard let value = UInt(a) else { continue }
-                    address = value
-                default:
-                    continue
+    }
+
+    /// The frames of `addresses`, all in `image`: one mapping of its file, one pass over its line table.
+    private static func resolve(_ addresses: [UInt], in image: Snapshot.Image) -> [UInt: [Frame]] {
+        let imageName = image.path.split(separator: "/").last.map(String.init) ?? image.path
+        var result: [UInt: [Frame]] = [:]
+        guard let file = _ElfFile(path: image.path), let text = file.textSegment else {
+            for address in addresses { result[address] = [Frame(image: imageName, address: address)] }
+            return result
+        }
+        // The load bias: the executable segment's address in memory minus its address in the file.
+        let bias = UInt64(image.start) &- text.vaddr
+        let loadAddress = bias &+ (file.lowestAddress == .max ? 0 : file.lowestAddress)
+        // Return addresses point after the call: look up the call instruction's last byte.
+        let sorted = addresses.sorted()
+        let keys = sorted.map { UInt64($0) &- 1 &- bias }
+        // A stripped library's symbols and DWARF may be in a separate debug file found by its build id (Debian's
+        // -dbg/-dbgsym packages, as gdb and the Runtime module look them up); same addresses as the image.
+        let debugFile = image.buildID.flatMap { id in
+            id.count > 2 ? _ElfFile(path: "/usr/lib/debug/.build-id/\(id.prefix(2))/\(id.dropFirst(2)).debug") : nil
+        }
+        var functions = debugFile?.functionSymbols() ?? []
+        if functions.isEmpty { functions = file.functionSymbols() }
+        var locations: [_DwarfLineTable.Location?] = []
+        for source in [debugFile, file].compactMap({ $0 }) {
+            guard let lines = source.section(".debug_line") else { continue }
+            locations = _DwarfLineTable(lines: lines, lineStrings: source.section(".debug_line_str"),
+                                        strings: source.section(".debug_str")).locations(ofSorted: keys)
+            break
+        }
+        var names: [UnsafePointer<CChar>: (function: String, mangled: String)] = [:]
+        for (i, address) in sorted.enumerated() {
+            var function: String? = nil, mangled: String? = nil
+            if let symbol = Self.function(containing: keys[i], in: functions) {
+                if let known = names[symbol] {
+                    (function, mangled) = known
+                } else {
+                    let raw = String(cString: symbol)
+                    let demangled = _demangle(raw) ?? raw
+                    names[symbol] = (demangled, raw)
+                    (function, mangled) = (demangled, raw)
                 }
-                let (base, imageName) = imageInfo(address)
-                let symbol = frame.symbol
-                let location = symbol?.sourceLocation
-                let resolved = Frame(
-                    function: symbol.map { $0.name.isEmpty ? $0.rawName : $0.name },
-                    file: location.map(\.path),
-                    line: location?.line ?? 0,
-                    image: symbol?.imageName ?? imageName,
-                    address: address,
-                    mangledName: symbol?.rawName,
-                    imageOffset: base == 0 ? nil : address &- base,
-                    isInlined: frame.inlined)
-                result[address, default: Entry(imageBase: base, frames: [])].frames.append(resolved)
             }
-        }
-        for address in addresses where result[address] == nil {
-            let (base, imageName) = imageInfo(address)
-            result[address] = Entry(imageBase: base, frames: [
-                Frame(image: imageName, address: address, imageOffset: base == 0 ? nil : address &- base),
-            ])
+            let location = i < locations.count ? locations[i] : nil
+            result[address] = [Frame(function: function, file: location?.path, line: location?.line ?? 0,
+                                     image: imageName, address: address, mangledName: mangled,
+                                     imageOffset: address &- UInt(loadAddress))]
         }
         return result
+    }
+
+    /// The name of the function whose range holds `key` (a file address).
+    private static func function(containing key: UInt64,
+                                 in functions: [(start: UInt64, end: UInt64, name: UnsafePointer<CChar>)])
+        -> UnsafePointer<CChar>? {
+        var low = 0, high = functions.count
+        while low < high {  // the first function starting above `key`
+            let middle = (low + high) / 2
+            if functions[middle].start <= key { low = middle + 1 } else { high = middle }
+        }
+        // Nested or overlapping ranges (aliases, local labels): the nearest start whose range still holds the key.
+        var i = low - 1
+        while i >= 0, i >= low - 4 {
+            if key < functions[i].end { return functions[i].name }
+            i -= 1
+        }
+        return nil
+    }
+}
+
+/// The runtime's demangler for backtraces (`swift_demangle` with the simplified options the Runtime module
+/// prints: `Cache.insert(_:for:)`, not the full signature; C++ through `__cxa_demangle`). Exported by
+/// libswiftCore for the Runtime module.
+@_silgen_name("_swift_backtrace_demangle")
+private func _swift_backtrace_demangle(_ mangledName: UnsafePointer<CChar>?, _ mangledNameLength: Int,
+                                       _ outputBuffer: UnsafeMutablePointer<CChar>?,
+                                       _ outputBufferSize: UnsafeMutablePointer<Int>?) -> UnsafeMutablePointer<CChar>?
+
+/// The demangled form of `name`, or nil when it is not a Swift or C++ mangled name.
+func _demangle(_ name: String) -> String? {
+    guard name.hasPrefix("$s") || name.hasPrefix("_T") || name.hasPrefix("$S") || name.hasPrefix("_Z")
+            || name.hasPrefix("$e") else { return nil }
+    return name.withCString { pointer -> String? in
+        guard let output = _swift_backtrace_demangle(pointer, strlen(pointer), nil, nil) else { return nil }
+        defer { free(output) }
+        return String(cString: output)
+    }
+}
+
+extension AllocationTracker {
+    /// The resolved frames of each of `addresses` (inlined frames first), through the symbol cache, or through the
+    /// toolchain's `Runtime` module (uncached) for comparison: for the symbolication tests and benchmarks, with
+    /// any address in a loaded image, not only captured ones.
+    @_spi(Testing) public static func _symbolicate(_ addresses: Set<UInt>, usingRuntimeModule: Bool = false)
+        -> [UInt: [Frame]] {
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        return usingRuntimeModule ? _RuntimeModuleSymbols.frames(for: addresses)
+                                  : _Symbolicator.shared.frames(for: addresses)
     }
 }

@@ -117,6 +117,9 @@ void cat_names_reset(void);
 /// Incremented by every cat_names_reset: a refresh that symbolicated outside the API lock stores its names only
 /// if no reset happened meanwhile.
 uint64_t cat_names_generation(void);
+/// Bytes of the names the process has touched: the index words up to the highest trace id named, and the arena
+/// bytes used (the reservation itself is MAP_NORESERVE). Racy reads, for the tracker's memory breakdown.
+uint64_t cat_names_bytes(void);
 /// The stored name of `traceID`: its length, with `*text` pointing into the arena; 0 when none.
 /// Async-signal-safe, allocation-free.
 size_t cat_names_get(uint64_t traceID, const char *_Nullable *_Nonnull text);

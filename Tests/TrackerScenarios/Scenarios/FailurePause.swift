@@ -31,7 +31,7 @@ enum FailurePauseScenario: Scenario {
         // A real shortage: 80 MiB with 64 MiB of address space left (not more than the whole limit, which is what is
         // mapped now plus 64 MiB: that would be an impossible request, with no report and no pause). The names are
         // resolved first, so that the watchdog has nothing to symbolicate under the limit.
-        _EmergencyNames.refresh(warmingEverything: true)
+        _EmergencyNames.refresh(ignoringBudget: true)
         var big: UnsafeMutableRawPointer? = nil
         let mallocName = strdup("malloc")
         guard ats_limit_address_space(64 << 20) == 0 else { fail("setrlimit") }

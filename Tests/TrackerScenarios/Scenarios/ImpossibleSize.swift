@@ -37,7 +37,7 @@ enum ImpossibleSizeScenario: Scenario {
         let pauses = cat_emergency_memory_short(cat_monotonic_ns(), 1_000_000_000)
         // Names first (the watchdog must have nothing to symbolicate under the limit), then the limit, set after
         // start: the report must read it at the failure, not at configuration time.
-        _EmergencyNames.refresh(warmingEverything: true)
+        _EmergencyNames.refresh(ignoringBudget: true)
         guard ats_limit_address_space(64 << 20) == 0 else { fail("setrlimit") }
         var limit = rlimit()
         getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)

@@ -49,7 +49,7 @@ enum OOMConfiguredScenario: Scenario {
     /// Names the sites while memory is plentiful (the watchdog then has nothing to symbolicate under the limit, where
     /// an allocation of its own would trap), then limits the address space to what is mapped now plus 64 MiB.
     static func oomConfiguredAfterWarmup() {
-        _EmergencyNames.refresh(warmingEverything: true)
+        _EmergencyNames.refresh(ignoringBudget: true)
         let result = ats_limit_address_space(64 << 20)
         if result != 0 {
             print("FAIL setrlimit: \(result)")

@@ -45,7 +45,7 @@ enum ReportDiskFullScenario: Scenario {
         do { show("on_demand", try AllocationTracker.writeReport(reason: "disk full")) } catch { fail("\(error)") }
 
         // A real shortage (80 MiB with 64 MiB of address space left), names resolved first.
-        _EmergencyNames.refresh(warmingEverything: true)
+        _EmergencyNames.refresh(ignoringBudget: true)
         let mallocName = strdup("malloc")
         var big: UnsafeMutableRawPointer? = nil
         guard ats_limit_address_space(64 << 20) == 0 else { fail("setrlimit") }

@@ -37,7 +37,7 @@ enum ReportKilledScenario: Scenario {
         case "on-demand":
             _ = try? AllocationTracker.writeReport(reason: "killed while writing")
         case "allocation-failure":
-            _EmergencyNames.refresh(warmingEverything: true)
+            _EmergencyNames.refresh(ignoringBudget: true)
             guard ats_limit_address_space(64 << 20) == 0 else { fail("setrlimit") }
             var big: UnsafeMutableRawPointer? = nil
             _ = ats_allocate("malloc", 1, 80 << 20, &big)
