@@ -12,7 +12,7 @@ import re
 import statistics
 import sys
 
-MODES = ["notLinked", "off", "framePointers", "libunwind"]
+MODES = ["notLinked", "off", "framePointers", "libunwind", "sampled64KiB", "sampled512KiB", "sampled4MiB"]
 
 
 def parse(path):
@@ -67,9 +67,11 @@ for index, (path, results) in enumerate(zip(sys.argv[1:], runs), 1):
             wall_ratio = wall / off_wall if off_wall else None
             cpu_ratio = cpu / off_cpu if off_cpu and cpu else None
             ns_wall = ns_cpu = None
-            # M: the workload's own malloc count; W: the allocations the tracker traced in that mode.
-            allocations = mallocs or p50(results, name, "traced allocations")
-            if mode in ("framePointers", "libunwind") and allocations:
+            # M: the workload's own malloc count; W: the allocations the tracker traced in exact mode (a sampled
+            # mode traces only its samples, but every allocation pays the countdown: the cost is per allocation).
+            allocations = mallocs or p50(results, f"{workload}/libunwind", "traced allocations") \
+                or p50(results, name, "traced allocations")
+            if mode not in ("notLinked", "off") and allocations:
                 ns_wall = (wall - off_wall) * 1e6 / allocations
                 ns_cpu = (cpu - off_cpu) * 1e6 / allocations
             ratios.setdefault((workload, mode), []).append((wall_ratio, cpu_ratio, ns_wall, ns_cpu, wall, cpu))

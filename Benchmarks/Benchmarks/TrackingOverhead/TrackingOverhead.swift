@@ -3,6 +3,7 @@
 //   M/off, W/off                        library linked, tracking stopped (the baseline for the ratios)
 //   M/framePointers, W/framePointers    tracking on, .framePointers, maxFrames 32
 //   M/libunwind, W/libunwind            tracking on, .libunwind, maxFrames 32
+//   M/sampled512KiB, W/sampled512KiB    tracking on, sampled every 512 KiB on average (also 64KiB, 4MiB), .libunwind
 //
 // Tracking is started in the benchmark's setup and stopped in its teardown, so start/stop costs are excluded.
 // The same workloads with the library not linked at all are in the NotLinkedBaseline target.
@@ -19,6 +20,7 @@ import CWorkloads
 import Workloads
 
 typealias Unwinder = AllocationTracker.Configuration.Unwinder
+typealias Sampling = AllocationTracker.Configuration.Sampling
 
 let timeMetrics: [BenchmarkMetric] = [.wallClock, .cpuTotal]
 let mallocsMetric = BenchmarkMetric.custom("workload mallocs", useScalingFactor: false)
@@ -32,14 +34,14 @@ var exactUnits: [BenchmarkMetric: BenchmarkUnits] { [
 /// Setup/teardown that start and stop tracking (nil: tracking stays off). `watchdog: false` turns the report
 /// features off, so no watchdog thread runs: ordo's malloc counters are process-wide and would count the
 /// watchdog's own allocations (resolving names for the allocation-failure report, cold at start).
-func trackingHooks(_ unwinder: Unwinder?, watchdog: Bool = true)
+func trackingHooks(_ unwinder: Unwinder?, _ sampling: Sampling, watchdog: Bool = true)
     -> (setup: Benchmark.BenchmarkSetupHook, teardown: Benchmark.BenchmarkTeardownHook) {
     let limits: AllocationTracker.Configuration.Limits = watchdog
         ? .init() : .init(containerFraction: nil, onAllocationFailure: false)
     let setup: Benchmark.BenchmarkSetupHook = {
         AllocationTracker.stop()
         if let unwinder {
-            try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits))
+            try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits, sampling: sampling))
             precondition(AllocationTracker.isTracing, "tracking did not start")
         }
     }
@@ -69,15 +71,20 @@ func recordTracking(_ benchmark: Benchmark, from before: TracedMemory, to after:
     benchmark.measurement(droppedMetric, after.droppedAllocations - before.droppedAllocations)
 }
 
-let modes: [(name: String, unwinder: Unwinder?)] = [("off", nil), ("framePointers", .framePointers), ("libunwind", .libunwind)]
+let modes: [(name: String, unwinder: Unwinder?, sampling: Sampling)] = [
+    ("off", nil, .exact), ("framePointers", .framePointers, .exact), ("libunwind", .libunwind, .exact),
+    ("sampled64KiB", .libunwind, .poisson(meanBytes: 64 << 10)),
+    ("sampled512KiB", .libunwind, .poisson(meanBytes: 512 << 10)),
+    ("sampled4MiB", .libunwind, .poisson(meanBytes: 4 << 20)),
+]
 
 let benchmarks: @Sendable () -> Void = {
     // The number of mallocs of one M run (deterministic), reported alongside the timings.
     let stormMallocs = MallocStorm.mallocCount()
 
     for mode in modes {
-        let hooks = trackingHooks(mode.unwinder)
-        let countingHooks = trackingHooks(mode.unwinder, watchdog: false)
+        let hooks = trackingHooks(mode.unwinder, mode.sampling)
+        let countingHooks = trackingHooks(mode.unwinder, mode.sampling, watchdog: false)
         let tracked = mode.unwinder != nil
 
         // M: malloc storm, 2 threads x 2,000,000 steps over 1024 slots each.

@@ -1,6 +1,6 @@
 // Cross-check of the benchmark numbers without ordo-one/benchmark in the process (its malloc interposer adds a
 // header to every block and an extra call to every malloc/free): times workloads M and W with tracking off,
-// .framePointers and .libunwind (maxFrames 32), with 1 and 2 threads, and prints wall and CPU time medians.
+// .framePointers and .libunwind (maxFrames 32), and sampled (libunwind; 64 KiB, 512 KiB, 4 MiB), with 1 and 2 threads, and prints wall and CPU time medians.
 //
 //     swift run -c release WorkloadTiming [repetitions [workload]]     (defaults: 5, both M and W)
 //     WATCHDOG=off swift run -c release WorkloadTiming …                (tracked without the report watchdog)
@@ -28,8 +28,12 @@ func median(_ values: [Double]) -> Double {
 }
 
 let repetitions = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 5 : 5
-let modes: [(String, AllocationTracker.Configuration.Unwinder?)] = [("off", nil), ("framePointers", .framePointers),
-                                                                    ("libunwind", .libunwind)]
+let modes: [(String, AllocationTracker.Configuration.Unwinder?, AllocationTracker.Configuration.Sampling)] = [
+    ("off", nil, .exact), ("framePointers", .framePointers, .exact), ("libunwind", .libunwind, .exact),
+    ("sampled64KiB", .libunwind, .poisson(meanBytes: 64 << 10)),
+    ("sampled512KiB", .libunwind, .poisson(meanBytes: 512 << 10)),
+    ("sampled4MiB", .libunwind, .poisson(meanBytes: 4 << 20)),
+]
 let only = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : nil
 let workloads: [(String, (Int) -> Int)] = [
     ("M", { MallocStorm.run(threads: $0) }),
@@ -45,9 +49,9 @@ print("|---|---:|---|---:|---:|---:|---:|---:|")
 for (name, workload) in workloads {
     for threads in [1, 2] {
         var offWall = 0.0, offCPU = 0.0
-        for (modeName, unwinder) in modes {
+        for (modeName, unwinder, sampling) in modes {
             AllocationTracker.stop()
-            if let unwinder { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits)) }
+            if let unwinder { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits, sampling: sampling)) }
             _ = workload(threads)  // warm-up
             var walls: [Double] = [], cpus: [Double] = []
             var traced = 0
