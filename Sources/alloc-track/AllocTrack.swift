@@ -18,7 +18,7 @@ struct AllocTrack: ParsableCommand {
               alloc-track folded heap.json | flamegraph.pl > heap.svg
               alloc-track reports /var/log/app
             """,
-        subcommands: [Run.self, Top.self, Diff.self, Pprof.self, Folded.self, Reports.self]
+        subcommands: [Run.self, Top.self, Diff.self, Pprof.self, Folded.self, Reports.self, CheckPreload.self]
     )
 }
 

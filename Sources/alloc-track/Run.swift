@@ -40,6 +40,8 @@ struct Run: ParsableCommand {
         var exitStatus: Int32 = 0
         try failing {
             var command = self.command
+            // `run --help` reaches here: the program's arguments are captured as they are.
+            if command == ["--help"] || command == ["-h"] { throw CleanExit.helpRequest(self) }
             if command.first == "--" { command.removeFirst() }
             guard !command.isEmpty else { throw CommandFailure("no program to run: alloc-track run [options] -- PROGRAM ARGS…") }
             let path = output ?? "alloc-track-\(getpid()).json"
@@ -90,6 +92,9 @@ struct Run: ParsableCommand {
         environment["ALLOCATION_TRACKING"] = setting
         let existing = environment["LD_PRELOAD"].map { $0.isEmpty ? "" : ":" + $0 } ?? ""
         environment["LD_PRELOAD"] = library + existing
+        // The preloaded Swift runtime would otherwise install its crash backtracer in the program (a C program, a
+        // shell), which then handles SIGSEGV and friends itself: a crash would no longer die by its signal.
+        if environment["SWIFT_BACKTRACE"] == nil { environment["SWIFT_BACKTRACE"] = "enable=no" }
         if followChildren { environment["ALLOC_TRACK_FOLLOW_CHILDREN"] = "1" } else {
             environment.removeValue(forKey: "ALLOC_TRACK_FOLLOW_CHILDREN")
         }
@@ -102,7 +107,7 @@ enum Preload {
     static let fileName = "libAllocationTrackingPreload.so"
 
     /// `$ALLOC_TRACK_PRELOAD` when set (an override), else next to the alloc-track binary (where `swift build` and
-    /// an install put it). Checked with dlopen: a library that cannot load (a missing libswiftCore) would otherwise
+    /// an install put it). Checked by the loader itself (`loadFailure`): a library that cannot load (a missing libswiftCore) would otherwise
     /// only print a loader warning in the child and run it untracked.
     static func find() throws -> String {
         let path: String
@@ -116,13 +121,45 @@ enum Preload {
         guard access(path, R_OK) == 0 else {
             throw CommandFailure("the preload library \(path) is missing: build it (swift build --product AllocationTrackingPreload) next to alloc-track, or set ALLOC_TRACK_PRELOAD to its path")
         }
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
-            let why = dlerror().map { String(cString: $0) } ?? "unknown error"
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        if let why = loadFailure(absolute) {
             throw CommandFailure("the preload library \(path) cannot be loaded: \(why)")
         }
-        dlclose(handle)
-        return path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        return absolute
     }
+
+    /// Why the loader refuses to preload `path`, or nil when it loads. Checked by preloading it for real, into
+    /// alloc-track itself run as `check-preload`: a `dlopen` here would refuse it even when it is fine, since
+    /// its initial-exec TLS fits only in a process that loads it at start (as LD_PRELOAD does).
+    static func loadFailure(_ path: String) -> String? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+        process.arguments = ["check-preload"]
+        var environment = ProcessInfo.processInfo.environment
+        environment.removeValue(forKey: "ALLOCATION_TRACKING")
+        environment["LD_PRELOAD"] = path
+        process.environment = environment
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        do { try process.run() } catch { return "cannot start the check: \(error)" }
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // ld.so: "ERROR: ld.so: object 'X' from LD_PRELOAD cannot be preloaded (REASON): ignored."
+        if let line = text.split(separator: "\n").first(where: { $0.contains("cannot be preloaded") }) {
+            if let open = line.range(of: "cannot be preloaded ("), let close = line.range(of: "): ignored", options: .backwards) {
+                return String(line[open.upperBound..<close.lowerBound])
+            }
+            return String(line)
+        }
+        return process.terminationStatus == 0 ? nil : "the check exited with status \(process.terminationStatus): \(text)"
+    }
+}
+
+/// `alloc-track check-preload` (hidden): does nothing, in a process started with the preload library in
+/// LD_PRELOAD, so that the loader says whether it can load it.
+struct CheckPreload: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-preload", shouldDisplay: false)
 }
 
 /// The child: started with posix_spawnp, the forwarded signals delivered to it, its status passed through.
