@@ -22,6 +22,12 @@ let package = Package(
         // Go's /debug/pprof/heap endpoint (and this library's own routes) on SwiftNIO, a swift-service-lifecycle
         // Service; plus a framework-neutral responder for apps that mount the routes on their own router.
         .library(name: "AllocationTrackingHTTP", targets: ["AllocationTrackingHTTP"]),
+        // MARK: alloc-track
+        // The tracker as a shared library for LD_PRELOAD: an unmodified program (C, C++, Swift, Python) gets the
+        // interposer and the Swift core; ALLOCATION_TRACKING configures it. `alloc-track run` sets both.
+        .library(name: "AllocationTrackingPreload", type: .dynamic, targets: ["AllocationTrackingPreload"]),
+        // Runs programs tracked; reads, diffs and converts saved snapshots and report directories.
+        .executable(name: "alloc-track", targets: ["alloc-track"]),
     ],
     // Only the integration products use these: the core and the testing kit depend on nothing.
     dependencies: [
@@ -29,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
     ],
     targets: [
         .target(
@@ -107,6 +114,27 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
+        ),
+            // MARK: alloc-track (public API of the core only)
+        // The preload library (C: a constructor): the core, plus keeping the tracker out of child processes unless
+        // asked, and standing aside when the program already links the library.
+        .target(
+            name: "AllocationTrackingPreload",
+            dependencies: ["AllocationTracking", "CAllocationTracking"]
+        ),
+        .executableTarget(
+            name: "alloc-track",
+            dependencies: ["AllocationTracking", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // A Swift program that does not link the library, for `alloc-track run`'s tests.
+        .executableTarget(
+            name: "UntrackedSwiftProgram",
+            path: "Tests/UntrackedSwiftProgram"
+        ),
+        // Runs the built `alloc-track` as a subprocess, as users do.
+        .testTarget(
+            name: "AllocTrackTests",
+            dependencies: ["AllocationTracking", "alloc-track", "UntrackedSwiftProgram", "TrackerScenarios", "TrackerTestSupport"]
         ),
     ]
 )

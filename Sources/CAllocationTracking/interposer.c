@@ -22,6 +22,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -733,7 +734,20 @@ void cat_install_fork_handlers(void) {
 // Read ALLOCATION_TRACKING once at process start. The Swift module parses it (one clear stderr line and
 // tracking left off when it is malformed): cat_swift_start_from_environment_impl (cat_internal.h).
 
+// A copy of this library inside a shared object (alloc-track's LD_PRELOAD library) stands aside when the main
+// program defines malloc itself: such a program links its own copy, which reads the same variable, and whose malloc
+// forwards to this one (RTLD_NEXT), so two started copies would record every allocation twice. (A program with a
+// statically linked allocator of its own cannot be tracked by a preloaded copy either: its malloc never reaches it.)
+int cat_main_program_owns_malloc(void) {
+    void *inUse = dlsym(RTLD_DEFAULT, "malloc");
+    Dl_info info;
+    struct link_map *owner = NULL, *self = NULL;
+    if (!inUse || !dladdr1(inUse, &info, (void **)&owner, RTLD_DL_LINKMAP) || !owner) return 0;
+    if (!dladdr1((void *)&cat_main_program_owns_malloc, &info, (void **)&self, RTLD_DL_LINKMAP) || !self) return 0;
+    return owner != self && owner == _r_debug.r_map;  // r_map: the main program, first in the link map
+}
+
 __attribute__((constructor)) static void cat_start_from_environment(void) {
     const char *value = getenv("ALLOCATION_TRACKING");
-    if (value && *value) cat_swift_start_from_environment_impl();
+    if (value && *value && !cat_main_program_owns_malloc()) cat_swift_start_from_environment_impl();
 }

@@ -133,22 +133,26 @@ extension AllocationTracker {
         /// `cgroup_root`; for the history `trend` (its interval, `10s`, or `off`), `trend_length` (`1h`), `trend_sites`,
         /// `predict` (`Limits.predictedExhaustion`: `10m`, `off`); `sample` (`512KiB`: Poisson sampling with that
         /// mean interval, `off`: exact, the default); `announce` (on/off: the line printed at start when the
-        /// environment turned tracking
-        /// on). Throws `.invalidConfiguration` naming the bad part.
+        /// environment turned tracking on); `snapshot_at_exit` (a file path: the snapshot written there when the
+        /// process exits normally, as a new 0600 file). Throws `.invalidConfiguration` naming the bad part.
         public static func parse(environmentValue value: String) throws -> Configuration? {
             try _parseEnvironment(value)?.configuration
         }
 
-        /// `parse(environmentValue:)`, and whether to print the line saying tracking is on (`announce`, on unless
-        /// `announce=off`: it only concerns the environment, so it is not part of `Configuration`).
-        static func _parseEnvironment(_ value: String) throws -> (configuration: Configuration, announce: Bool)? {
+        /// `parse(environmentValue:)`, whether to print the line saying tracking is on (`announce`, on unless
+        /// `announce=off`), and where to write a snapshot when the process exits (`snapshot_at_exit=PATH`, for
+        /// `alloc-track run -o`). Both only concern the environment, so they are not part of `Configuration`.
+        static func _parseEnvironment(_ value: String) throws
+            -> (configuration: Configuration, announce: Bool, snapshotAtExit: String?)?
+        {
             let trimmed = value.trimmingWhitespace()
             switch trimmed.lowercased() {
-            case "1", "true", "on", "yes": return (Configuration(), true)
+            case "1", "true", "on", "yes": return (Configuration(), true, nil)
             case "0", "false", "off", "no", "": return nil
             default: break
             }
             var announce = true
+            var snapshotAtExit: String?
             var configuration = Configuration()
             // An empty setting (`,`, `a=1,,b=2`, a trailing comma) is refused rather than skipped: `,` alone would
             // otherwise turn tracking on with the defaults, silently.
@@ -196,16 +200,22 @@ extension AllocationTracker {
                     default:
                         throw AllocationTrackingError(.invalidConfiguration, "announce must be on or off, got \(_quoted(text))")
                     }
+                case "snapshot_at_exit":
+                    // A path may hold `=` but not `,` (the separator): alloc-track refuses such paths itself.
+                    guard !text.isEmpty else {
+                        throw AllocationTrackingError(.invalidConfiguration, "snapshot_at_exit needs a file path")
+                    }
+                    snapshotAtExit = text
                 default:
                     if try configuration.parseReportKey(key, text) { break }
                     if try configuration.parseTrendKey(key, text) { break }
                     throw AllocationTrackingError(
                         .invalidConfiguration,
-                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, sample, announce, \(Configuration.reportKeys), \(Configuration.trendKeys))")
+                        "unknown key \(_quoted(key)) (known: frames, unwinder, max_traces, sample, announce, snapshot_at_exit, \(Configuration.reportKeys), \(Configuration.trendKeys))")
                 }
             }
             try configuration.validate()
-            return (configuration, announce)
+            return (configuration, announce, snapshotAtExit)
         }
     }
 }

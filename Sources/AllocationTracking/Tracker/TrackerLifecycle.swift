@@ -1,4 +1,9 @@
 import CAllocationTracking
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 #if canImport(Glibc)
 import Glibc
@@ -210,6 +215,41 @@ enum _TrackerLifecycle {
     }
 }
 
+// MARK: - The at-exit snapshot (`snapshot_at_exit=PATH`, for `alloc-track run -o`)
+
+extension _TrackerLifecycle {
+    /// Where the at-exit snapshot goes; set once, at process start, before any other thread exists.
+    nonisolated(unsafe) static var exitSnapshotPath: String?
+
+    static func registerExitSnapshot(_ path: String) {
+        exitSnapshotPath = path
+        atexit { _TrackerLifecycle.writeExitSnapshot() }
+    }
+
+    /// The snapshot of the traced blocks when the process exits normally, symbolicated, to a new file (0600,
+    /// `O_CREAT|O_EXCL|O_NOFOLLOW`, like every file the library writes: an existing file or a planted symlink is
+    /// refused, never replaced). Not in a forked child: the file belongs to the process that started tracking.
+    /// A failure is one line on stderr; the process's exit status is its own.
+    static func writeExitSnapshot() {
+        guard let path = exitSnapshotPath, _TrackerSession.startedInProcess == getpid(), AllocationTracker.isTracing
+        else { return }
+        let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        defer { _ = cat_thread_set_state(previous) }
+        func say(_ why: String) {
+            _ReportFile.writeStandardError("swift-allocation-tracking: snapshot_at_exit: cannot write \(_escaped(path, limit: 200)): \(why)\n")
+        }
+        let data: Data
+        do { data = try AllocationTracker.takeSnapshot().jsonData() } catch {
+            say("\(error)")
+            return
+        }
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return say(_ReportFile.describe(errno)) }
+        let outcome = data.withUnsafeBytes { _ReportFile.finish(fd, path: path, bytes: $0, keepPartial: false) }
+        if !outcome.succeeded { say(outcome.problem("the snapshot")) }
+    }
+}
+
 /// Session state (guarded by the API lock, never read inside malloc).
 enum _TrackerSession {
     nonisolated(unsafe) static var configuration: AllocationTracker.Configuration?
@@ -251,8 +291,10 @@ package func _startFromEnvironment() {
         (line + "\n").utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
     }
     do {
-        guard let (configuration, announce) = try AllocationTracker.Configuration._parseEnvironment(value) else { return }
+        guard let (configuration, announce, snapshotAtExit) = try AllocationTracker.Configuration._parseEnvironment(value)
+        else { return }
         try _TrackerLifecycle.start(configuration)
+        if let snapshotAtExit { _TrackerLifecycle.registerExitSnapshot(snapshotAtExit) }
         // Servers log their configuration at start; a tracker turned on from outside the code says so too, or
         // nobody reading the logs can tell it is on (and what will write reports where).
         if announce { say(_announcement(configuration)) }

@@ -324,6 +324,11 @@ uint32_t cat_capture_stack(int unwinder, void *frameAddress, void *returnAddress
 /// so the child inherits a consistent tracker.
 void cat_install_fork_handlers(void);
 
+/// Whether this copy of the library is in a shared object while the main program defines malloc itself (it links
+/// its own copy, or an allocator of its own): then this copy's malloc is not the process's, and it does not start
+/// from ALLOCATION_TRACKING (the program's own copy does). Calls dlsym and dladdr1: not inside malloc.
+int cat_main_program_owns_malloc(void);
+
 /// ALLOCATION_TRACKING is read once at process start by a constructor in interposer.c, which calls the Swift
 /// function `cat_swift_start_from_environment_impl` (defined with @_cdecl in the AllocationTracking module).
 
