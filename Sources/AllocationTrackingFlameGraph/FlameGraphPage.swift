@@ -120,12 +120,14 @@ public enum FlameGraphPage {
     ///     {"title": …, "timestamp": seconds, "baseTimestamp": seconds | null,
     ///      "totals": [live bytes, live blocks, allocated bytes, allocated blocks], "baseTotals": [...] | null,
     ///      "files": [...], "images": [...],
-    ///      "frames": {"name": [...], "file": [index | -1], "line": [...], "image": [index | -1], "inlined": [frame…]},
+    ///      "frames": {"name": [...], "file": [index | -1], "line": [...], "image": [index | -1], "inlined": [frame…],
+    ///                 "otherLines": [[frame, line…]…]},
     ///      "nodes": {"depth": [...], "frame": [...], "ends": [node…], "values": [4 per end], "base": [4 per end] | null}}
     ///
     /// Nodes are in preorder, node 0 the root (depth 0, frame -1): a node's parent is the closest node before it
     /// one level up. `ends` are the nodes where stacks end, in order, and `values` their self values (the sum of
-    /// those stacks), four per end in the order of `metrics`; `base` the same for the base snapshot.
+    /// those stacks), four per end in the order of `metrics`; `base` the same for the base snapshot. A frame's
+    /// `line` is its lowest line; `otherLines` lists the rest for the frames met at several lines.
     private static func dataJSON(_ tree: _FlameGraphTree, snapshot: Snapshot, base: Snapshot?, title: String) throws -> String {
         let order = tree.preorder()
         var depths = Array(repeating: 0, count: order.count)
@@ -153,9 +155,16 @@ public enum FlameGraphPage {
         json.raw(",\n\"images\":"); json.strings(images.values)
         json.raw(",\n\"frames\":{\"name\":"); json.strings(tree.frames.map(\.name))
         json.raw(",\n\"file\":"); json.integers(fileIndices)
-        json.raw(",\n\"line\":"); json.integers(tree.frames.map(\.line))
+        let lines = tree.lines.map { $0.sorted() }
+        json.raw(",\n\"line\":"); json.integers(lines.map { $0.first ?? 0 })
         json.raw(",\n\"image\":"); json.integers(imageIndices)
         json.raw(",\n\"inlined\":"); json.integers(tree.frames.indices.filter { tree.frames[$0].isInlined })
+        json.raw(",\n\"otherLines\":[")
+        for (index, frame) in lines.indices.filter({ lines[$0].count > 1 }).enumerated() {
+            if index > 0 { json.raw(",") }
+            json.integers([frame] + lines[frame].dropFirst())
+        }
+        json.raw("]")
         json.raw("},\n\"nodes\":{\"depth\":"); json.integers(order.map { depths[$0] })
         json.raw(",\n\"frame\":"); json.integers(order.map { tree.frameOfNode[$0] })
         json.raw(",\n\"ends\":"); json.integers(ends)

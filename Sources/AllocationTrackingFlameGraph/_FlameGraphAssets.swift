@@ -43,6 +43,7 @@ enum _FlameGraphAssets {
           const fileOf = (f) => frames.file[f] < 0 ? null : data.files[frames.file[f]];
           const imageOf = (f) => frames.image[f] < 0 ? null : data.images[frames.image[f]];
           const inlined = new Set(frames.inlined);
+          const otherLines = new Map(frames.otherLines.map((entry) => [entry[0], entry.slice(1)]));
 
           // Parents from the preorder and the depths (a node's parent is the last node one level up), and
           // children as first-child / next-sibling links (siblings come sorted).
@@ -100,8 +101,8 @@ enum _FlameGraphAssets {
           function frameName(node) { return node === 0 ? "all" : frames.name[frameOf[node]]; }
           function location(node) {
             if (node === 0) return "";
-            const f = frameOf[node], file = fileOf(f), line = frames.line[f];
-            return file === null ? "" : file + ":" + line;
+            const f = frameOf[node], file = fileOf(f);
+            return file === null ? "" : file + ":" + [frames.line[f]].concat(otherLines.get(f) || []).join(", ");
           }
 
           // flamegraph.pl's warm palette, a colour per name (the same function has the same colour everywhere).

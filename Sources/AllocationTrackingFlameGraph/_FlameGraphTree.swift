@@ -4,14 +4,15 @@ import AllocationTracking
 /// of the stacks that end there (its *self* values); the page adds them up towards the root. Built from the public
 /// `Snapshot` API only.
 ///
-/// Frames are merged by what a reader sees of them (function, file, line, image, inlined), not by address: two
-/// snapshots of two runs of one program (different load addresses) then line up frame by frame in a diff.
+/// Frames are merged by what a reader sees of them (function, file, image, inlined), not by address: two
+/// snapshots of two runs of one program (different load addresses) then line up frame by frame in a diff. Nor by
+/// line: a function that calls on from two lines is one box, as flamegraph.pl and pprof's function granularity
+/// draw it (two half-width boxes would hide how much it holds); the page lists the lines.
 struct _FlameGraphTree {
     /// A frame as the page shows it.
     struct FrameKey: Hashable {
         var name: String
         var file: String?
-        var line: Int
         var image: String?
         var isInlined: Bool
 
@@ -19,7 +20,6 @@ struct _FlameGraphTree {
             // Unsymbolicated frames are named by their image offset or address (`Frame.description`).
             name = frame.function ?? frame.description
             file = frame.file
-            line = frame.line
             image = frame.image
             isInlined = frame.isInlined
         }
@@ -33,6 +33,8 @@ struct _FlameGraphTree {
     static let metricCount = 4
 
     private(set) var frames: [FrameKey] = []
+    /// The lines of each frame, in the order met.
+    private(set) var lines: [[Int]] = []
     private var frameIndices: [FrameKey: Int] = [:]
     /// Node 0 is the root (no frame). Nodes are numbered as met; `preorder()` renumbers them.
     private(set) var parents: [Int] = [-1]
@@ -67,7 +69,9 @@ struct _FlameGraphTree {
             guard traceValues.contains(where: { $0 != 0 }) else { continue }
             var node = 0
             for frame in shownFrames(of: trace.traceback).reversed() {
-                node = child(of: node, frame: frameIndex(FrameKey(frame)))
+                let index = frameIndex(FrameKey(frame))
+                if !lines[index].contains(frame.line) { lines[index].append(frame.line) }
+                node = child(of: node, frame: index)
             }
             for metric in 0..<Self.metricCount {
                 let slot = node * Self.metricCount + metric
@@ -98,6 +102,7 @@ struct _FlameGraphTree {
     private mutating func frameIndex(_ key: FrameKey) -> Int {
         if let index = frameIndices[key] { return index }
         frames.append(key)
+        lines.append([])
         frameIndices[key] = frames.count - 1
         return frames.count - 1
     }
@@ -113,7 +118,7 @@ struct _FlameGraphTree {
         return parents.count - 1
     }
 
-    /// The node numbers in depth-first preorder, siblings sorted by name, then file and line (as flamegraph.pl
+    /// The node numbers in depth-first preorder, siblings sorted by name, then file and image (as flamegraph.pl
     /// sorts them: a frame keeps its place when the metric changes, and two snapshots' graphs line up). A parent
     /// comes before its children, which the page relies on to add values up in one backward pass.
     func preorder() -> [Int] {
@@ -133,7 +138,6 @@ struct _FlameGraphTree {
     private func precedes(_ a: FrameKey, _ b: FrameKey) -> Bool {
         if a.name != b.name { return a.name < b.name }
         if a.file != b.file { return (a.file ?? "") < (b.file ?? "") }
-        if a.line != b.line { return a.line < b.line }
         if a.image != b.image { return (a.image ?? "") < (b.image ?? "") }
         return !a.isInlined && b.isInlined
     }

@@ -106,6 +106,34 @@ import Testing
     }
 }
 
+/// The LeakyCacheDemo's own snapshot (a real one: symbolicated frames of a real run), saved by
+/// `swift run --package-path Examples LeakyCacheDemo PATH`; `.ci/run` saves it and sets `FLAMEGRAPH_DEMO_SNAPSHOT`.
+/// Its `initial.png`, at 1000×300, is the README's picture (docs/flamegraph-leaky-cache-demo.png).
+@Suite struct FlameGraphDemoTests {
+    static let snapshotPath = ProcessInfo.processInfo.environment["FLAMEGRAPH_DEMO_SNAPSHOT"]
+
+    @Test(.enabled(if: snapshotPath != nil && Browser.isAvailable,
+                   "needs FLAMEGRAPH_DEMO_SNAPSHOT (a snapshot saved by LeakyCacheDemo), chromium and websocket-client"))
+    func demoSnapshotShowsTheLeak() throws {
+        let snapshot = try Snapshot(contentsOf: URL(fileURLWithPath: Self.snapshotPath!))
+        let html = try FlameGraphPage.render(snapshot, title: "LeakyCacheDemo: live bytes")
+        let seen = try Browser.open(html, artifacts: "demo", search: "renderResponse", click: "handle(_:cache:)",
+                                    size: (1000, 300))
+        #expect(seen.errors.isEmpty, "\(seen.errors)")
+        // The leak: the response bodies the cache keeps, allocated in renderResponse(for:), called from
+        // handle(_:cache:). It holds most of the live bytes: the widest frame but for its callers.
+        let leak = try #require(seen.frame("renderResponse(for:)"))
+        let handle = try #require(seen.frame("handle(_:cache:)"))
+        #expect(leak.width > seen.chartWidth / 2, "\(leak.width) of \(seen.chartWidth)")
+        #expect(handle.y < leak.y)
+        let callers = seen.frames.filter { $0.y < leak.y && $0.x <= leak.x + 0.5 && $0.x + $0.width >= leak.x + leak.width - 0.5 }
+        #expect(seen.frames.filter { frame in frame.name != leak.name && !callers.contains { $0.node == frame.node } }
+            .allSatisfy { $0.width < leak.width })
+        #expect(seen.matched.hasPrefix("matched: "))
+        print("demo flame graph screenshots: \(seen.screenshots.joined(separator: " "))")
+    }
+}
+
 /// Runs `cdp_driver.py` on a page and decodes what it saw.
 enum Browser {
     static func find(_ name: String) -> URL? {
@@ -161,12 +189,14 @@ enum Browser {
     }
 
     static func open(_ html: String, artifacts name: String, search: String, click: String,
+                     size: (width: Int, height: Int) = (1280, 800),
                      sourceLocation: SourceLocation = #_sourceLocation) throws -> Seen {
         let directory = artifactRoot.appendingPathComponent(name)
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let page = directory.appendingPathComponent("page.html")
         try Data(html.utf8).write(to: page)
-        let result = try run(python!, [driver.path, page.path, directory.path, "--search", search, "--click", click])
+        let result = try run(python!, [driver.path, page.path, directory.path, "--search", search, "--click", click,
+                                        "--width", String(size.width), "--height", String(size.height)])
         try #require(result.status == 0, "cdp_driver.py exited \(result.status): \(result.error)", sourceLocation: sourceLocation)
         print("flame graph page: \(page.path)")
         return try JSONDecoder().decode(Seen.self, from: result.output)

@@ -76,6 +76,7 @@ enum Fixtures {
             var line: [Int]
             var image: [Int]
             var inlined: [Int]
+            var otherLines: [[Int]]
         }
         struct Nodes: Decodable {
             var depth: [Int]

@@ -167,6 +167,23 @@ import Testing
         #expect(data.stacks(0) == ["main;leak()": 64] && data.stacks(0, base: true) == ["main;leak()": 64])
     }
 
+    @Test func aFunctionCallingFromSeveralLinesIsOneFrame() throws {
+        // LeakyCacheDemo's main calls handle from two loops: one box for main, holding both, with both lines.
+        func main(line: Int) -> Frame { Frame(function: "main", file: "/src/main.swift", line: line, image: "App") }
+        let leak = Frame(function: "leak()", file: "/src/a.swift", line: 3, image: "App")
+        let snapshot = Snapshot(traces: [
+            Trace(traceback: Traceback(frames: [leak, main(line: 63)]), size: 100, count: 1),
+            Trace(traceback: Traceback(frames: [leak, main(line: 61)]), size: 50, count: 1),
+            Trace(traceback: Traceback(frames: [leak, main(line: 70)]), size: 25, count: 1),
+        ], tracebackLimit: 8)
+        let data = try Fixtures.data(of: try FlameGraphPage.render(snapshot, title: "t"))
+        #expect(data.paths == ["", "main", "main;leak()"])
+        #expect(data.stacks(0) == ["main;leak()": 175])
+        let frame = try #require(data.frames.name.firstIndex(of: "main"))
+        #expect(data.frames.line[frame] == 61)
+        #expect(data.frames.otherLines == [[frame, 63, 70]])
+    }
+
     @Test func allocatorLeafKeepsTheWholeStack() throws {
         let data = try Fixtures.data(of: try FlameGraphPage.render(Fixtures.leaky, title: "t", leaf: .allocator))
         #expect(data.stacks(0)["main;serve();handle(_:cache:);renderResponse(for:);swift_slowAlloc;malloc"] == 600_000)

@@ -5,7 +5,7 @@ DevTools Protocol; prints what it observed as one JSON object. The Swift tests d
     cdp_driver.py PAGE.html ARTIFACT_DIR --search TERM --click NAME
 
 Steps: load the page and wait for its first picture (screenshot `initial.png`); move the mouse over the widest
-frame named NAME and read the tooltip; click the search box and type TERM key by key (screenshot `search.png`);
+frame named NAME and read the tooltip (`hover.png`); click the search box and type TERM key by key (screenshot `search.png`);
 click that frame (screenshot `zoom.png`); click "Back"; focus the metric menu and press the down arrow.
 After each step it reads the drawn frames (name, geometry, class) from the document.
 
@@ -149,6 +149,9 @@ def main():
         browser.send("Page.enable")
         browser.send("Runtime.enable")
         browser.send("Log.enable")
+        # The viewport exactly (--window-size is the window's, whose frame headless Chromium also subtracts).
+        browser.send("Emulation.setDeviceMetricsOverride", width=arguments.width, height=arguments.height,
+                     deviceScaleFactor=1, mobile=False)
         started = time.time()
         browser.send("Page.navigate", url="file://" + os.path.abspath(arguments.page))
         observed["renderedAtMs"] = float(browser.wait_for(
@@ -167,6 +170,7 @@ def main():
         browser.mouse("mouseMoved", x, y)
         observed["tooltip"] = browser.evaluate(
             "(() => { const t = document.getElementById('tooltip'); return t.hidden ? null : t.textContent; })()")
+        observed["screenshots"].append(browser.screenshot(os.path.join(arguments.artifacts, "hover.png")))
 
         sx, sy = center(browser, "#search")
         browser.click(sx, sy)
