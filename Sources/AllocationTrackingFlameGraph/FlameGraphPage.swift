@@ -233,6 +233,12 @@ struct _JSONWriter {
     mutating func string(_ value: String?) {
         guard let value else { text += "null"; return }
         text += "\""
+        // Most names need no escaping: append them whole (0xE2 leads U+2028 and U+2029 in UTF-8).
+        if !value.utf8.contains(where: { $0 < 0x20 || $0 == 0x22 || $0 == 0x5C || $0 == 0x3C || $0 == 0x3E || $0 == 0x26 || $0 == 0xE2 }) {
+            text += value
+            text += "\""
+            return
+        }
         for scalar in value.unicodeScalars {
             switch scalar.value {
             case 0x22: text += "\\\""
