@@ -23,8 +23,9 @@ import AllocationTracking
 /// ```
 ///
 /// Names are escaped for HTML and for the inline script: a function named `</script>` is text on the page.
-/// A page for 10 000 call sites is a few megabytes and draws in well under a second; frames narrower than a
-/// pixel are left out of the picture until zoomed into (their values still count).
+/// The call tree is embedded compactly (a synthetic snapshot of 10 000 call sites and 98 000 tree nodes makes a
+/// page of about 1.1 MB), and frames narrower than half a pixel are left out of the picture until zoomed into
+/// (their values still count), so a large snapshot draws a few hundred rectangles, not one per node.
 public enum FlameGraphPage {
     /// The page's metrics, in the order of its menu (the first is shown first).
     public static let metrics = ["live bytes", "live blocks", "allocated bytes", "allocated blocks"]
