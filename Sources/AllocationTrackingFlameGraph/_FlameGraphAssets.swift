@@ -282,7 +282,10 @@ enum _FlameGraphAssets {
             if (event.key === "Escape" && event.target.id !== "search") back();
           });
           document.getElementById("metric").addEventListener("change", function (event) {
-            metric = Number(event.target.value); computeTotals(); render();
+            metric = Number(event.target.value); computeTotals();
+            // A frame zoomed into that has nothing of the new metric (all freed, for live bytes) shows nothing.
+            if (width[zoomed] === 0) { zoomed = 0; history.length = 0; }
+            render();
           });
           document.getElementById("search").addEventListener("input", function (event) { search(event.target.value); });
           let resizeTimer = 0;
