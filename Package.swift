@@ -94,6 +94,17 @@ let package = Package(
             name: "AllocationTrackingTestingTests",
             dependencies: ["AllocationTrackingTesting", "AllocationTrackingTestSupport", "TrackerTestSupport"]
         ),
+        // The flame-graph page of `alloc-track flamegraph` (one self-contained HTML file), on the core's public API.
+        .target(
+            name: "AllocationTrackingFlameGraph",
+            dependencies: ["AllocationTracking"]
+        ),
+        // The page's HTML, and the page opened in a real headless Chromium (Tests/.../cdp_driver.py).
+        .testTarget(
+            name: "AllocationTrackingFlameGraphTests",
+            dependencies: ["AllocationTrackingFlameGraph", "AllocationTracking"],
+            exclude: ["cdp_driver.py"]
+        ),
         // MARK: AllocationTrackingHTTP (public API of the core only)
         .target(
             name: "AllocationTrackingHTTP",

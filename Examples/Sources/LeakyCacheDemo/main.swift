@@ -2,8 +2,11 @@
 // work that allocates and frees. AllocationTracking shows which lines hold the live memory, what grew between
 // two snapshots, and who held the memory at the peak.
 //
-//     swift run --package-path Examples LeakyCacheDemo
+//     swift run --package-path Examples LeakyCacheDemo [snapshot.json]
+//
+// With a path, it also saves the second snapshot there (for `alloc-track`: top, diff, pprof, flamegraph).
 import AllocationTracking
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,6 +58,10 @@ let first = try AllocationTracker.takeSnapshot()
 _ = buildReport()
 for request in 1_000..<2_000 { handle(request, cache: cache) }
 let second = try AllocationTracker.takeSnapshot()
+if CommandLine.arguments.count > 1 {
+    try second.write(to: URL(fileURLWithPath: CommandLine.arguments[1]))
+    print("snapshot saved to \(CommandLine.arguments[1])")
+}
 
 // Only this program's own lines (drop the test harness, the runtime's caches and the like).
 let mine = [Filter(inclusive: true, filePattern: "*/LeakyCacheDemo/*")]
