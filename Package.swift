@@ -135,7 +135,8 @@ let package = Package(
         ),
         .executableTarget(
             name: "alloc-track",
-            dependencies: ["AllocationTracking", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["AllocationTracking", "AllocationTrackingFlameGraph",
+                           .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // A Swift program that does not link the library, for `alloc-track run`'s tests.
         .executableTarget(

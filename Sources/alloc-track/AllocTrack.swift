@@ -16,9 +16,10 @@ struct AllocTrack: ParsableCommand {
               alloc-track diff before.json after.json
               alloc-track pprof heap.json -o heap.pb.gz && go tool pprof -top heap.pb.gz
               alloc-track folded heap.json | flamegraph.pl > heap.svg
+              alloc-track flamegraph heap.json -o flame.html
               alloc-track reports /var/log/app
             """,
-        subcommands: [Run.self, Top.self, Diff.self, Pprof.self, Folded.self, Reports.self, CheckPreload.self]
+        subcommands: [Run.self, Top.self, Diff.self, Pprof.self, Folded.self, FlameGraph.self, Reports.self, CheckPreload.self]
     )
 }
 
@@ -59,7 +60,11 @@ func output(_ text: String) {
 
 /// Loads a snapshot file: what `Snapshot.write(to:)` and the reports' `.json` companions hold.
 func loadSnapshot(_ path: String) throws -> Snapshot {
-    try Snapshot(contentsOf: URL(fileURLWithPath: path))
+    var status = stat()
+    if stat(path, &status) == 0, status.st_size > 16 << 20 {
+        progress("reading \(path) (\(status.st_size >> 20) MiB)")
+    }
+    return try Snapshot(contentsOf: URL(fileURLWithPath: path))
 }
 
 /// A new output file: 0600, `O_CREAT|O_EXCL|O_NOFOLLOW` (an existing file or a planted symlink is refused, never

@@ -187,8 +187,13 @@ enum Child {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // The child starts with alloc-track's mask as it was, and the forwarded signals at their default actions.
-        posix_spawnattr_setsigmask(&attributes, &previous)
+        // The child starts with alloc-track's mask as it was, less the forwarded signals (unblocked, at their
+        // default actions): alloc-track may itself have been started with them blocked — a process spawned from a
+        // libdispatch worker thread inherits that thread's mask, which blocks nearly everything — and a forwarded
+        // signal the child blocks would never arrive.
+        var childMask = previous
+        for signal in forwarded { sigdelset(&childMask, signal) }
+        posix_spawnattr_setsigmask(&attributes, &childMask)
         posix_spawnattr_setsigdefault(&attributes, &blocked)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = command.map { strdup($0) } + [nil]
@@ -197,7 +202,8 @@ enum Child {
         var child: pid_t = 0
         let spawned = posix_spawnp(&child, command[0], nil, &attributes, argv, envp)
         if spawned == 0 { pid = child }
-        pthread_sigmask(SIG_SETMASK, &previous, nil)
+        // alloc-track takes the forwarded signals from here on, whatever mask it was started with (see above).
+        pthread_sigmask(SIG_SETMASK, &childMask, nil)
         guard spawned == 0 else {
             throw CommandFailure("cannot run \(command[0]): \(String(cString: strerror(spawned)))",
                                  status: spawned == ENOENT ? 127 : 126)

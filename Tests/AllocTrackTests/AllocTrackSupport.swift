@@ -26,7 +26,7 @@ func temporaryDirectory(_ label: String) throws -> URL {
 /// `directory`, without the test process's own ALLOCATION_TRACKING. `whileRunning` gets the child's pid.
 func runTool(_ arguments: [String], executable: URL = builtProduct("alloc-track"), in directory: URL? = nil,
              environment: [String: String] = [:], removing: [String] = [],
-             whileRunning: ((pid_t) throws -> Void)? = nil) throws -> ToolResult {
+             timeout: TimeInterval = 600, whileRunning: ((pid_t) throws -> Void)? = nil) throws -> ToolResult {
     let scratch = try temporaryDirectory("io")
     defer { try? FileManager.default.removeItem(at: scratch) }
     let out = scratch.appendingPathComponent("out"), err = scratch.appendingPathComponent("err")
@@ -45,6 +45,10 @@ func runTool(_ arguments: [String], executable: URL = builtProduct("alloc-track"
     process.standardOutput = try FileHandle(forWritingTo: out)
     process.standardError = try FileHandle(forWritingTo: err)
     try process.run()
+    // A hang (a signal never forwarded, a child that never exits) fails the test with status 137, not the run.
+    let killer = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
+    defer { killer.cancel() }
     try whileRunning?(process.processIdentifier)
     process.waitUntilExit()
     let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus

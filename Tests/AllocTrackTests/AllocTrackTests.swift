@@ -144,11 +144,41 @@ enum Fixture {
         #expect(top.stdout.contains("Cache.insert(_:for:)"), "\(top.stdout)")
     }
 
+    /// The page itself is tested in AllocationTrackingFlameGraphTests (in a real Chromium); here, what the
+    /// command does with files: a new 0600 page holding the snapshot's frames and totals, the diff mode, never
+    /// replacing a file.
+    @Test func flamegraphWritesOneSelfContainedPage() throws {
+        let directory = try Fixture.files()
+        let result = try runTool(["flamegraph", "new.json", "-o", "flame.html"], in: directory)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr == "alloc-track: wrote flame.html\n", "no progress line when stderr is not a terminal")
+        let path = directory.appendingPathComponent("flame.html").path
+        var info = stat()
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        let page = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(page.hasPrefix("<!DOCTYPE html>"))
+        for name in ["Cache.insert(_:for:)", "renderResponse(for:)", "Parser.parse(_:)", "Server.handle(_:)"] {
+            #expect(page.contains(name), "\(name)")
+        }
+        #expect(page.contains("46080"), "the live bytes' total (40960 + 4096 + 1024) is in the page's data")
+        #expect(!page.contains("http://") && !page.contains("https://"), "loads nothing")
+        // Default name: FILE with .html; the diff mode.
+        let diff = try runTool(["flamegraph", "new.json", "--diff", "old.json"], in: directory)
+        #expect(diff.status == 0, "\(diff.stderr)")
+        let diffPage = try String(contentsOfFile: directory.appendingPathComponent("new.html").path, encoding: .utf8)
+        #expect(diffPage.contains("new.json compared with old.json"))
+        #expect(diffPage != page)
+        let again = try runTool(["flamegraph", "new.json", "-o", "flame.html"], in: directory)
+        #expect(again.status == 1)
+        #expect(again.stderr.hasPrefix("alloc-track: cannot create flame.html: it exists"))
+    }
+
     @Test func errorsAreOneLineAndNonZero() throws {
         let directory = try Fixture.files()
         try Data("{\"format\": 1".utf8).write(to: directory.appendingPathComponent("broken.json"))
         for arguments in [["top", "missing.json"], ["top", "broken.json"], ["diff", "old.json", "missing.json"],
-                          ["folded", "broken.json"], ["pprof", "missing.json"], ["reports", "no-such-directory"]] {
+                          ["folded", "broken.json"], ["pprof", "missing.json"], ["reports", "no-such-directory"],
+                          ["flamegraph", "missing.json"], ["flamegraph", "new.json", "--diff", "broken.json"]] {
             let result = try runTool(arguments, in: directory)
             #expect(result.status == 1, "\(arguments)")
             #expect(result.stderr.hasPrefix("alloc-track: "), "\(arguments): \(result.stderr)")
@@ -158,7 +188,7 @@ enum Fixture {
     }
 
     @Test func everyCommandHasHelpWithAnExample() throws {
-        for command in ["run", "top", "diff", "pprof", "folded", "reports"] {
+        for command in ["run", "top", "diff", "pprof", "folded", "flamegraph", "reports"] {
             let result = try runTool([command, "--help"])
             #expect(result.status == 0)
             #expect(result.stdout.contains("Example:\n  alloc-track \(command) "), "\(command): \(result.stdout)")
