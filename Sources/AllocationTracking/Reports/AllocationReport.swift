@@ -121,23 +121,17 @@ enum _ReportWriter {
         return report
     }
 
-    /// A report of live memory (and its snapshot JSON), its content copied after the names it needs were resolved
-    /// or its name budget ran out, whichever came first; the header says when the content was copied and when the
-    /// report was written, how many frames were not named in time, and how many signals were merged into it.
+    /// A report of live memory (and its snapshot JSON). Its content is copied first, at the moment the report was
+    /// asked for (what crossed a limit, what the signal asked about), then its frames are named within the budget;
+    /// the header says when the content was copied and when the report was written, how many frames were not named
+    /// in time, and how many signals were merged into it.
     static func compose(trigger: AllocationReport.Trigger, reason: String, configuration: AllocationTracker.Configuration,
                         mergedSignals: Int = 0) throws -> AllocationReport {
-        let started = cat_monotonic_ns()
-        let budget = trigger == .exit ? exitNameBudgetNs : nameBudgetNs.load(ordering: .relaxed)
-        cat_images_capture()  // for the frames not named in time (image+offset, build id)
-        // The names first, for the sites as they are now (most of the budget); then the content, copied once they
-        // are there, and the names of what appeared meanwhile with what is left of the budget. So the content is
-        // as fresh as the names allow, and never older than the names' wait.
-        var names = _ReportNames.resolve(try AllocationTracker._copyTraces(.live).addresses,
-                                         deadlineNs: started &+ budget / 4 * 3)
         let copy = try AllocationTracker._copyTraces(.live)
+        let budget = trigger == .exit ? exitNameBudgetNs : nameBudgetNs.load(ordering: .relaxed)
+        _ReportNames.captureImages()  // for the frames not named in time (image+offset, build id)
         let addresses = copy.addresses
-        let late = addresses.subtracting(names.keys)
-        if !late.isEmpty { names.merge(_ReportNames.resolve(late, deadlineNs: started &+ budget)) { _, new in new } }
+        let names = _ReportNames.resolve(addresses, deadlineNs: copy.copiedAtNs &+ budget)
         let unnamed = addresses.subtracting(names.keys)
         let frameNames = _FrameNames(names, unnamed: _ReportNames.unnamed)
         let snapshot = copy.snapshot(names: frameNames)

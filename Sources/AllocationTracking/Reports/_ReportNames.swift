@@ -34,11 +34,11 @@ enum _ReportNames {
 
         init(_ addresses: [UInt]) { self.addresses = addresses }
 
-        /// Resolves chunk after chunk until done or abandoned (on any thread, suspended).
-        func run() {
+        /// Resolves chunk after chunk until done, abandoned or `deadlineNs` (on any thread, suspended).
+        func run(until deadlineNs: UInt64 = .max) {
             var index = 0
             while index < addresses.count {
-                if state.withLock({ $0.abandoned }) { return }
+                if state.withLock({ $0.abandoned }) || cat_monotonic_ns() >= deadlineNs { return }
                 let end = min(index + _ReportNames.chunk, addresses.count)
                 let named = _Symbolicator.shared.frames(for: Set(addresses[index..<end]))
                 state.withLock { $0.names.merge(named) { _, new in new } }
@@ -65,14 +65,8 @@ enum _ReportNames {
         if created != 0 {
             // No thread to spare: resolve here, chunk by chunk, as long as the deadline allows.
             Unmanaged<Job>.fromOpaque(context).release()
-            var names: [UInt: [Frame]] = [:]
-            var index = 0
-            while index < job.addresses.count, cat_monotonic_ns() < deadlineNs {
-                let end = min(index + chunk, job.addresses.count)
-                names.merge(_Symbolicator.shared.frames(for: Set(job.addresses[index..<end]))) { _, new in new }
-                index = end
-            }
-            return names
+            job.run(until: deadlineNs)
+            return job.state.withLock { $0.names }
         }
         pthread_detach(thread)
         // Polled, not signalled: a report waits at most its budget (under a second), and a millisecond's
@@ -81,6 +75,22 @@ enum _ReportNames {
         return job.state.withLock { state in
             state.abandoned = true
             return state.names
+        }
+    }
+
+    /// The loader's (loads, unloads) counts at the last `captureImages`.
+    private static let capturedAt = Mutex<(UInt64, UInt64)?>(nil)
+
+    /// Records the loaded images for `unnamed` when none are recorded or the loader loaded or unloaded something
+    /// since the last time — not on every report: a capture rewrites the list the allocation-failure report
+    /// reads, which finds no image while it is rewritten.
+    static func captureImages() {
+        var loads: UInt64 = 0, unloads: UInt64 = 0
+        cat_loader_counts(&loads, &unloads)
+        capturedAt.withLock { last in
+            if let last, last == (loads, unloads), cat_images_count() > 0 { return }
+            cat_images_capture()
+            last = (loads, unloads)
         }
     }
 
