@@ -9,9 +9,10 @@ extension TrackerTests {
         let scenarios = productURL("TrackerScenarios")
 
         /// 20 signals under allocation load from four threads, with the symbolicator held by cold whole-snapshot
-        /// batches in a fifth: each report is written well within a second on an idle machine (the README gives
-        /// the measured p95). The bound asserted is generous, for a loaded CI machine; before the report waited for
-        /// every name, behind whatever held the symbolicator, and behind the watchdog's own symbol warming.
+        /// batches in a fifth: each report is written within a second (the README gives the measured p95: 0.7–1.0 s
+        /// in a debug build on a loaded 2-core machine). The bound asserted is generous, for a loaded CI machine;
+        /// before, a report waited for every name behind whatever held the symbolicator: p95 2.5 s, maximum 4.5 s
+        /// in this scenario, and no content time.
         @Test func signalReportsAppearWithinASecondUnderLoad() throws {
             let directory = try Reports.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
@@ -20,7 +21,7 @@ extension TrackerTests {
             #expect(result.status == 0, "\(result.output)\(result.error)")
             let values = keyValues(result.output)
             let p95 = try #require(values["p95_ms"].flatMap(Int.init), "\(result.output)")
-            #expect(p95 < 3000, "p95 \(p95) ms: \(result.output)")
+            #expect(p95 < 2000, "p95 \(p95) ms: \(result.output)")
             #expect(values["reports"] == "20", "\(result.output)")
             #expect(values["with_content_time"] == "20", "\(result.output)")
         }
