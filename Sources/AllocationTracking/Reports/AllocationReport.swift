@@ -151,7 +151,7 @@ enum _ReportWriter {
         }
         if mergedSignals > 0 {
             lines.append("signals: \(mergedSignals) report signal\(mergedSignals == 1 ? "" : "s") merged into this one "
-                         + "(arrived while the previous report was being written)")
+                         + "(they arrived while another report was being written, or during the pause after an allocation failure)")
         }
         lines.append("pid: \(snapshot.processID)" + (snapshot.executable.map { " (\($0))" } ?? ""))
         let memory = snapshot.tracedMemory ?? TracedMemory()

@@ -227,14 +227,12 @@ enum _Watchdog {
         _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         let pauseNs = UInt64(running.configuration.limits.pauseAfterAllocationFailure * 1e9)
         let waitNs = min(UInt64(running.configuration.limits.pollInterval * 1e9), 100_000_000)
-        var lastNames: UInt64 = 0
-        var first = true
+        var lastNames: UInt64?
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
-            if first || now &- lastNames >= 1_000_000_000, !cat_emergency_memory_short(now, pauseNs) {
+            if lastNames.map({ now &- $0 >= 1_000_000_000 }) ?? true, !cat_emergency_memory_short(now, pauseNs) {
                 _EmergencyNames.refresh()
                 lastNames = cat_monotonic_ns()
-                first = false
             }
             cat_sleep_ns(waitNs)
         }
