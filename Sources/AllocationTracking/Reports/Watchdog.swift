@@ -227,10 +227,13 @@ enum _Watchdog {
         _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         let pauseNs = UInt64(running.configuration.limits.pauseAfterAllocationFailure * 1e9)
         let waitNs = min(UInt64(running.configuration.limits.pollInterval * 1e9), 100_000_000)
-        var lastNames: UInt64?
+        // The first refresh one second after start, not at it: a thread that starts late (a loaded machine) would
+        // otherwise resolve names at an arbitrary moment of the program's first second, when it may be short of
+        // memory (a failure's report is being written: the pause begins once it is), and start-up stays cheap.
+        var lastNames = cat_monotonic_ns()
         while !running.stopRequested.load(ordering: .acquiring) {
             let now = cat_monotonic_ns()
-            if lastNames.map({ now &- $0 >= 1_000_000_000 }) ?? true, !cat_emergency_memory_short(now, pauseNs) {
+            if now &- lastNames >= 1_000_000_000, !cat_emergency_memory_short(now, pauseNs) {
                 _EmergencyNames.refresh()
                 lastNames = cat_monotonic_ns()
             }
