@@ -9,7 +9,7 @@ extension TrackerTests {
         let scenarios = productURL("TrackerScenarios")
 
         /// 20 signals under allocation load from four threads, with the symbolicator held by cold whole-snapshot
-        /// batches in a fifth: each report is written within a second (the README gives the measured p95: 0.7–1.0 s
+        /// batches in a fifth: each report is written within a second (the README gives the measured p95: 0.64–0.98 s
         /// in a debug build on a loaded 2-core machine). The bound asserted is generous, for a loaded CI machine;
         /// before, a report waited for every name behind whatever held the symbolicator: p95 2.5 s, maximum 4.5 s
         /// in this scenario, and no content time.
