@@ -76,6 +76,7 @@ public final class MetricsPublisher: Sendable {
         var allocations = 0
         var allocatedBytes = 0
         var dropped = 0
+        var mergedSignals = 0
         var reports: [AllocationReport.Trigger: Int] = [:]
         /// Gauges that exist now and may have to disappear (a limit that stopped being approached).
         var present: Set<String> = []
@@ -113,6 +114,7 @@ public final class MetricsPublisher: Sendable {
         gauge("heap_blocks", memory.liveBlocks)
         gauge("tracker_memory_bytes", AllocationTracker.trackerMemory)
         let reports = AllocationTracker.reportsWritten
+        let mergedSignals = AllocationTracker.reportSignalsMerged
         let increments = state.withLock { state -> [(String, [(String, String)], Int)] in
             // A total below the last one means the tables were cleared (clearTraces, a restart): count afresh.
             func delta(_ now: Int, _ last: inout Int) -> Int {
@@ -123,6 +125,7 @@ public final class MetricsPublisher: Sendable {
                 ("allocations_total", [], delta(memory.totalAllocations, &state.allocations)),
                 ("allocated_bytes_total", [], delta(memory.totalAllocatedBytes, &state.allocatedBytes)),
                 ("dropped_allocations_total", [], delta(memory.droppedAllocations, &state.dropped)),
+                ("report_signals_merged_total", [], delta(mergedSignals, &state.mergedSignals)),
             ] as [(String, [(String, String)], Int)]
             for trigger in AllocationReport.Trigger.allCases {
                 var last = state.reports[trigger] ?? -1

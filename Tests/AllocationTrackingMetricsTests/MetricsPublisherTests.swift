@@ -76,6 +76,9 @@ import TrackerTestSupport
         #expect(try metrics.expectCounter("allocation_tracking_reports_total", onDemand).totalValue == reportsBefore + 1)
         #expect(try metrics.expectCounter("allocation_tracking_reports_total",
                                           labels + [("trigger", "container_memory_limit")]).totalValue == 0)
+        // Report signals merged into another report (none in this process: no report signal is set).
+        #expect(try metrics.expectCounter("allocation_tracking_report_signals_merged_total", labels).totalValue
+                == Int64(AllocationTracker.reportSignalsMerged))
 
         // Growth stops (everything freed): the projection disappears. The drop stays inside the 400 ms window, so
         // the heap's slope is negative whatever other tests of the process allocate meanwhile.

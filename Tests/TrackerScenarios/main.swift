@@ -34,6 +34,9 @@ let scenarios: [any Scenario.Type] = [
     SignalFreesScenario.self,
     SamplingAccuracyScenario.self,
     SamplingLifecycleScenario.self,
+    SignalLatencyScenario.self,
+    SignalMergeScenario.self,
+    ReportUnnamedScenario.self,
 ]
 
 let arguments = CommandLine.arguments.dropFirst()

@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// One frame of a call stack.
 ///
 /// The tracker captures raw return addresses inside malloc; `AllocationTracker.takeSnapshot()` resolves them
@@ -34,7 +40,9 @@ public struct Frame: Hashable, Sendable, Codable, CustomStringConvertible {
         get { storage.mangledName }
         set { storage = storage.with { $0.mangledName = newValue } }
     }
-    /// The source file, as recorded in the debug information (absolute for Swift, often relative for C).
+    /// The source file. In a snapshot, one style for every frame (whatever the debug information recorded):
+    /// under a `.build` directory from there (`.build/checkouts/…`), else relative to the current directory or the
+    /// package root when under it, else absolute; a compiler's pseudo-file as its bare name (`<compiler-generated>`).
     public var file: String? {
         get { storage.file }
         set { storage = storage.with { $0.file = newValue } }
@@ -111,9 +119,13 @@ public struct Frame: Hashable, Sendable, Codable, CustomStringConvertible {
 
     /// tracemalloc's form where a file is known (`Sources/App/Cache.swift:42`; `file:0` when only the file is
     /// known); otherwise the function and image (`swift_slowAlloc in libswiftCore.so`), or `image+0x1f2e`, or the
-    /// bare address. Text, not data: a file under the current directory is shown relative to it (as reports show
-    /// it), and a very long function name (a C++ template instance) shortened — the fields keep them whole.
+    /// bare address. Text, not data: the path in the one style snapshots store (`_sourcePath`: relative to the
+    /// current directory or the package root when under it, else absolute), a compiler's pseudo-file
+    /// (`<compiler-generated>`, `<stdin>`) left out for the function and image, and a very long function name (a
+    /// C++ template instance) shortened — the fields keep them whole.
     public var description: String {
+        // A pseudo-file (`<compiler-generated>`, `<stdin>`) names no place to look: the function and image do.
+        let file = file.flatMap { _isPseudoFile($0) && function != nil ? nil : $0 }
         if let file, function == nil || line > 0 { return "\(_displayPath(file)):\(line)" }
         if let function {
             if let file { return "\(_displayName(function)) (\(_displayPath(file)))" }
@@ -164,13 +176,69 @@ final class _FrameStorage: Sendable {
     var isInlined: Bool { fields.isInlined }
 }
 
-/// How text output shows a source path: relative to the current directory when the file is under it (the same
-/// rule for every frame and every kind of text, so that one file reads the same everywhere), else as recorded.
-func _displayPath(_ path: String) -> String {
-    guard path.hasPrefix("/"), let directory = _currentDirectory(), directory.count > 1 else { return path }
-    let prefix = directory.hasSuffix("/") ? directory : directory + "/"
-    return path.hasPrefix(prefix) ? String(path.dropFirst(prefix.count)) : path
+/// The one style of a source path, for every frame of every snapshot, report and export (so that one file is one
+/// key in statistics by file or line, in folded stacks and in pprof): a file under a `.build` directory from
+/// there (`.build/checkouts/…`); else relative to the current directory when the file is under it; else relative
+/// to the package root when under it; else absolute. `.` and `..` components are
+/// folded and a doubled `/` is one.
+///
+/// Why: the debug information records some paths absolute and some relative to the compilation directory —
+/// SwiftPM compiles in the package root, so the same dependency file appears both as
+/// `/src/app/.build/checkouts/nio/Sources/NIOCore/ByteBuffer-core.swift` and as
+/// `.build/checkouts/nio/Sources/NIOCore/ByteBuffer-core.swift`. A relative path is therefore read as relative to
+/// the package root; the package root of an absolute path is the directory holding its `.build` (a dependency's
+/// checkout or a generated file), or the one holding the running executable's `.build` (the package's own
+/// sources, when the program runs from its build directory). Names in angle brackets (`<compiler-generated>`,
+/// `<stdin>`: a unit compiled from standard input) are not files: they are kept as
+/// the bare name, without the directory the symbolicator prefixes (`/<compiler-generated>`).
+func _sourcePath(_ path: String, currentDirectory: String? = _currentDirectory(),
+                 packageRoot: String? = _PackageRoot.ofExecutable) -> String {
+    guard !path.isEmpty else { return path }
+    // A compiler's pseudo-file: the symbolicator joins it to the compilation directory (`/<compiler-generated>`).
+    if let last = path.split(separator: "/").last, _isPseudoFile(last) { return String(last) }
+    let absolute = path.hasPrefix("/")
+    var parts: [Substring] = []
+    for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+        if part == "." { continue }
+        if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+        if part == "..", absolute { continue }  // above the root is the root
+        parts.append(part)
+    }
+    guard absolute else { return parts.isEmpty ? "." : parts.joined(separator: "/") }
+    func relative(to directory: String?) -> String? {
+        guard let directory else { return nil }
+        let base = directory.split(separator: "/", omittingEmptySubsequences: true)
+        guard !base.isEmpty, parts.count > base.count, parts.starts(with: base) else { return nil }
+        return parts[base.count...].joined(separator: "/")
+    }
+    // `.build` first: a checkout's file is `.build/checkouts/…` whether it was recorded relative or absolute, and
+    // wherever the program runs.
+    if let build = parts.firstIndex(of: ".build"), build + 1 < parts.count { return parts[build...].joined(separator: "/") }
+    if let shown = relative(to: currentDirectory) { return shown }
+    if let shown = relative(to: packageRoot) { return shown }
+    return "/" + parts.joined(separator: "/")
 }
+
+/// `<compiler-generated>`, `<stdin>`: a name the compiler records where a unit or a function has no source file.
+func _isPseudoFile<S: StringProtocol>(_ name: S) -> Bool { name.hasPrefix("<") && name.hasSuffix(">") }
+
+/// The package root of the running executable: the directory holding the `.build` it runs from (nil when it does
+/// not run from one, as a deployed binary does not).
+enum _PackageRoot {
+    static let ofExecutable: String? = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let path = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard let build = parts.firstIndex(of: ".build") else { return nil }
+        return "/" + parts[..<build].joined(separator: "/")
+    }()
+}
+
+/// How text output shows a source path: `_sourcePath`, the style snapshots store (a frame built by hand or loaded
+/// from an older file may hold another).
+func _displayPath(_ path: String) -> String { _sourcePath(path) }
 
 /// The longest function name text output shows whole.
 let _displayNameLimit = 160

@@ -97,30 +97,62 @@ enum _ReportWriter {
     /// the current value at every start, so only reports written while tracking runs are followed up.
     static let followedUp = Atomic<UInt64>(0)
 
-    static func write(trigger: AllocationReport.Trigger, reason: String) throws -> AllocationReport {
+    /// How long a report waits for the names of its frames (see `_ReportNames`): what is not named by then is
+    /// printed as `image+0xoffset (build id …)`. A report asked for by signal or by `writeReport` must appear
+    /// within a second; the at-exit report has nobody waiting on it and the process's own shutdown to keep up
+    /// with, so it waits longer. Settable for tests (`_reportNameBudget`).
+    static let nameBudgetNs = Atomic<UInt64>(500_000_000)
+    static let exitNameBudgetNs: UInt64 = 10_000_000_000
+
+    /// `mergedSignals`: report signals beyond the one this report answers, which arrived while the previous
+    /// report was being written (said in the report, counted in `reportSignalsMerged`).
+    static func write(trigger: AllocationReport.Trigger, reason: String, mergedSignals: Int = 0) throws -> AllocationReport {
         let state = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(state) }
         guard let configuration = AllocationTracker.configuration else {
             throw AllocationTrackingError(.notTracing, "writeReport() needs tracking on: call AllocationTracker.start() first")
         }
         let report = try writing.withLock { _ in
-            try compose(trigger: trigger, reason: reason, configuration: configuration)
+            try compose(trigger: trigger, reason: reason, configuration: configuration, mergedSignals: mergedSignals)
         }
+        if mergedSignals > 0 { _ReportCounts.countMergedSignals(mergedSignals) }
         _ReportCounts.count(trigger)
         callback.withLock { $0 }?(report)
         return report
     }
 
-    static func compose(trigger: AllocationReport.Trigger, reason: String,
-                        configuration: AllocationTracker.Configuration) throws -> AllocationReport {
-        let snapshot = try AllocationTracker._takeSnapshot(.live)  // a report of live memory, and its JSON
-        let seconds = Int64(cat_unix_seconds())
+    /// A report of live memory (and its snapshot JSON). Its content is copied first, at the moment the report was
+    /// asked for (what crossed a limit, what the signal asked about), then its frames are named within the budget;
+    /// the header says when the content was copied and when the report was written, how many frames were not named
+    /// in time, and how many signals were merged into it.
+    static func compose(trigger: AllocationReport.Trigger, reason: String, configuration: AllocationTracker.Configuration,
+                        mergedSignals: Int = 0) throws -> AllocationReport {
+        let copy = try AllocationTracker._copyTraces(.live)
+        let budget = trigger == .exit ? exitNameBudgetNs : nameBudgetNs.load(ordering: .relaxed)
+        _ReportNames.captureImages()  // for the frames not named in time (image+offset, build id)
+        let addresses = copy.addresses
+        let names = _ReportNames.resolve(addresses, deadlineNs: copy.copiedAtNs &+ budget)
+        let unnamed = addresses.subtracting(names.keys)
+        let frameNames = _FrameNames(names, unnamed: _ReportNames.unnamed)
+        let snapshot = copy.snapshot(names: frameNames)
+        let writtenUnixNs = _unixNanoseconds()
+        let seconds = writtenUnixNs / 1_000_000_000
         let time = _utcTimestamp(seconds)
         let top = configuration.report.topSites
         var lines: [String] = []
         lines.append("==== swift-allocation-tracking report: \(trigger.rawValue) ====")
         lines.append("reason: \(reason)")
         lines.append("time: \(time)")
+        lines.append("content: as of \(_utcClock(copy.copiedAtUnixNs)) UTC, written \(_utcClock(writtenUnixNs)) UTC")
+        if !unnamed.isEmpty {
+            lines.append("names: \(unnamed.count) of \(addresses.count) return addresses not resolved within "
+                         + "\(_fixed(Double(budget) / 1e9, decimals: 1, sign: false)) s (symbolication busy or slow): "
+                         + "shown as image+0xoffset (build id …)")
+        }
+        if mergedSignals > 0 {
+            lines.append("signals: \(mergedSignals) report signal\(mergedSignals == 1 ? "" : "s") merged into this one "
+                         + "(they arrived while another report was being written, or during the pause after an allocation failure)")
+        }
         lines.append("pid: \(snapshot.processID)" + (snapshot.executable.map { " (\($0))" } ?? ""))
         let memory = snapshot.tracedMemory ?? TracedMemory()
         lines.append("tracked: current=\(_formatSize(memory.current)), peak=\(_formatSize(memory.peak)), "
@@ -136,10 +168,15 @@ enum _ReportWriter {
         let samples = snapshot._largestTraces(by: .line, attribution: .default)
         let total = max(1, snapshot.totalSize)
         lines.append(_ReportFormatter.heading("Top \(top) sites by live bytes"))
+        let buildIDs = unnamed.isEmpty ? [:] : Self.buildIDs(snapshot.images)
         lines += _ReportFormatter.ranked(stats.prefix(top), depth: 4, attribution: .default,
-                                         line: { "\($0), share=\(_percent($0.size, of: total))" }) { _, stat in
-            samples[snapshot._keyOf(stat.traceback, .line)]?.traceback
-        }
+                                         line: { "\($0), share=\(_percent($0.size, of: total))" },
+                                         traceback: { _, stat in samples[snapshot._keyOf(stat.traceback, .line)]?.traceback },
+                                         annotate: { frame in
+            guard unnamed.contains(frame.address), frame.function == nil, let image = frame.image,
+                  let id = buildIDs[image] else { return nil }
+            return "(build id \(id))"
+        })
         if stats.count > top {
             let rest = stats.dropFirst(top)
             lines.append(_ReportFormatter.rest(rest.count, "other sites", size: rest.reduce(0) { $0 + $1.size },
@@ -153,7 +190,7 @@ enum _ReportWriter {
                                              line: \.description) { _, _ in nil }
             if diffs.isEmpty { lines.append("(no site grew)") }
         }
-        lines += _ReportFormatter.trendLines(_Watchdog.reportTrend(configuration), topSites: min(top, 5))
+        lines += _ReportFormatter.trendLines(_Watchdog.reportTrend(configuration, names: frameNames), topSites: min(top, 5))
         lines.append("==== end of report ====")
         let text = _ReportFormatter.text(lines)
         previous.withLock { $0 = (snapshot, time) }
@@ -204,6 +241,16 @@ enum _ReportWriter {
         }
         return AllocationReport(trigger: trigger, reason: reason, text: text, file: file, snapshotFile: snapshotFile,
                                 problems: problems, snapshot: snapshot)
+    }
+
+    /// Each image's build id by file name (the name an unnamed frame shows).
+    static func buildIDs(_ images: [Snapshot.Image]) -> [String: String] {
+        var ids: [String: String] = [:]
+        for image in images {
+            guard let id = image.buildID else { continue }
+            ids[String(image.path.split(separator: "/").last ?? Substring(image.path))] = id
+        }
+        return ids
     }
 
     /// A session begins (`_TrackerLifecycle.startLocked`, before arming): only allocation-failure reports written
@@ -288,4 +335,14 @@ func _utcTimestamp(_ seconds: Int64) -> String {
         let length = cat_format_utc(seconds, false, buffer.baseAddress!)
         return String(decoding: UnsafeRawBufferPointer(start: buffer.baseAddress, count: length), as: UTF8.self)
     }
+}
+
+/// `19:40:00.123` (UTC) from nanoseconds since the Unix epoch: the time of day of `_utcTimestamp`, with
+/// milliseconds (a report's content and writing times are seconds apart at most).
+func _utcClock(_ unixNanoseconds: Int64) -> String {
+    let seconds = unixNanoseconds >= 0 ? unixNanoseconds / 1_000_000_000 : (unixNanoseconds + 1) / 1_000_000_000 - 1
+    let millis = Int((unixNanoseconds - seconds * 1_000_000_000) / 1_000_000)
+    let stamp = _utcTimestamp(seconds)  // …THH:MM:SSZ
+    let clock = stamp.split(separator: "T").last.map { $0.dropLast() } ?? Substring(stamp)
+    return "\(clock)." + (millis < 10 ? "00" : millis < 100 ? "0" : "") + "\(millis)"
 }

@@ -172,8 +172,10 @@ extension AllocationTracker {
     }
 
     /// The analysis of `history` with its suspects named. Outside the API lock.
+    /// `names`: the frames of the suspects' addresses (nil: resolved now by the symbolicator; a report passes the
+    /// names it resolved within its budget).
     static func _trend(_ history: _TrendHistory, _ configuration: Configuration, window: Duration,
-                       maxSuspects: Int = 10) -> MemoryTrend {
+                       maxSuspects: Int = 10, names: _FrameNames? = nil) -> MemoryTrend {
         let samples = history.samples()
         var trend = _TrendMath.analyse(samples, window: _seconds(window), trackedLimit: configuration.limits.trackedBytes,
                                        rssLimit: configuration.limits.rssBytes,
@@ -189,7 +191,8 @@ extension AllocationTracker {
         trend.suspects = zip(trend.suspects, frames).compactMap { suspect, frames in
             guard let frames else { return nil }
             var named = suspect
-            named.traceback = _Symbolicator.shared.traceback(for: frames.addresses, totalFrames: frames.totalFrames)
+            let names = names ?? .resolving(frames.addresses)
+            named.traceback = Traceback(frames: names.frames(of: frames.addresses), totalFrames: frames.totalFrames)
             return named
         }
         return trend

@@ -14,13 +14,22 @@ import Musl
 /// with `predictedExhaustion`, fits the recent samples without allocating to decide the predictive trigger. When a trigger
 /// (`cat_limit_trigger`: once per crossing, hysteresis, minimum interval) fires, or the signal arrived, it
 /// writes a report — that path allocates, with the thread's tracking suspended, while memory is still there:
-/// the soft limits exist to report *before* the kernel's OOM killer sends its uncatchable SIGKILL.
+/// the soft limits exist to report *before* the kernel's OOM killer sends its uncatchable SIGKILL. Between polls
+/// it waits on the report signal's wake-up pipe (`cat_signal_wait_ns`), so that a signal is answered at once.
+///
+/// The names the allocation-failure report prints are resolved on a second thread (`runNames`), not on this
+/// one: a refresh may take seconds of symbolication on a large binary, and a report asked for meanwhile (a
+/// signal, a limit crossed) must not wait for it — an operator's SIGUSR2 once took 51 s to be answered, with
+/// content 25–30 s old, behind the warming of the symbol cache.
 enum _Watchdog {
     /// The running watchdog's state (nil while none runs). Guarded by `lock`.
     final class Running: @unchecked Sendable {
         let configuration: AllocationTracker.Configuration
         let stopRequested = Atomic<Bool>(false)
         var thread = pthread_t()
+        /// The names thread (`runNames`), when `onAllocationFailure` is on.
+        var namesThread = pthread_t()
+        var hasNamesThread = false
         /// The process the thread runs in: a forked child inherits this state but not the thread.
         let processID = getpid()
         /// tracked, rss, container, predicted container exhaustion, predicted tracked exhaustion
@@ -93,6 +102,15 @@ enum _Watchdog {
             cat_signal_uninstall()  // nobody would read the signal's flag
             return
         }
+        if configuration.limits.onAllocationFailure {
+            let context = Unmanaged.passRetained(running).toOpaque()
+            running.hasNamesThread = pthread_create(&running.namesThread, nil, { context in
+                let running = Unmanaged<Running>.fromOpaque(context!).takeRetainedValue()
+                _Watchdog.runNames(running)
+                return nil
+            }, context) == 0
+            if !running.hasNamesThread { Unmanaged<Running>.fromOpaque(context).release() }
+        }
         lock.withLock { $0 = running }
     }
 
@@ -106,10 +124,12 @@ enum _Watchdog {
         // In a forked child the thread does not exist (fork copies only the calling thread): nothing to join.
         // On the watchdog's own thread (stop() from onReport, exit() from a report): detach, never self-join.
         if running.processID == getpid() {
-            if pthread_equal(running.thread, pthread_self()) != 0 {
-                pthread_detach(running.thread)
-            } else {
-                pthread_join(running.thread, nil)
+            for (thread, exists) in [(running.thread, true), (running.namesThread, running.hasNamesThread)] where exists {
+                if pthread_equal(thread, pthread_self()) != 0 {
+                    pthread_detach(thread)
+                } else {
+                    pthread_join(thread, nil)
+                }
             }
         }
         cat_signal_uninstall()
@@ -123,7 +143,10 @@ enum _Watchdog {
             return current
         }) else { return }
         running.stopRequested.store(true, ordering: .releasing)
-        if running.processID == getpid() { pthread_detach(running.thread) }
+        if running.processID == getpid() {
+            pthread_detach(running.thread)
+            if running.hasNamesThread { pthread_detach(running.namesThread) }
+        }
         cat_signal_uninstall()
     }
 
@@ -134,7 +157,6 @@ enum _Watchdog {
         let pauseNs = UInt64(limits.pauseAfterAllocationFailure * 1e9)  // off the heap this long after a failure
         let state = _UnsafeTrackerState.process
         if let signal = limits.signal { cat_signal_unblock_here(signal) }
-        var lastNames: UInt64 = 0
         // The first sample one interval after start, not at it: the tables start empty, and a sample of nothing
         // would make everything the process allocates in its first interval look like growth.
         var lastSample = cat_monotonic_ns()
@@ -144,13 +166,15 @@ enum _Watchdog {
             // allocates, and in Swift an allocation that fails traps. Leave what memory there is to the
             // process's own error path; triggers stay armed and fire once the pause is over.
             if cat_emergency_memory_short(now, pauseNs) {
-                cat_sleep_ns(pollNs)
+                cat_signal_wait_ns(pollNs)
                 continue
             }
             // An allocation-failure report was written and the pause is over: its JSON and the callback.
             if _ReportWriter.allocationFailureAwaitsFollowUp { _ = _ReportWriter.followUpAllocationFailure() }
-            if limits.signal != nil, cat_signal_take() != 0 {
-                report(.signal, "signal \(limits.signal!) received")
+            // Every signal since the last look is answered by this one report: those beyond the first arrived while
+            // the previous report was being written (or during a pause), and the report says it merged them.
+            if let signal = limits.signal, case let signals = cat_signal_take(), signals > 0 {
+                report(.signal, "signal \(signal) received", mergedSignals: Int(signals) - 1)
             }
             let tracked = state.current.atomicLoad()
             if cat_trigger_check(running.triggers, tracked, now) {
@@ -192,18 +216,33 @@ enum _Watchdog {
                 history.append(time: now, tracked: tracked, rss: rss, usage: usage, workingSet: workingSet, limit: limit)
                 if let horizon = limits.predictedExhaustion { checkPrediction(running, history, horizon, now) }
             }
-            // Names for the allocation-failure report, resolved while memory is plentiful — once a second, not
-            // on every poll: resolving a burst of new sites costs CPU the application is using.
-            if limits.onAllocationFailure, now &- lastNames >= 1_000_000_000 {
-                _EmergencyNames.refresh()
-                lastNames = now
-            }
-            cat_sleep_ns(pollNs)
+            cat_signal_wait_ns(pollNs)
         }
     }
 
-    static func report(_ trigger: AllocationReport.Trigger, _ reason: String) {
-        do { _ = try _ReportWriter.write(trigger: trigger, reason: reason) } catch {
+    /// The names thread: names for the allocation-failure report, resolved while memory is plentiful — once a
+    /// second after the previous refresh ended, not on every poll: resolving a burst of new sites costs CPU the
+    /// application is using. Not during the pause after an allocation failure (resolving allocates).
+    static func runNames(_ running: Running) {
+        _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
+        let pauseNs = UInt64(running.configuration.limits.pauseAfterAllocationFailure * 1e9)
+        let waitNs = min(UInt64(running.configuration.limits.pollInterval * 1e9), 100_000_000)
+        // The first refresh one second after start, not at it: a thread that starts late (a loaded machine) would
+        // otherwise resolve names at an arbitrary moment of the program's first second, when it may be short of
+        // memory (a failure's report is being written: the pause begins once it is), and start-up stays cheap.
+        var lastNames = cat_monotonic_ns()
+        while !running.stopRequested.load(ordering: .acquiring) {
+            let now = cat_monotonic_ns()
+            if now &- lastNames >= 1_000_000_000, !cat_emergency_memory_short(now, pauseNs) {
+                _EmergencyNames.refresh()
+                lastNames = cat_monotonic_ns()
+            }
+            cat_sleep_ns(waitNs)
+        }
+    }
+
+    static func report(_ trigger: AllocationReport.Trigger, _ reason: String, mergedSignals: Int = 0) {
+        do { _ = try _ReportWriter.write(trigger: trigger, reason: reason, mergedSignals: mergedSignals) } catch {
             let line = "swift-allocation-tracking: could not write the \(trigger.rawValue) report: \(error)\n"
             line.utf8CString.withUnsafeBufferPointer { cat_write_stderr($0.baseAddress!, $0.count - 1) }
         }
@@ -224,10 +263,11 @@ enum _Watchdog {
 
     /// The trend a report shows: over the predictive horizon when one is set (what the predictive trigger fitted),
     /// else over the last 15 minutes (or the whole history when shorter). Nil without a history.
-    static func reportTrend(_ configuration: AllocationTracker.Configuration) -> MemoryTrend? {
+    /// `names`: the report's (a suspect's frames not among them print as `image+0xoffset`).
+    static func reportTrend(_ configuration: AllocationTracker.Configuration, names: _FrameNames) -> MemoryTrend? {
         guard let history else { return nil }
-        return AllocationTracker._trend(history, configuration,
-                                        window: configuration.limits.predictedExhaustion ?? .seconds(900), maxSuspects: 5)
+        return AllocationTracker._trend(history, configuration, window: configuration.limits.predictedExhaustion ?? .seconds(900),
+                                        maxSuspects: 5, names: names)
     }
 
     /// The predictive triggers, after a sample: the working set (usage when unknown) against the container's

@@ -18,14 +18,16 @@ enum _ReportFormatter {
 
     /// `#1: <line>` for each item, ranked from 1, each followed by its traceback (see `tracebackLines`) when
     /// `traceback` gives one for the item's index.
+    /// `annotate`: text appended to a frame's line (a report's build id for a frame not named in time).
     static func ranked<Items: Collection>(_ items: Items, depth: Int, attribution: Attribution,
                                           line: (Items.Element) -> String,
-                                          traceback: (Int, Items.Element) -> Traceback?) -> [String] {
+                                          traceback: (Int, Items.Element) -> Traceback?,
+                                          annotate: (Frame) -> String? = { _ in nil }) -> [String] {
         var lines: [String] = []
         for (index, item) in items.enumerated() {
             lines.append("#\(index + 1): \(line(item))")
             if let traceback = traceback(index, item) {
-                lines += tracebackLines(traceback, depth: depth, attribution: attribution)
+                lines += tracebackLines(traceback, depth: depth, attribution: attribution, annotate: annotate)
             }
         }
         return lines
@@ -33,14 +35,17 @@ enum _ReportFormatter {
 
     /// A traceback's lines from its attribution frame on, at most `depth` frames; the allocator and runtime
     /// frames above the attribution frame are counted, not shown.
-    static func tracebackLines(_ traceback: Traceback, depth: Int, attribution: Attribution) -> [String] {
+    static func tracebackLines(_ traceback: Traceback, depth: Int, attribution: Attribution,
+                               annotate: (Frame) -> String? = { _ in nil }) -> [String] {
         var cache = _SystemFrameCache(attribution)
         var start = 0
         if let frame = cache.attributionFrame(of: traceback), let index = traceback.frames.firstIndex(of: frame) {
             start = index
         }
         let shown = Traceback(frames: Array(traceback.frames[start...]), totalFrames: traceback.totalFrames)
-        var lines = shown.format(limit: depth).map { "  " + $0 }
+        var lines = zip(shown.format(limit: depth), shown.frames).map { text, frame in
+            "  " + text + (annotate(frame).map { " " + $0 } ?? "")
+        }
         if start > 0 { lines.insert("    (\(start) allocator and runtime frames above)", at: 0) }
         return lines
     }

@@ -96,23 +96,22 @@ public enum AllocationTracker {
     static func _takeSnapshot(_ selection: _TraceSelection, symbolicate: Bool = true) throws -> Snapshot {
         let previous = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         defer { _ = cat_thread_set_state(previous) }
-        let (raw, memory, maxFrames, sampling): ([_RawTrace], TracedMemory, Int, Configuration.Sampling)
-        do {
-            cat_api_lock()
-            defer { cat_api_unlock() }
-            guard isTracing, let configuration = _TrackerSession.configuration else {
-                throw AllocationTrackingError(.notTracing, "takeSnapshot() needs tracking on: call AllocationTracker.start() first")
-            }
-            (raw, memory) = _UnsafeTraceTable.copyTraces(selection)
-            maxFrames = configuration.maxFrames
-            sampling = configuration.sampling
+        let copy = try _copyTraces(selection)
+        return copy.snapshot(names: _FrameNames(symbolicate ? _Symbolicator.shared.frames(for: copy.addresses) : [:]))
+    }
+
+    /// The selected traces' counters and return addresses, copied under the API lock (the step of a snapshot that
+    /// fixes its content; naming the frames comes after). Calling thread suspended.
+    static func _copyTraces(_ selection: _TraceSelection) throws -> _TraceCopy {
+        cat_api_lock()
+        defer { cat_api_unlock() }
+        guard isTracing, let configuration = _TrackerSession.configuration else {
+            throw AllocationTrackingError(.notTracing, "takeSnapshot() needs tracking on: call AllocationTracker.start() first")
         }
-        // After the copy, so that every image a frame points into is loaded (short of a dlclose meanwhile).
-        let images = _LoadedImages.containing(raw)
-        let traces = symbolicate ? _Symbolicator.shared.traces(for: raw) : raw.map { $0.unsymbolicatedTrace() }
-        return Snapshot(traces: traces, tracebackLimit: maxFrames, droppedAllocations: memory.droppedAllocations,
-                        moment: selection == .atPeak ? .peak : .now, tracedMemory: memory, images: images,
-                        sampling: sampling)
+        let (raw, memory) = _UnsafeTraceTable.copyTraces(selection)
+        return _TraceCopy(raw: raw, memory: memory, selection: selection, maxFrames: configuration.maxFrames,
+                          sampling: configuration.sampling, copiedAtNs: cat_monotonic_ns(),
+                          copiedAtUnixNs: _unixNanoseconds())
     }
 
     /// Seeds the calling thread's sampling generator and restarts its countdown (`cat_thread_seed_sampling`), so a
@@ -147,6 +146,78 @@ public enum AllocationTracker {
             found = _UnsafeTraceTable.frames(ofBlock: pointer)
         }
         guard let found else { return nil }
-        return _Symbolicator.shared.traceback(for: found.addresses, totalFrames: found.totalFrames)
+        return Traceback(frames: _FrameNames.resolving(found.addresses).frames(of: found.addresses),
+                         totalFrames: found.totalFrames)
     }
+}
+
+/// The traces of a snapshot as copied from the tables, before their frames are named.
+struct _TraceCopy {
+    var raw: [_RawTrace]
+    var memory: TracedMemory
+    var selection: _TraceSelection
+    var maxFrames: Int
+    var sampling: AllocationTracker.Configuration.Sampling
+    /// When the copy was taken: `cat_monotonic_ns()` and wall-clock nanoseconds since the Unix epoch.
+    var copiedAtNs: UInt64
+    var copiedAtUnixNs: Int64
+
+    /// Every distinct return address of the traces.
+    var addresses: Set<UInt> {
+        var addresses = Set<UInt>()
+        for trace in raw { addresses.formUnion(trace.addresses) }
+        return addresses
+    }
+
+    /// The snapshot, its frames from `names`.
+    func snapshot(names: _FrameNames) -> Snapshot {
+        // After the copy, so that every image a frame points into is loaded (short of a dlclose meanwhile).
+        let images = _LoadedImages.containing(raw)
+        return Snapshot(traces: raw.map { $0.trace(frames: names.frames(of: $0.addresses)) }, tracebackLimit: maxFrames,
+                        droppedAllocations: memory.droppedAllocations, moment: selection == .atPeak ? .peak : .now,
+                        tracedMemory: memory, images: images, sampling: sampling)
+    }
+}
+
+/// Return addresses to frames, from the symbolicator's names, with every source path in the one style of
+/// `_sourcePath` (computed once per distinct path): what every snapshot, report, measurement and traceback builds
+/// its frames with.
+struct _FrameNames {
+    private var names: [UInt: [Frame]] = [:]
+    private let unnamed: (UInt) -> Frame
+
+    /// `names`: inlined frames first, per address; `unnamed`: the frame of an address `names` lacks.
+    init(_ names: [UInt: [Frame]], unnamed: @escaping (UInt) -> Frame = { Frame(address: $0) }) {
+        self.unnamed = unnamed
+        self.names.reserveCapacity(names.count)
+        var paths: [String: String] = [:]
+        for (address, resolved) in names {
+            self.names[address] = resolved.map { frame in
+                guard let file = frame.file else { return frame }
+                let path = paths[file] ?? {
+                    let path = _sourcePath(file)
+                    paths[file] = path
+                    return path
+                }()
+                guard path != file else { return frame }
+                var copy = frame
+                copy.file = path
+                return copy
+            }
+        }
+    }
+
+    /// The symbolicator's names for `addresses` (resolved now, cached per address).
+    static func resolving(_ addresses: [UInt]) -> _FrameNames {
+        _FrameNames(_Symbolicator.shared.frames(for: Set(addresses)))
+    }
+
+    func frames(of addresses: [UInt]) -> [Frame] { addresses.flatMap { names[$0] ?? [unnamed($0)] } }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (`CLOCK_REALTIME`).
+func _unixNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_REALTIME, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
 }

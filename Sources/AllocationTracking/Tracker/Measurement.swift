@@ -203,7 +203,10 @@ extension AllocationTracker {
             _UnsafeScopes.end(token.tag)
             _releaseImplicitStartLocked(token.implicitGeneration)
         }
-        let traces = token.captureStacks ? _Symbolicator.shared.traces(for: raw) : raw.map { $0.unsymbolicatedTrace() }
+        var addresses = Set<UInt>()
+        if token.captureStacks { for trace in raw { addresses.formUnion(trace.addresses) } }
+        let names = _FrameNames(_Symbolicator.shared.frames(for: addresses))
+        let traces = raw.map { $0.trace(frames: names.frames(of: $0.addresses)) }
         // Wrapping: the counter restarts from 0 after a stop (the measurement is then interrupted anyway).
         let dropped = interrupted ? 0 : tracedMemory.droppedAllocations &- token.droppedAtStart
         return AllocationMeasurement(

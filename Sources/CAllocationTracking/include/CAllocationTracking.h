@@ -238,12 +238,15 @@ void cat_loader_counts(uint64_t *loads, uint64_t *unloads);
 
 // MARK: - Report signal (signal_trigger.c)
 
-/// Installs a handler for `signo` that only sets a flag (the previous action is saved and restored by
-/// cat_signal_uninstall). Returns 0 or -errno. Outside the allocation path; API lock held.
+/// Installs a handler for `signo` that only counts the signal and wakes cat_signal_wait_ns (the previous action
+/// is saved and restored by cat_signal_uninstall). Returns 0 or -errno. Outside the allocation path; API lock held.
 int cat_signal_install(int signo);
 void cat_signal_uninstall(void);
-/// Returns 1 (and clears the flag) when the signal arrived since the last call. Never allocates.
-int cat_signal_take(void);
+/// The number of signals that arrived since the last call (0: none), and resets it. Never allocates.
+uint64_t cat_signal_take(void);
+/// Waits `ns` nanoseconds, or less when the report signal arrives meanwhile (or arrived since the last wait):
+/// the watchdog's wait between polls. Never allocates.
+void cat_signal_wait_ns(uint64_t ns);
 /// Unblocks `signo` in the calling thread (the watchdog), so the signal is delivered even when the process
 /// started with it blocked (a blocked mask is inherited across exec and by new threads).
 void cat_signal_unblock_here(int signo);
