@@ -1,6 +1,7 @@
 import AllocationTracking
 import ArgumentParser
 import Foundation
+import Synchronization
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -167,6 +168,8 @@ enum Child {
     static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]
     /// The child's pid, for the signal handler (set with the forwarded signals blocked).
     nonisolated(unsafe) static var pid: pid_t = 0
+    /// Forwarded signals that arrived before the child's pid was known (bit N: signal N).
+    static let early = Atomic<UInt64>(0)
 
     static func run(_ command: [String], environment: [String: String]) throws -> Int32 {
         var blocked = sigset_t(), previous = sigset_t()
@@ -179,7 +182,9 @@ enum Child {
             // included: forwarding it would deliver it twice. Signals sent with kill (SI_USER, SI_QUEUE) are
             // forwarded.
             if let info, info.pointee.si_code == SI_KERNEL { return }
-            if Child.pid > 0 { kill(Child.pid, signal) }
+            // Before the child exists (a thread that does not block the signal took it while the child was being
+            // started), keep it: it is sent as soon as the child's pid is known.
+            if Child.pid > 0 { kill(Child.pid, signal) } else { Child.early.bitwiseOr(1 << signal, ordering: .relaxed) }
         }
         for signal in forwarded { sigaction(signal, &action, nil) }
         pthread_sigmask(SIG_BLOCK, &blocked, &previous)
@@ -201,7 +206,11 @@ enum Child {
         defer { (argv + envp).forEach { free($0) } }
         var child: pid_t = 0
         let spawned = posix_spawnp(&child, command[0], nil, &attributes, argv, envp)
-        if spawned == 0 { pid = child }
+        if spawned == 0 {
+            pid = child
+            let missed = early.exchange(0, ordering: .relaxed)
+            for signal in forwarded where missed & (1 << UInt64(signal)) != 0 { kill(child, signal) }
+        }
         // alloc-track takes the forwarded signals from here on, whatever mask it was started with (see above).
         pthread_sigmask(SIG_SETMASK, &childMask, nil)
         guard spawned == 0 else {

@@ -161,7 +161,9 @@ enum Fixture {
             #expect(page.contains(name), "\(name)")
         }
         #expect(page.contains("46080"), "the live bytes' total (40960 + 4096 + 1024) is in the page's data")
-        #expect(!page.contains("http://") && !page.contains("https://"), "loads nothing")
+        // Loads nothing: the only URL is the SVG namespace's, a name, not something fetched.
+        let urls = page.components(separatedBy: "http").dropFirst().map { "http" + $0.prefix(30) }
+        #expect(urls.allSatisfy { $0.hasPrefix("http://www.w3.org/2000/svg") }, "\(urls)")
         // Default name: FILE with .html; the diff mode.
         let diff = try runTool(["flamegraph", "new.json", "--diff", "old.json"], in: directory)
         #expect(diff.status == 0, "\(diff.stderr)")
@@ -208,9 +210,13 @@ enum Fixture {
                                           limits: .init(containerFraction: nil, onAllocationFailure: false)))
         var keep: [UnsafeMutableRawPointer] = []
         growTheReportedCache(10, &keep)
+        // Names resolved once, as in a service that has been up a while: a report resolves names within 0.5 s
+        // and prints the rest as image+offset, and a cold lookup in this large debug binary can take longer.
+        _ = try AllocationTracker.takeSnapshot()
         _ = try AllocationTracker.writeReport(reason: "first")
         usleep(1_100_000)  // report names and times are to the second
         growTheReportedCache(100, &keep)
+        _ = try AllocationTracker.takeSnapshot()
         _ = try AllocationTracker.writeReport(reason: "second")
         AllocationTracker.stop()
         keep.forEach { $0.deallocate() }
@@ -223,9 +229,11 @@ enum Fixture {
                 "\(result.stdout)")
         #expect(result.stdout.contains("Growth from the first report to the last:\n[ Top 1 differences ]\n#1: "))
         // The growth's top line is the line in growTheReportedCache: 100 more blocks of 4 KiB (and the array
-        // holding them, appended to on the same line: one more block, 1 KiB more).
+        // holding them, appended to on the same line: its larger buffer, 1 KiB more). The line's absolute count
+        // depends on what the compiler inlined into it (the array's own allocations), not its growth.
         let top = result.stdout.components(separatedBy: "[ Top 1 differences ]\n").last ?? ""
-        #expect(top.hasPrefix("#1: ") && top.contains(" (+401 KiB), count=111 (+100), "), "\(result.stdout)")
+        #expect(top.hasPrefix("#1: ") && top.contains(" (+401 KiB), count=") && top.contains(" (+100), "),
+                "\(result.stdout)")
         #expect(top.split(separator: "\n").dropFirst(2).first?.hasSuffix(" in growTheReportedCache(_:_:)") == true,
                 "\(result.stdout)")
 

@@ -181,12 +181,13 @@ import Glibc
         for (name, number) in [("INT", SIGINT), ("TERM", SIGTERM), ("HUP", SIGHUP), ("USR1", SIGUSR1), ("USR2", SIGUSR2)] {
             let ready = directory.appendingPathComponent("ready-\(name)").path
             let script = "trap 'exit \(number)' \(name); touch \(ready); while :; do sleep 0.05; done"
-            let result = try runTool(["run", "-o", "\(name).json", "--", "sh", "-c", script], in: directory) { pid in
-                let deadline = Date().addingTimeInterval(60)
+            let result = try runTool(["run", "-o", "\(name).json", "--", "sh", "-c", script], in: directory,
+                                     timeout: 300) { pid in
+                let deadline = Date().addingTimeInterval(120)
                 while access(ready, F_OK) != 0 && Date() < deadline { usleep(20_000) }
                 kill(pid, number)
             }
-            #expect(result.status == number, "\(name): \(result.stderr)")
+            #expect(result.status == number, "\(name): trap ready: \(access(ready, F_OK) == 0); \(result.stderr)")
         }
     }
 }

@@ -56,7 +56,7 @@ extension TrackerTests {
             #expect(unnamed.contains(unnamedFrame), "\(unnamed)")
             #expect(!unnamed.contains("support.c:\(line)"), "\(unnamed)")
             #expect(unnamed.contains("\ncontent: as of "), "\(unnamed)")
-            // With the default budget (idle, few sites), every name is there.
+            // Once the names are cached (a snapshot took them), a report has every one at once.
             #expect(named.contains("support.c:\(line): size=195 KiB, count=1"), "\(named)")
             #expect(!named.contains("\nnames: "), "\(named)")
         }

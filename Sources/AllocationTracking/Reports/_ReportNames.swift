@@ -17,9 +17,10 @@ import Musl
 /// printed as `image+0xoffset (build id …)`. An abandoned resolver stops after its current chunk: names nobody
 /// will read are not worth a core.
 enum _ReportNames {
-    /// Addresses per call to the symbolicator: an abandoned resolver stops within one chunk, and a report's
-    /// thread never waits inside the symbolicator's lock for more than one.
-    static let chunk = 32
+    /// Addresses per call to the symbolicator. Large: a call reads the line tables of the images it touches once
+    /// for all its addresses (the cost is per call, hardly per address), so small chunks would read them again and
+    /// again; an abandoned resolver still stops after its current call.
+    static let chunk = 4096
 
     /// What the resolver shares with the report's thread (guarded by `state`).
     private final class Job: Sendable {
@@ -52,9 +53,13 @@ enum _ReportNames {
     /// key of the result, the others are not. Calling thread suspended.
     static func resolve(_ addresses: Set<UInt>, deadlineNs: UInt64) -> [UInt: [Frame]] {
         guard !addresses.isEmpty else { return [:] }
+        // What is cached is taken at once (unless a batch holds the symbolicator), so that one new address whose
+        // cold lookup outlasts the budget does not leave its chunk's cached neighbours unnamed.
+        let cached = _Symbolicator.shared.cachedFrames(for: addresses) ?? [:]
+        guard cached.count < addresses.count else { return cached }
         // Sorted: neighbouring addresses share an image and often a compilation unit, whose tables a chunk then
         // reads once.
-        let job = Job(addresses.sorted())
+        let job = Job(addresses.filter { cached[$0] == nil }.sorted())
         var thread = pthread_t()
         let context = Unmanaged.passRetained(job).toOpaque()
         let created = pthread_create(&thread, nil, { context in
@@ -66,7 +71,7 @@ enum _ReportNames {
             // No thread to spare: resolve here, chunk by chunk, as long as the deadline allows.
             Unmanaged<Job>.fromOpaque(context).release()
             job.run(until: deadlineNs)
-            return job.state.withLock { $0.names }
+            return job.state.withLock { $0.names }.merging(cached) { new, _ in new }
         }
         pthread_detach(thread)
         // Polled, not signalled: a report waits at most its budget (under a second), and a millisecond's
@@ -75,7 +80,7 @@ enum _ReportNames {
         return job.state.withLock { state in
             state.abandoned = true
             return state.names
-        }
+        }.merging(cached) { new, _ in new }
     }
 
     /// The loader's (loads, unloads) counts at the last `captureImages`.

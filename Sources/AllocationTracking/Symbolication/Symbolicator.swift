@@ -30,7 +30,7 @@ final class _Symbolicator: Sendable {
     private struct State {
         var cache: [UInt: [Frame]] = [:]
         /// Estimated heap bytes of `cache` (see `footprint`).
-        var cachedBytes = 0
+        var cachedBytes = 0 { didSet { _Symbolicator.cachedBytesNow.store(cachedBytes, ordering: .relaxed) } }
         /// The loaded images, sorted by code start, and the loader's (loads, unloads) counts when captured.
         var images: [Snapshot.Image] = []
         var loaderCounts: (UInt64, UInt64)? = nil
@@ -111,9 +111,22 @@ final class _Symbolicator: Sendable {
     var cachedAddressCount: Int { state.withLock { $0.cache.count } }
 
     /// Estimated heap bytes of the resolved frames kept (for `trackerMemoryBreakdown`).
-    var cachedBytes: Int { state.withLock { $0.cachedBytes } }
+    /// Read without the lock (a mirror of the state's figure): a report's memory line must not wait behind another
+    /// caller's batch, which can hold the lock for as long as reading a large image's line table takes.
+    var cachedBytes: Int { Self.cachedBytesNow.load(ordering: .relaxed) }
+    private static let cachedBytesNow = Atomic<Int>(0)
 
     /// The addresses of `addresses` not resolved yet.
+    /// The frames already resolved for `addresses` (the others are not keys), or nil when a batch holds the
+    /// lock: for a caller with a deadline (a report), which must not wait behind another caller's batch.
+    func cachedFrames(for addresses: Set<UInt>) -> [UInt: [Frame]]? {
+        state.withLockIfAvailable { state in
+            var found: [UInt: [Frame]] = [:]
+            for address in addresses { if let frames = state.cache[address] { found[address] = frames } }
+            return found
+        }
+    }
+
     func uncached(_ addresses: Set<UInt>) -> [UInt] {
         state.withLock { state in addresses.filter { state.cache[$0] == nil } }
     }
