@@ -71,6 +71,15 @@ private struct Abbreviation {
     var hasChildren: Bool
     /// (attribute, form, the value of a `DW_FORM_implicit_const`).
     var attributes: [(name: UInt64, form: UInt64, implicit: Int64)]
+    /// The size of an entry's values when every form has a fixed size (most entries): skipped in one step.
+    var fixedSize: Int?
+}
+
+/// A unit's abbreviations by code: codes are small and dense (1, 2, 3, …), so an array, which spares the walk a
+/// hash per entry.
+private struct AbbreviationTable {
+    var byCode: [Abbreviation?] = []
+    subscript(code: UInt64) -> Abbreviation? { code < UInt64(byCode.count) ? byCode[Int(code)] : nil }
 }
 
 /// What a unit's header and first entry say, needed to read any entry of it.
@@ -118,7 +127,8 @@ private struct Batch {
     /// For each address, the inlined entries covering it with their depth in the entry tree.
     var found: [[(depth: Int, call: _DwarfInlinedCalls.Call)]]
     private(set) var units: [Unit]
-    private var abbreviationTables: [Int: [UInt64: Abbreviation]] = [:]
+    /// By abbreviation offset and the unit's (version, offset size, address size), which fix the forms' sizes.
+    private var abbreviationTables: [[Int]: AbbreviationTable] = [:]
     private var fileTables: [Int: [String]] = [:]
     private var names: [Int: (mangled: String?, name: String?)] = [:]
     private let lineTable: _DwarfLineTable?
@@ -175,8 +185,7 @@ private struct Batch {
                 unitType = type
                 addressSize = size
             }
-            guard let abbreviations = offsetSize == 8 ? reader.fixed(UInt64.self)
-                                                      : reader.fixed(UInt32.self).map(UInt64.init),
+            guard let abbreviations = reader.word(offsetSize),
                   abbreviations < UInt64(sections.abbreviations.count) else { continue }
             if version < 5 { addressSize = reader.u8() }
             // Type units, skeletons and split units hold no code here (split DWARF's lives in .dwo files).
@@ -233,6 +242,8 @@ private struct Batch {
                     values[attribute.name] = value
                 }
                 record(values, depth: depth, unit)
+            } else if let size = abbreviation.fixedSize {
+                guard reader.skip(size) else { return }
             } else {
                 for attribute in abbreviation.attributes {
                     guard skip(attribute.form, &reader, unit) else { return }
@@ -308,21 +319,26 @@ private struct Batch {
         return files
     }
 
-    private mutating func abbreviations(of unit: Unit) -> [UInt64: Abbreviation] {
-        if let known = abbreviationTables[unit.abbreviationOffset] { return known }
-        var table: [UInt64: Abbreviation] = [:]
+    private mutating func abbreviations(of unit: Unit) -> AbbreviationTable {
+        let key = [unit.abbreviationOffset, Int(unit.version), unit.offsetSize, unit.addressSize]
+        if let known = abbreviationTables[key] { return known }
+        var table = AbbreviationTable()
         var reader = _DwarfReader(bytes: sections.abbreviations, offset: unit.abbreviationOffset,
                                   end: sections.abbreviations.count)
-        while let code = reader.uleb(), code != 0, let tag = reader.uleb(), let children = reader.u8() {
+        while let code = reader.uleb(), code != 0, code < 1 << 20, let tag = reader.uleb(), let children = reader.u8() {
             var attributes: [(name: UInt64, form: UInt64, implicit: Int64)] = []
+            var fixedSize: Int? = 0
             while let name = reader.uleb(), let form = reader.uleb(), name != 0 || form != 0 {
                 var implicit: Int64 = 0
                 if form == 0x21 { implicit = reader.sleb() ?? 0 }  // DW_FORM_implicit_const
                 attributes.append((name, form, implicit))
+                fixedSize = fixedSize.flatMap { total in Self.size(of: form, unit).map { total + $0 } }
             }
-            table[code] = Abbreviation(tag: tag, hasChildren: children != 0, attributes: attributes)
+            if table.byCode.count <= Int(code) { table.byCode += Array(repeating: nil, count: Int(code) + 1 - table.byCode.count) }
+            table.byCode[Int(code)] = Abbreviation(tag: tag, hasChildren: children != 0, attributes: attributes,
+                                                   fixedSize: fixedSize)
         }
-        abbreviationTables[unit.abbreviationOffset] = table
+        abbreviationTables[key] = table
         return table
     }
 
@@ -337,11 +353,7 @@ private struct Batch {
         switch value {
         case .address(let a): return a
         case .addressIndex(let index):
-            guard let section = sections.addresses else { return nil }
-            let at = unit.addressBase &+ index &* UInt64(unit.addressSize)
-            guard at &+ UInt64(unit.addressSize) <= UInt64(section.count) else { return nil }
-            var reader = _DwarfReader(bytes: section, offset: Int(at), end: section.count)
-            return unit.addressSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init)
+            return Self.entry(index, of: sections.addresses, at: unit.addressBase, size: unit.addressSize)
         default: return nil
         }
     }
@@ -350,14 +362,21 @@ private struct Batch {
         switch value {
         case .string(let s): return s
         case .stringIndex(let index):
-            guard let offsets = sections.stringOffsets else { return nil }
-            let at = unit.stringOffsetsBase &+ index &* UInt64(unit.offsetSize)
-            guard at &+ UInt64(unit.offsetSize) <= UInt64(offsets.count) else { return nil }
-            var reader = _DwarfReader(bytes: offsets, offset: Int(at), end: offsets.count)
-            let offset = unit.offsetSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init)
-            return offset.flatMap { Self.cString(sections.strings, $0) }
+            return Self.entry(index, of: sections.stringOffsets, at: unit.stringOffsetsBase, size: unit.offsetSize)
+                .flatMap { Self.cString(sections.strings, $0) }
         default: return nil
         }
+    }
+
+    /// Entry `index` of a table of `size`-byte values starting at `base` in `section` (`.debug_addr`,
+    /// `.debug_str_offsets`, the offsets of `.debug_rnglists`: what the `…x` forms index).
+    private static func entry(_ index: UInt64, of section: UnsafeRawBufferPointer?, at base: UInt64, size: Int)
+        -> UInt64? {
+        guard let section else { return nil }
+        let at = base &+ index &* UInt64(size)
+        guard at < UInt64(section.count) else { return nil }
+        var reader = _DwarfReader(bytes: section, offset: Int(at), end: section.count)
+        return reader.word(size)
     }
 
     private static func cString(_ section: UnsafeRawBufferPointer?, _ offset: UInt64) -> String? {
@@ -378,12 +397,8 @@ private struct Batch {
         case .sectionOffset(let offset)?, .number(let offset)?:
             return unit.version >= 5 ? rangeList(at: offset, unit) : oldRanges(at: offset, unit)
         case .rangeListIndex(let index)?:
-            guard let lists = sections.rangeLists else { return [] }
-            let at = unit.rangeListsBase &+ index &* UInt64(unit.offsetSize)
-            guard at &+ UInt64(unit.offsetSize) <= UInt64(lists.count) else { return [] }
-            var reader = _DwarfReader(bytes: lists, offset: Int(at), end: lists.count)
-            let offset = unit.offsetSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init)
-            return offset.map { rangeList(at: unit.rangeListsBase &+ $0, unit) } ?? []
+            return Self.entry(index, of: sections.rangeLists, at: unit.rangeListsBase, size: unit.offsetSize)
+                .map { rangeList(at: unit.rangeListsBase &+ $0, unit) } ?? []
         default: return []
         }
     }
@@ -392,12 +407,10 @@ private struct Batch {
     private func oldRanges(at offset: UInt64, _ unit: Unit) -> [(UInt64, UInt64)] {
         guard let section = sections.ranges, offset < UInt64(section.count) else { return [] }
         var reader = _DwarfReader(bytes: section, offset: Int(offset), end: section.count)
-        let wide = unit.addressSize == 8
-        let selector: UInt64 = wide ? .max : 0xffff_ffff
+        let selector: UInt64 = unit.addressSize == 8 ? .max : 0xffff_ffff
         var base = unit.lowPC
         var result: [(UInt64, UInt64)] = []
-        while let begin = wide ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init),
-              let end = wide ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init) {
+        while let begin = reader.word(unit.addressSize), let end = reader.word(unit.addressSize) {
             if begin == 0 && end == 0 { break }
             if begin == selector { base = end; continue }
             if end > begin { result.append((base &+ begin, base &+ end)) }
@@ -411,9 +424,7 @@ private struct Batch {
         var reader = _DwarfReader(bytes: section, offset: Int(offset), end: section.count)
         var base = unit.lowPC
         var result: [(UInt64, UInt64)] = []
-        func plain() -> UInt64? {
-            unit.addressSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init)
-        }
+        func plain() -> UInt64? { reader.word(unit.addressSize) }
         func indexed() -> UInt64? { reader.uleb().flatMap { address(.addressIndex($0), unit) } }
         func add(_ low: UInt64?, _ high: UInt64?) -> Bool {
             guard let low, let high else { return false }
@@ -444,13 +455,10 @@ private struct Batch {
     /// Reads one attribute value of `form`; nil when the entry is malformed or the form unknown (its size, and
     /// so where the next value starts, is then unknown too).
     private func read(_ form: UInt64, _ implicit: Int64, _ reader: inout _DwarfReader, _ unit: Unit) -> Value? {
-        func offset() -> UInt64? {
-            unit.offsetSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init)
-        }
+        func offset() -> UInt64? { reader.word(unit.offsetSize) }
         switch form {
         case 0x01:  // addr
-            return (unit.addressSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init))
-                .map(Value.address)
+            return reader.word(unit.addressSize).map(Value.address)
         case 0x0b: return reader.u8().map { .number(UInt64($0)) }  // data1
         case 0x05: return reader.fixed(UInt16.self).map { .number(UInt64($0)) }  // data2
         case 0x06: return reader.fixed(UInt32.self).map { .number(UInt64($0)) }  // data4
@@ -464,9 +472,7 @@ private struct Batch {
         case 0x14: return reader.fixed(UInt64.self).map { .reference(unit.offset + Int(clamping: $0)) }  // ref8
         case 0x15: return reader.uleb().map { .reference(unit.offset + Int(clamping: $0)) }  // ref_udata
         case 0x10:  // ref_addr: an address-sized offset in DWARF 2, offset-sized since
-            let at = unit.version == 2 ? (unit.addressSize == 8 ? reader.fixed(UInt64.self)
-                                                                 : reader.fixed(UInt32.self).map(UInt64.init))
-                                       : offset()
+            let at = reader.word(unit.version == 2 ? unit.addressSize : unit.offsetSize)
             return at.map { .reference(Int(clamping: $0)) }
         case 0x08: return reader.cString().map(Value.string)  // string
         case 0x0e: return offset().map { Self.cString(sections.strings, $0).map(Value.string) ?? .other }  // strp
@@ -492,22 +498,30 @@ private struct Batch {
     }
 
     /// Steps over one attribute value of `form` without decoding it: what every entry but an inlined call costs.
+    /// The size of a value of `form` when it is fixed (not a LEB128, string or block).
+    private static func size(of form: UInt64, _ unit: Unit) -> Int? {
+        switch form {
+        case 0x19, 0x21: return 0  // flag_present, implicit_const
+        case 0x0b, 0x0c, 0x11, 0x25, 0x29: return 1  // data1, flag, ref1, strx1, addrx1
+        case 0x05, 0x12, 0x26, 0x2a: return 2  // data2, ref2, strx2, addrx2
+        case 0x27, 0x2b: return 3  // strx3, addrx3
+        case 0x06, 0x13, 0x28, 0x2c, 0x1c: return 4  // data4, ref4, strx4, addrx4, ref_sup4
+        case 0x07, 0x14, 0x20, 0x24: return 8  // data8, ref8, ref_sig8, ref_sup8
+        case 0x1e: return 16  // data16
+        case 0x01: return unit.addressSize  // addr
+        case 0x0e, 0x17, 0x1f, 0x1d, 0x1f20, 0x1f21: return unit.offsetSize  // strp, sec_offset, line_strp, …_sup/alt
+        case 0x10: return unit.version == 2 ? unit.addressSize : unit.offsetSize  // ref_addr
+        default: return nil
+        }
+    }
+
     private func skip(_ form: UInt64, _ reader: inout _DwarfReader, _ unit: Unit) -> Bool {
+        if let size = Self.size(of: form, unit) { return reader.skip(size) }
         let size: Int
         switch form {
-        case 0x19, 0x21: return true  // flag_present, implicit_const
-        case 0x0b, 0x0c, 0x11, 0x25, 0x29: size = 1  // data1, flag, ref1, strx1, addrx1
-        case 0x05, 0x12, 0x26, 0x2a: size = 2  // data2, ref2, strx2, addrx2
-        case 0x27, 0x2b: size = 3  // strx3, addrx3
-        case 0x06, 0x13, 0x28, 0x2c, 0x1c: size = 4  // data4, ref4, strx4, addrx4, ref_sup4
-        case 0x07, 0x14, 0x20, 0x24: size = 8  // data8, ref8, ref_sig8, ref_sup8
-        case 0x1e: size = 16  // data16
-        case 0x01: size = unit.addressSize  // addr
-        case 0x0e, 0x17, 0x1f, 0x1d, 0x1f20, 0x1f21: size = unit.offsetSize  // strp, sec_offset, line_strp, …_sup/alt
-        case 0x10: size = unit.version == 2 ? unit.addressSize : unit.offsetSize  // ref_addr
         case 0x0f, 0x0d, 0x15, 0x1a, 0x1b, 0x22, 0x23, 0x1f01, 0x1f02:  // LEB128s
             return reader.uleb() != nil
-        case 0x08: return reader.cString() != nil  // string
+        case 0x08: return reader.skipCString()  // string
         case 0x0a: guard let n = reader.u8() else { return false }; size = Int(n)  // block1
         case 0x03: guard let n = reader.fixed(UInt16.self) else { return false }; size = Int(n)  // block2
         case 0x04: guard let n = reader.fixed(UInt32.self) else { return false }; size = Int(n)  // block4

@@ -50,7 +50,7 @@ struct _DwarfLineTable {
             switch form {
             case 0x08: text = reader.cString()  // DW_FORM_string
             case 0x1f, 0x0e:  // DW_FORM_line_strp, DW_FORM_strp
-                let at = offsetSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init)
+                let at = reader.word(offsetSize)
                 guard let at else { return nil }
                 text = Self.string(in: form == 0x1f ? lineStrings : strings, at: at)
             case 0x0f: number = reader.uleb()  // DW_FORM_udata
@@ -114,7 +114,7 @@ struct _DwarfLineTable {
             guard let size = reader.u8(), reader.u8() != nil else { return (next, nil) }
             addressSize = Int(size)
         }
-        guard let headerLength = offsetSize == 8 ? reader.fixed(UInt64.self) : reader.fixed(UInt32.self).map(UInt64.init),
+        guard let headerLength = reader.word(offsetSize),
               headerLength <= UInt64(next - reader.offset) else { return (next, nil) }
         let programStart = reader.offset + Int(headerLength)
         guard let minimumInstructionLength = reader.u8() else { return (next, nil) }
@@ -273,6 +273,11 @@ struct _DwarfReader {
         return T(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: T.self))
     }
 
+    /// A 4- or 8-byte value: an offset (by the unit's offset size) or an address (by its address size).
+    mutating func word(_ size: Int) -> UInt64? {
+        size == 8 ? fixed(UInt64.self) : fixed(UInt32.self).map(UInt64.init)
+    }
+
     mutating func uleb() -> UInt64? {
         var value: UInt64 = 0, shift: UInt64 = 0
         while let byte = u8() {
@@ -302,6 +307,15 @@ struct _DwarfReader {
         guard stop < end else { return nil }
         defer { offset = stop + 1 }
         return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[offset..<stop]), as: UTF8.self)
+    }
+
+    /// Steps over a NUL-terminated string without making a `String` of it.
+    mutating func skipCString() -> Bool {
+        var stop = offset
+        while stop < end, bytes[stop] != 0 { stop += 1 }
+        guard stop < end else { return false }
+        offset = stop + 1
+        return true
     }
 
     mutating func skip(_ count: Int) -> Bool {
