@@ -8,8 +8,7 @@
 /// the address (`ElfImage.sourceLocation(for:)`, "once per frame" as its own comment says), so a cold lookup costs
 /// a walk of the whole `.debug_line` — milliseconds per address on a service's release binary; and it keeps every
 /// image it opened, with its DWARF inline tables, in a per-thread cache for the life of the thread (memory the
-/// process never gets back). Its one advantage is the expansion of inlined frames (from `.debug_info`), which
-/// `_Symbolicator` does not do yet.
+/// process never gets back).
 enum _RuntimeModuleSymbols {
     /// Captured once: after the Runtime module has read an image's file it keeps it mapped, and a later
     /// `ImageMap.capture()` no longer recognises that image (its frames would lose their symbols).

@@ -12,8 +12,10 @@ import Musl
 /// site — with the calling thread's tracking suspended (its allocations are not traced).
 ///
 /// How: the addresses of a batch are grouped by image; each image's file is mapped for the batch (`_ElfFile`),
-/// its function symbols (`.symtab`, or `.dynsym` when stripped) are sorted once and searched per address, and its
-/// `.debug_line` is run ONCE for the whole batch (`_DwarfLineTable`). Then the file is unmapped: no symbol data is
+/// its function symbols (`.symtab`, or `.dynsym` when stripped) are sorted once and searched per address, its
+/// `.debug_line` is run ONCE for the whole batch (`_DwarfLineTable`), and the compilation units of `.debug_info`
+/// that hold addresses of the batch are walked once for the calls inlined there (`_DwarfInlinedCalls`), which
+/// become frames of their own as the `Runtime` module made them. Then the file is unmapped: no symbol data is
 /// kept between batches, only the resolved frames, cached per address (a second snapshot of the same program pays
 /// only for new addresses; `cachedBytes` is their footprint in `trackerMemoryBreakdown`). The cache is emptied when
 /// an image is unloaded (an address could then belong to another image).
@@ -21,9 +23,8 @@ import Musl
 /// Why not the toolchain's `Runtime` module, used before (`_RuntimeModuleSymbols`): it walks the image's whole
 /// line table for EVERY address, which on a service's release binary made a cold lookup cost milliseconds and the
 /// former once-a-second warm-up of new sites a core for a minute after each start; and it keeps every image's
-/// DWARF in a per-thread cache forever. Measured in `Benchmarks/Sources/SymbolicationCost` (see RESULTS.md). What
-/// it did that this does not: expand inlined frames (from `.debug_info`); here an address in inlined code gets
-/// the innermost line (the line table's) under the name of the function it was inlined into.
+/// DWARF in a per-thread cache forever (its inlined-call table too: every unit of `.debug_info` decoded on the
+/// first lookup). Measured in `Benchmarks/Sources/SymbolicationCost` (see RESULTS.md).
 final class _Symbolicator: Sendable {
     static let shared = _Symbolicator()
 
@@ -139,7 +140,8 @@ final class _Symbolicator: Sendable {
         }
     }
 
-    /// The frames of `addresses`, all in `image`: one mapping of its file, one pass over its line table.
+    /// The frames of `addresses`, all in `image`: one mapping of its file, one pass over its line table and one
+    /// over the units of its `.debug_info` that hold the addresses.
     private static func resolve(_ addresses: [UInt], in image: Snapshot.Image) -> [UInt: [Frame]] {
         let imageName = image.path.split(separator: "/").last.map(String.init) ?? image.path
         var result: [UInt: [Frame]] = [:]
@@ -161,29 +163,59 @@ final class _Symbolicator: Sendable {
         var functions = debugFile?.functionSymbols() ?? []
         if functions.isEmpty { functions = file.functionSymbols() }
         var locations: [_DwarfLineTable.Location?] = []
+        var inlined: [[_DwarfInlinedCalls.Call]] = []
         for source in [debugFile, file].compactMap({ $0 }) {
             guard let lines = source.section(".debug_line") else { continue }
-            locations = _DwarfLineTable(lines: lines, lineStrings: source.section(".debug_line_str"),
-                                        strings: source.section(".debug_str")).locations(ofSorted: keys)
+            let strings = source.section(".debug_str"), lineStrings = source.section(".debug_line_str")
+            var directories: [Int: String] = [:]
+            if let info = source.section(".debug_info"), let abbreviations = source.section(".debug_abbrev") {
+                let calls = _DwarfInlinedCalls(sections: .init(
+                    info: info, abbreviations: abbreviations, strings: strings, lineStrings: lineStrings,
+                    stringOffsets: source.section(".debug_str_offsets"), addresses: source.section(".debug_addr"),
+                    ranges: source.section(".debug_ranges"), rangeLists: source.section(".debug_rnglists"),
+                    lines: lines))
+                inlined = calls.calls(ofSorted: keys)
+                directories = calls.compilationDirectories
+            }
+            locations = _DwarfLineTable(lines: lines, lineStrings: lineStrings, strings: strings,
+                                        compilationDirectories: directories).locations(ofSorted: keys)
             break
         }
-        var names: [UnsafePointer<CChar>: (function: String, mangled: String)] = [:]
+        // Names demangled once per batch, and shared by the frames of one function.
+        var symbolNames: [UnsafePointer<CChar>: (function: String, mangled: String)] = [:]
+        var inlinedNames: [String: String] = [:]
+        func demangled(_ raw: String) -> String {
+            if let known = inlinedNames[raw] { return known }
+            let name = _demangle(raw) ?? raw
+            inlinedNames[raw] = name
+            return name
+        }
         for (i, address) in sorted.enumerated() {
             var function: String? = nil, mangled: String? = nil
             if let symbol = Self.function(containing: keys[i], in: functions) {
-                if let known = names[symbol] {
+                if let known = symbolNames[symbol] {
                     (function, mangled) = known
                 } else {
                     let raw = String(cString: symbol)
-                    let demangled = _demangle(raw) ?? raw
-                    names[symbol] = (demangled, raw)
-                    (function, mangled) = (demangled, raw)
+                    (function, mangled) = (_demangle(raw) ?? raw, raw)
+                    symbolNames[symbol] = (function!, raw)
                 }
             }
+            let imageOffset = address &- UInt(loadAddress)
+            // Inlined calls first, innermost first: each shows the line it is at (the line table's for the
+            // innermost), and the call site of each is the line of the frame that contains it.
+            var frames: [Frame] = []
             let location = i < locations.count ? locations[i] : nil
-            result[address] = [Frame(function: function, file: location?.path, line: location?.line ?? 0,
-                                     image: imageName, address: address, mangledName: mangled,
-                                     imageOffset: address &- UInt(loadAddress))]
+            var (file, line) = (location?.path, location?.line ?? 0)
+            for call in i < inlined.count ? inlined[i] : [] {
+                frames.append(Frame(function: call.mangledName.map(demangled), file: file, line: line,
+                                    image: imageName, address: address, mangledName: call.mangledName,
+                                    imageOffset: imageOffset, isInlined: true))
+                (file, line) = (call.file, call.line)
+            }
+            frames.append(Frame(function: function, file: file, line: line, image: imageName,
+                                address: address, mangledName: mangled, imageOffset: imageOffset))
+            result[address] = frames
         }
         return result
     }
