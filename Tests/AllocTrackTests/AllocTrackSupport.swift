@@ -1,13 +1,8 @@
 import Foundation
+import TrackerTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A built product next to the test bundle (the same build directory), as the other test targets find
-/// TrackerScenarios.
-func builtProduct(_ name: String) -> URL {
-    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name)
-}
 
 struct ToolResult {
     var status: Int32
@@ -24,7 +19,7 @@ func temporaryDirectory(_ label: String) throws -> URL {
 
 /// Runs `executable` (by default the built `alloc-track`) with its output in files (no pipe to fill up), in
 /// `directory`, without the test process's own ALLOCATION_TRACKING. `whileRunning` gets the child's pid.
-func runTool(_ arguments: [String], executable: URL = builtProduct("alloc-track"), in directory: URL? = nil,
+func runTool(_ arguments: [String], executable: URL = productURL("alloc-track"), in directory: URL? = nil,
              environment: [String: String] = [:], removing: [String] = [],
              timeout: TimeInterval = 600, whileRunning: ((pid_t) throws -> Void)? = nil) throws -> ToolResult {
     let scratch = try temporaryDirectory("io")

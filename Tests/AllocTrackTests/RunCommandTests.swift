@@ -1,5 +1,6 @@
 import AllocationTracking
 import Foundation
+import TrackerTestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
@@ -74,7 +75,7 @@ import Glibc
 
     @Test func swiftProgramThatDoesNotLinkTheLibrary() throws {
         let directory = try temporaryDirectory("run-swift")
-        let program = builtProduct("UntrackedSwiftProgram")
+        let program = productURL("UntrackedSwiftProgram")
         let result = try runTool(["run", "-o", "heap.json", "--", program.path], in: directory)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout == "kept 64 blocks\n")
@@ -106,7 +107,7 @@ import Glibc
     @Test func aProgramThatLinksTheLibraryIsTrackedOnce() throws {
         let directory = try temporaryDirectory("run-linked")
         // The `env` scenario prints whether ALLOCATION_TRACKING started its own copy.
-        let result = try runTool(["run", "-o", "heap.json", "--", builtProduct("TrackerScenarios").path, "env"],
+        let result = try runTool(["run", "-o", "heap.json", "--", productURL("TrackerScenarios").path, "env"],
                                  in: directory)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("tracing=true"), "\(result.stdout)")

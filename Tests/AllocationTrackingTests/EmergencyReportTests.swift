@@ -2,6 +2,7 @@ import AllocationTracking
 import AllocationTrackingTestSupport
 import CAllocationTracking
 import Foundation
+import TrackerTestSupport
 import Testing
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import AllocationTracking
 import Foundation
+import TrackerTestSupport
 import Testing
 
 extension TrackerTests {

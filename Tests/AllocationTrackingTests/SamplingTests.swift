@@ -1,6 +1,7 @@
 @_spi(Testing) import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
+import TrackerTestSupport
 import Testing
 
 extension TrackerTests {
@@ -82,7 +83,8 @@ extension TrackerTests {
                                       environment: ["ALLOCATION_TRACKING": "sample=512KiB,on_failure=off,container=off"])
             #expect(result.output.contains("tracing=true"), "\(result.output)\(result.error)")
             #expect(result.output.contains(",sample=524288"), "\(result.output)")
-            #expect(result.error.contains("frames=32, sampled every 512 KiB on average (values are estimates); no reports"),
+            #expect(result.error.contains("frames=32, sampled every 512 KiB on average (values are estimates); memory "
+                                          + "history every 10.0 s for 1h 0m (79.0 KiB); no reports"),
                     "\(result.error)")
             let exact = try runChild(productURL("TrackerScenarios"), ["env"], environment: ["ALLOCATION_TRACKING": "sample=off"])
             #expect(!exact.output.contains("sample="), "\(exact.output)")

@@ -68,11 +68,6 @@ func allHelperTraces(_ snapshot: Snapshot) -> [Trace] {
     snapshot.traces.filter { $0.traceback.frames.contains { helperText.contains($0.address) } }
 }
 
-/// An executable built next to the test bundle.
-func productURL(_ name: String) -> URL {
-    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name)
-}
-
 struct ChildResult {
     var status: Int32
     var output: String

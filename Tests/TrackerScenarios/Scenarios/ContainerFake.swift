@@ -21,7 +21,12 @@ enum ContainerFakeScenario: Scenario {
         usleep(200_000)
         print("before=\(try! FileManager.default.contentsOfDirectory(atPath: directory).count)")
         try! "9500000\n".write(toFile: root + "/cg/test/memory.current", atomically: true, encoding: .utf8)
-        usleep(400_000)
+        // Until the report is there (the next poll, 20 ms, then its names within their 0.5 s budget), not a fixed
+        // time: stopping sooner would abandon it. At most 30 s.
+        for _ in 0..<1500 where (try? FileManager.default.contentsOfDirectory(atPath: directory))?
+            .contains(where: { $0.hasSuffix(".json") }) != true {
+            usleep(20_000)
+        }
         AllocationTracker.stop()
         free(block)
         print("line=\(line)")

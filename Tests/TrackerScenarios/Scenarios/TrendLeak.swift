@@ -78,41 +78,58 @@ enum TrendLeakScenario: Scenario {
             usleep(5000)
         }
 
-        // 1. Noise: the working set 980 MB ± 15 MB, 20 MB under the 1 GB limit.
-        while now() - start < 1.0 {
-            let t = now() - start
-            write("memory.current", 1_030_000_000 + Int(random.next() % 30_000_001) - 15_000_000)
-            tick(t)
-        }
-        print("phase1Reports=\(reports(directory).count)")
-
-        // 2. Steady growth at 200 MB/s from 1.03 GB of usage, the limit 4 GB away.
-        write("memory.max", 4_000_000_000)
-        let t1 = now()
+        // One loop, so that every tick is called from the same place: the sites' stacks are the same in every
+        // phase, and the names the warm-up snapshot resolved serve the trend's suspects and the report later (a
+        // cold lookup in this debug binary takes longer than the phases; a service's names are warm by then).
+        var phase = 1
+        var phaseEnd = start + 1.0
+        var warmed = false
+        var t1 = 0.0
         func usage() -> Int { 1_030_000_000 + Int(usageRate * (now() - t1)) }
-        while now() - t1 < 1.5 {
-            write("memory.current", usage())
-            tick(now() - start)
-        }
-        let trend = try! AllocationTracker.trend(over: .seconds(1))
-        let truth = (4_000_000_000 - Double(usage() - inactive)) / usageRate
-        print("eta=\(trend.timeToContainerLimit.map { String(describing: $0) } ?? "nil") truthEta=\(truth)")
-        print("etaSeconds=\(trend.timeToContainerLimit.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? -1)")
-        let long = try! AllocationTracker.trend(over: .milliseconds(2400))
-        for (index, suspect) in long.suspects.enumerated() {
-            print("suspect\(index)=\(suspect.traceback.frames.first { $0.file?.hasSuffix("TrendLeak.swift") == true }?.line ?? 0) "
-                  + "rate=\(suspect.bytesPerSecond) fit=\(suspect.fit) live=\(suspect.liveBytes)")
-        }
-        print("truthRate=\(leakRate) leakLine=\(leakLine) cacheLine=\(cacheLine) churnLine=\(churnLine)")
-        print("phase2Reports=\(reports(directory).count)")
-
-        // 3. The limit one second ahead of the working set: within the 1.5 s horizon.
-        let ahead = usage() - inactive + Int(usageRate)
-        write("memory.max", ahead)
-        let t3 = now()
-        while now() - t3 < 0.6 {
-            write("memory.current", usage())
-            tick(now() - start)
+        while true {
+            let t = now() - start
+            switch phase {
+            case 1:
+                // 1. Noise: the working set 980 MB ± 15 MB, 20 MB under the 1 GB limit.
+                write("memory.current", 1_030_000_000 + Int(random.next() % 30_000_001) - 15_000_000)
+                if !warmed, t > 0.3 {
+                    _ = try! AllocationTracker.takeSnapshot()
+                    warmed = true
+                    phaseEnd = now() + 1.2  // the leak's catch-up after the pause stays out of phase 2's windows
+                }
+            case 2:
+                write("memory.current", usage())
+            default:
+                write("memory.current", usage())
+            }
+            tick(t)
+            guard now() >= phaseEnd else { continue }
+            if phase == 1 {
+                print("phase1Reports=\(reports(directory).count)")
+                // 2. Steady growth at 200 MB/s from 1.03 GB of usage, the limit 4 GB away.
+                write("memory.max", 4_000_000_000)
+                t1 = now()
+                phase = 2
+                phaseEnd = t1 + 1.5
+            } else if phase == 2 {
+                let long = try! AllocationTracker.trend(over: .milliseconds(2400))
+                let trend = try! AllocationTracker.trend(over: .seconds(1))
+                let truth = (4_000_000_000 - Double(usage() - inactive)) / usageRate
+                print("eta=\(trend.timeToContainerLimit.map { String(describing: $0) } ?? "nil") truthEta=\(truth)")
+                print("etaSeconds=\(trend.timeToContainerLimit.map { Double($0.components.seconds) + Double($0.components.attoseconds) * 1e-18 } ?? -1)")
+                for (index, suspect) in long.suspects.enumerated() {
+                    print("suspect\(index)=\(suspect.traceback.frames.first { $0.file?.hasSuffix("TrendLeak.swift") == true }?.line ?? 0) "
+                          + "rate=\(suspect.bytesPerSecond) fit=\(suspect.fit) live=\(suspect.liveBytes)")
+                }
+                print("truthRate=\(leakRate) leakLine=\(leakLine) cacheLine=\(cacheLine) churnLine=\(churnLine)")
+                print("phase2Reports=\(reports(directory).count)")
+                // 3. The limit one second ahead of the working set: within the 1.5 s horizon.
+                write("memory.max", usage() - inactive + Int(usageRate))
+                phase = 3
+                phaseEnd = now() + 0.6
+            } else {
+                break
+            }
         }
         let files = reports(directory)
         print("phase3Reports=\(files.count)")
