@@ -5,7 +5,7 @@ in four modes side by side, driven by wrk (Debian's) and by a plain HTTP client 
     swift build -c release --package-path Examples --product ServiceBench
     python3 Benchmarks/service_bench.py [--rounds 3] [--duration 10] [--startup 60] [--out results.json]
 
-Modes: untracked (ALLOCATION_TRACKING unset), exact with frame pointers, exact with libunwind, sampled every
+Modes: untracked (ALLOCATION_TRACKING unset; twice, the second as a control of the noise), exact with frame pointers, exact with libunwind, sampled every
 512 KiB (the production setting); every tracked mode has the report signal (signal=SIGUSR2).
 
 Phases, in this order so that memory is compared at equal load:
@@ -30,6 +30,9 @@ MODES = [
     ("exact-fp", "unwinder=framepointers,signal=SIGUSR2"),
     ("exact-libunwind", "unwinder=libunwind,signal=SIGUSR2"),
     ("sampled-512KiB", "sample=512KiB,signal=SIGUSR2"),
+    # A second untracked instance: the noise of every figure (RSS especially: glibc's arenas and trimming differ
+    # between two identical processes under the same load).
+    ("untracked-control", None),
 ]
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -78,6 +81,22 @@ class Service:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         return 0
+
+    def smaps(self):
+        """Resident bytes by kind of mapping: the executable's file, other files (libraries), [heap] (brk), other
+        anonymous memory (mmap'd tables, glibc's thread arenas, thread stacks), so that what tracking adds to RSS can
+        be attributed."""
+        kinds, kind = {}, None
+        for line in open(f"/proc/{self.process.pid}/smaps"):
+            head = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                path = head[5] if len(head) > 5 else ""
+                kind = ("executable" if path == BINARY or path.endswith("/ServiceBench") else
+                        "heap" if path == "[heap]" else "stack" if path.startswith("[stack") else
+                        "files" if path.startswith("/") else "anonymous")
+            elif head[0] == "Rss:":
+                kinds[kind] = kinds.get(kind, 0) + int(head[1]) * 1024
+        return kinds
 
     def get(self, path, timeout=120):
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -135,6 +154,67 @@ def wrk(port, path, duration, threads=1, connections=16):
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "load": load()}
 
 
+def summarize(results):
+    """Markdown tables of a results file (`--summarize FILE`)."""
+    MiB = 1048576
+    med = statistics.median
+    out = [f"load average (1/5/15 min) at start {' '.join(results['load_at_start'])}, at end {' '.join(results['load_at_end'])}", ""]
+    st = results["startup"]["modes"]
+    base = st["untracked"]
+    out += [f"Start-up, first {results['args']['startup']} s under light load (load {' '.join(results['startup']['load'])}):", "",
+            "| mode | CPU (utime+stime) | minus untracked | busiest non-NIO threads | RSS | minus untracked | tracker memory reported |",
+            "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    for name, m in st.items():
+        threads = sorted(((v, k) for k, v in m["threads"].items() if not k.startswith("NIO-ELT") and v > 0), reverse=True)[:3]
+        out.append(f"| {name} | {m['cpu_s']:.2f} s | {m['cpu_s'] - base['cpu_s']:+.2f} s | "
+                   + ", ".join(f"{k} {v:.2f} s" for v, k in threads)
+                   + f" | {m['rss'] / MiB:.1f} MiB | {(m['rss'] - base['rss']) / MiB:+.1f} MiB | {m['tracker_memory']['total'] / MiB:.2f} MiB |")
+    eq = results["equal_load"]
+    base = eq["untracked"]
+    out += ["", f"After equal load ({results['args']['leaks']} /leak, {results['args']['leaks'] // 3} /json, 50 /large per mode):", "",
+            "| mode | RSS | minus untracked (what /proc shows it adds) | tracker memory reported (tables / symbol cache / names / history) | reported ÷ added | load |",
+            "| --- | ---: | ---: | --- | ---: | --- |"]
+    for name, m in eq.items():
+        t = m["tracker_memory"]
+        added = m["rss"] - base["rss"]
+        ratio = f"{t['total'] / added:.2f}" if name != "untracked" and added > 0 else "–"
+        out.append(f"| {name} | {m['rss'] / MiB:.1f} MiB | {added / MiB:+.1f} MiB | {t['total'] / MiB:.2f} MiB "
+                   f"({t['tables'] / MiB:.2f} / {t['symbolCache'] / MiB:.2f} / {t['names'] / 1024:.1f} KiB / {t['history'] / 1024:.0f} KiB) | {ratio} | {' '.join(m['load'])} |")
+    if "smaps" in base:
+        out += ["", "Resident memory by kind of mapping, minus untracked's (MiB; at idle → after equal load):", "",
+                "| mode | executable | libraries | [heap] | other anonymous | stacks |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name in eq:
+            cells = []
+            for k in ("executable", "files", "heap", "anonymous", "stack"):
+                a = (st[name]["smaps"].get(k, 0) - st["untracked"]["smaps"].get(k, 0)) / MiB
+                b = (eq[name]["smaps"].get(k, 0) - eq["untracked"]["smaps"].get(k, 0)) / MiB
+                cells.append(f"{a:+.1f} → {b:+.1f}")
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out += ["", "Throughput (wrk -t1 -c16, %d s per run, modes interleaved per round; medians of the rounds; ratio = median of the per-round ratios to untracked):" % results["args"]["duration"], "",
+            "| route | mode | rounds | req/s | ratio | p99 | p99 ratio | load (1 min) per run |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for route, modes in results["throughput"].items():
+        base = modes["untracked"]
+        for name, runs in modes.items():
+            ratios = [r["rps"] / b["rps"] for r, b in zip(runs, base)]
+            p99s = [r["p99_ms"] / b["p99_ms"] for r, b in zip(runs, base)]
+            out.append(f"| {route} | {name} | {len(runs)} | {med([r['rps'] for r in runs]):.0f} | {med(ratios):.2f}× "
+                       f"({', '.join(f'{x:.2f}' for x in ratios)}) | {med([r['p99_ms'] for r in runs]):.2f} ms | {med(p99s):.2f}× "
+                       f"({', '.join(f'{x:.2f}' for x in p99s)}) | {', '.join(r['load'][0] for r in runs)} |")
+    out += ["", "Report by SIGUSR2 under wrk load on /json (20 signals, 0.5 s apart after each report; kill() to the report's last line on stderr):", "",
+            "| mode | p50 | p95 | max | no report within 10 s | wrk req/s meanwhile | load |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, m in results["reports"].items():
+        out.append(f"| {name} | {m['p50_s'] * 1000:.0f} ms | {m['p95_s'] * 1000:.0f} ms | {m['max_s'] * 1000:.0f} ms | {m['missing']} | "
+                   f"{m['wrk_during'].get('rps', 0):.0f} | {' '.join(m['load'])} |")
+    out += ["", "Symbolication through the routes (10,000 distinct addresses spread over the service's code; the live sites' snapshot):", "",
+            "| mode | code | 10,000 addresses cold (2 runs) | warm | named / with file:line | symbol cache | snapshot sites (addresses) | snapshot cold | warm |",
+            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for name, m in results["symbolication"].items():
+        a, b, sn = m["addresses"], m["addresses_again"], m["snapshot"]
+        out.append(f"| {name} | {a['codeBytes'] / MiB:.1f} MiB | {a['coldMs']:.0f} ms, {b['coldMs']:.0f} ms | {a['warmMs']:.1f} ms, {b['warmMs']:.1f} ms | "
+                   f"{a['named']} / {a['withLine']} | {a['symbolCacheBytes'] / MiB:.1f} MiB | {sn['sites']} ({sn['addresses']}) | {sn['coldMs']:.0f} ms | {sn['warmMs']:.1f} ms |")
+    return "\n".join(out)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -143,7 +223,11 @@ def main():
     parser.add_argument("--leaks", type=int, default=20000)
     parser.add_argument("--base-port", type=int, default=18180)
     parser.add_argument("--out", default="service-bench.json")
+    parser.add_argument("--summarize", metavar="FILE", help="print the tables of a results file and exit")
     args = parser.parse_args()
+    if args.summarize:
+        print(summarize(json.load(open(args.summarize))))
+        return
     results = {"load_at_start": load(), "args": vars(args)}
     log = lambda *a: print(*a, file=sys.stderr, flush=True)
 
@@ -162,7 +246,7 @@ def main():
         for s in services:
             memory = json.loads(s.get("/tracker/memory"))
             startup[s.name] = {"seconds": round(time.monotonic() - s.started, 1), "cpu_s": s.cpu(), "rss": s.rss(),
-                               "tracker_memory": memory, "threads": s.threads()}
+                               "smaps": s.smaps(), "tracker_memory": memory, "threads": s.threads()}
         results["startup"] = {"load": load(), "modes": startup}
         log("startup", json.dumps(results["startup"], indent=1))
 
@@ -173,7 +257,7 @@ def main():
             requests(s, ["/leak", "/leak", "/leak", "/json"], args.leaks * 4 // 3)
             requests(s, ["/large"], 50)
             time.sleep(1)
-            equal[s.name] = {"seconds": round(time.monotonic() - t, 1), "rss": s.rss(),
+            equal[s.name] = {"seconds": round(time.monotonic() - t, 1), "rss": s.rss(), "smaps": s.smaps(),
                              "tracker_memory": json.loads(s.get("/tracker/memory")), "load": load()}
         results["equal_load"] = equal
         log("equal load", json.dumps(equal, indent=1))
@@ -193,7 +277,7 @@ def main():
 
         # 4. Report latency by signal under load.
         reports = {}
-        for s in services[1:]:
+        for s in [s for s in services if s.setting]:
             box = {}
             loader = threading.Thread(target=lambda: box.update(wrk(s.port, "/json", 40)))
             loader.start()
@@ -225,11 +309,11 @@ def main():
                                "wrk_during": box, "load": load()}
             log("reports", s.name, json.dumps(reports[s.name]))
         results["reports"] = reports
-        results["report_sample"] = [line for _, line in services[3].lines if line][-40:]
+        results["report_sample"] = [line for _, line in services[3].lines if line][-60:]
 
         # 5. Symbolication through the routes.
         symbolication = {}
-        for s in services[1:]:
+        for s in [s for s in services if s.setting]:
             symbolication[s.name] = {"addresses": json.loads(s.get("/tracker/symbolicate?n=10000")),
                                      "snapshot": json.loads(s.get("/tracker/snapshot")), "load": load()}
             symbolication[s.name]["addresses_again"] = json.loads(s.get("/tracker/symbolicate?n=10000"))
@@ -243,6 +327,7 @@ def main():
         results["load_at_end"] = load()
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
+    print(summarize(results))
     print(f"written {args.out}")
 
 
