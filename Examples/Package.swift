@@ -46,6 +46,15 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
+        // The real-service benchmark's service (Benchmarks/service_bench.py); here for its Hummingbird dependency.
+        .executableTarget(
+            name: "ServiceBench",
+            dependencies: [
+                .product(name: "AllocationTracking", package: "swift-allocation-tracking"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         // The README's Quick start, verbatim.
         .executableTarget(
             name: "QuickStart",
