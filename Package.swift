@@ -126,7 +126,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-            // MARK: alloc-track (public API of the core only)
+        // MARK: alloc-track (public API of the core only)
         // The preload library (C: a constructor): the core, plus keeping the tracker out of child processes unless
         // asked, and standing aside when the program already links the library.
         .target(
