@@ -241,6 +241,10 @@ extension TrackerTests {
         #expect(_EmergencyNames.line(for: frames)
             == "renderResponse(for:) at Sources/App/main.swift:21 ← handle(_:cache:) at main.swift:31 ← App+0x234")
         #expect(_EmergencyNames.line(for: []) == "")
+        // In the one path style: a file under the working directory is shown relative to it.
+        let cwd = FileManager.default.currentDirectoryPath
+        let absolute = [Frame(function: "leak()", file: cwd + "/Sources/App/./Leak.swift", line: 7, image: "App")]
+        #expect(_EmergencyNames.line(for: absolute) == "leak() at Sources/App/Leak.swift:7")
     }
 }
 

@@ -182,7 +182,8 @@ package enum _EmergencyNames {
         }
         let name = function ?? "0x" + String(frame.address, radix: 16)
         if let file = frame.file {
-            let shown = fullPath ? file : String(file.split(separator: "/").last ?? Substring(file))
+            // The attribution frame's file in the one path style of every other output (Frame.swift).
+            let shown = fullPath ? _sourcePath(file) : String(file.split(separator: "/").last ?? Substring(file))
             return "\(name) at \(shown):\(frame.line)"
         }
         if let image = frame.image, frame.function != nil { return "\(name) in \(image)" }
