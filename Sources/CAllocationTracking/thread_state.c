@@ -50,6 +50,7 @@
 
 #include <math.h>
 #include <unistd.h>
+#include <sys/prctl.h>
 
 CAT_TLS int t_cat_state;
 CAT_TLS uint64_t t_cat_hook;
@@ -143,3 +144,9 @@ bool cat_enter_emergency(void) {
 }
 
 void cat_leave_emergency(void) { (void)cat_hook_try_leave(); }
+
+// MARK: Thread names
+
+// prctl rather than pthread_setname_np: no _GNU_SOURCE needed, and it names the calling thread, which is all the
+// tracker's threads need. The kernel keeps the first 15 bytes.
+void cat_thread_set_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

@@ -93,6 +93,8 @@ enum _Watchdog {
         detachLocked()  // (none should be running; never leave two)
         let context = Unmanaged.passRetained(running).toOpaque()
         let created = pthread_create(&running.thread, nil, { context in
+            // Named, so that top -H, perf and /proc/PID/task show the tracker's own CPU apart from the program's.
+            cat_thread_set_name("alloc-watchdog")
             let running = Unmanaged<Running>.fromOpaque(context!).takeRetainedValue()
             _Watchdog.run(running)
             return nil
@@ -105,6 +107,7 @@ enum _Watchdog {
         if configuration.limits.onAllocationFailure {
             let context = Unmanaged.passRetained(running).toOpaque()
             running.hasNamesThread = pthread_create(&running.namesThread, nil, { context in
+                cat_thread_set_name("alloc-names")
                 let running = Unmanaged<Running>.fromOpaque(context!).takeRetainedValue()
                 _Watchdog.runNames(running)
                 return nil

@@ -273,6 +273,9 @@ int cat_is_active(void);
 enum { CAT_THREAD_NORMAL = 0, CAT_THREAD_SUSPENDED = 1, CAT_THREAD_INTERNAL = 2 };
 /// Sets the calling thread's state and returns the previous one. Async-signal-safe, never allocates.
 int cat_thread_set_state(int state);
+/// Names the calling thread (at most 15 bytes kept), so that `top -H`, `perf` and `/proc/PID/task/*/comm` tell the
+/// tracker's own threads apart. For the tracker's threads only, at their start.
+void cat_thread_set_name(const char *name);
 /// A small per-thread number in 1…63 (assigned on first use, reused round-robin), used to shard counters so
 /// threads do not contend on one cache line. Never allocates.
 uint32_t cat_thread_shard(void);
