@@ -162,8 +162,9 @@ enum Fixture {
         }
         #expect(page.contains("46080"), "the live bytes' total (40960 + 4096 + 1024) is in the page's data")
         // Loads nothing: the only URL is the SVG namespace's, a name, not something fetched.
-        let urls = page.components(separatedBy: "http").dropFirst().map { "http" + $0.prefix(30) }
-        #expect(urls.allSatisfy { $0.hasPrefix("http://www.w3.org/2000/svg") }, "\(urls)")
+        let urls = page.components(separatedBy: "://").dropFirst().map { "://" + $0.prefix(30) }
+        #expect(!urls.isEmpty && urls.allSatisfy { $0.hasPrefix("://www.w3.org/2000/svg") }, "\(urls)")
+        #expect(!page.contains("https://"))
         // Default name: FILE with .html; the diff mode.
         let diff = try runTool(["flamegraph", "new.json", "--diff", "old.json"], in: directory)
         #expect(diff.status == 0, "\(diff.stderr)")
