@@ -26,6 +26,7 @@ enum SignalLatencyScenario: Scenario {
             written.withLock { $0.append((now, report.text)) }
         }
         // The production settings but for the report's destination: the default poll interval.
+        AllocationTracker._reportNameBudget = .milliseconds(500)  // the library's default: latency is tested
         try! AllocationTracker.start(.init(report: .init(directory: directory, standardError: false),
                                            limits: .init(containerFraction: nil, signal: SIGUSR2)))
         var threads: [pthread_t] = []
