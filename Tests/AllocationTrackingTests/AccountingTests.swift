@@ -46,7 +46,7 @@ extension TrackerTests {
         @Test func exactCountersInAQuietProcess() throws {
             let result = try runChild(productURL("TrackerScenarios"), ["accounting"])
             #expect(result.status == 0, "\(result.output)\(result.error)")
-            #expect(result.output.contains("accounting ok checks=74"), "\(result.output)")
+            #expect(result.output.contains("accounting ok checks=76"), "\(result.output)")
         }
 
         /// Allocations made inside libc (strdup, getline) and libstdc++ (operator new) are seen: with libunwind

@@ -64,7 +64,7 @@ enum _ReportNames {
         let context = Unmanaged.passRetained(job).toOpaque()
         let created = pthread_create(&thread, nil, { context in
             _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))  // the symbolicator's allocations are not traced
-            cat_thread_set_name("alloc-report")
+            _nameTrackerThread("alloc-report")
             Unmanaged<Job>.fromOpaque(context!).takeRetainedValue().run()
             return nil
         }, context)

@@ -33,6 +33,13 @@ enum AccountingScenario: Scenario {
         }
         for unwinder in [AllocationTracker.Configuration.Unwinder.libunwind, .framePointers] {
             do { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: quiet)) } catch { fail("\(error)") }
+            // The tracker's own threads start, name and suspend themselves without a traced allocation (usleep and
+            // reading the counters allocate nothing).
+            let justStarted = AllocationTracker.tracedMemory
+            usleep(200_000)
+            let settled = AllocationTracker.tracedMemory
+            check(settled.totalAllocations == justStarted.totalAllocations,
+                  "the tracker's threads allocated as they started: \(justStarted) -> \(settled)")
             var blocks = [UnsafeMutableRawPointer?](repeating: nil, count: 40)
             // Warm-up: the first capture on a thread, and one-time lazy work of the first calls, happen here.
             for function in functions {
