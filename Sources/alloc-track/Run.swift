@@ -166,10 +166,18 @@ struct CheckPreload: ParsableCommand {
 /// The child: started with posix_spawnp, the forwarded signals delivered to it, its status passed through.
 enum Child {
     static let forwarded: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2]
-    /// The child's pid, for the signal handler (set with the forwarded signals blocked).
-    nonisolated(unsafe) static var pid: pid_t = 0
+    /// The child's pid, for the signal handler (0 until it is known). Atomic: the handler may run on any of
+    /// alloc-track's threads that does not block the signal, not only the one that sets it.
+    static let pid = Atomic<Int32>(0)
     /// Forwarded signals that arrived before the child's pid was known (bit N: signal N).
     static let early = Atomic<UInt64>(0)
+
+    /// Sends the signals kept in `early` to the child, once: whoever of the handler and the spawning thread
+    /// exchanges the bits gets them.
+    static func sendEarly(to child: pid_t) {
+        let missed = early.exchange(0, ordering: .sequentiallyConsistent)
+        for signal in forwarded where missed & (1 << UInt64(signal)) != 0 { kill(child, signal) }
+    }
 
     static func run(_ command: [String], environment: [String: String]) throws -> Int32 {
         var blocked = sigset_t(), previous = sigset_t()
@@ -183,9 +191,19 @@ enum Child {
             // forwarded.
             if let info, info.pointee.si_code == SI_KERNEL { return }
             // Before the child exists (a thread that does not block the signal took it while the child was being
-            // started), keep it: it is sent as soon as the child's pid is known.
-            if Child.pid > 0 { kill(Child.pid, signal) } else { Child.early.bitwiseOr(1 << signal, ordering: .relaxed) }
+            // started), keep it: it is sent as soon as the child's pid is known. The pid is read again after the
+            // bit is set: if the spawning thread stored the pid and took `early` in between, the bit would
+            // otherwise be left there and the signal never forwarded (a test saw exactly that under load).
+            let known = Child.pid.load(ordering: .sequentiallyConsistent)
+            if known > 0 { kill(known, signal); return }
+            Child.early.bitwiseOr(1 << UInt64(signal), ordering: .sequentiallyConsistent)
+            let now = Child.pid.load(ordering: .sequentiallyConsistent)
+            if now > 0 { Child.sendEarly(to: now) }
         }
+        // Both globals initialised here, before any handler can run (a lazy initialisation inside a handler could
+        // wait on the interrupted thread).
+        _ = pid.load(ordering: .relaxed)
+        _ = early.load(ordering: .relaxed)
         for signal in forwarded { sigaction(signal, &action, nil) }
         pthread_sigmask(SIG_BLOCK, &blocked, &previous)
 
@@ -207,9 +225,8 @@ enum Child {
         var child: pid_t = 0
         let spawned = posix_spawnp(&child, command[0], nil, &attributes, argv, envp)
         if spawned == 0 {
-            pid = child
-            let missed = early.exchange(0, ordering: .relaxed)
-            for signal in forwarded where missed & (1 << UInt64(signal)) != 0 { kill(child, signal) }
+            pid.store(child, ordering: .sequentiallyConsistent)
+            sendEarly(to: child)
         }
         // alloc-track takes the forwarded signals from here on, whatever mask it was started with (see above).
         pthread_sigmask(SIG_SETMASK, &childMask, nil)
