@@ -102,7 +102,7 @@ let package = Package(
         // The page's HTML, and the page opened in a real headless Chromium (Tests/.../cdp_driver.py).
         .testTarget(
             name: "AllocationTrackingFlameGraphTests",
-            dependencies: ["AllocationTrackingFlameGraph", "AllocationTracking"],
+            dependencies: ["AllocationTrackingFlameGraph", "AllocationTracking", "TrackerTestSupport"],
             exclude: ["cdp_driver.py"]
         ),
         // MARK: AllocationTrackingHTTP (public API of the core only)

@@ -17,38 +17,18 @@ func temporaryDirectory(_ label: String) throws -> URL {
     return url
 }
 
-/// Runs `executable` (by default the built `alloc-track`) with its output in files (no pipe to fill up), in
-/// `directory`, without the test process's own ALLOCATION_TRACKING. `whileRunning` gets the child's pid.
+/// Runs `executable` (by default the built `alloc-track`) through the shared runner (output in files, killed at
+/// the deadline: a hang — a signal never forwarded, a child that never exits — fails the test with status 137), in
+/// `directory`, without the test process's own tracker settings. `whileRunning` gets the child's pid.
 func runTool(_ arguments: [String], executable: URL = productURL("alloc-track"), in directory: URL? = nil,
              environment: [String: String] = [:], removing: [String] = [],
              timeout: TimeInterval = 600, whileRunning: ((pid_t) throws -> Void)? = nil) throws -> ToolResult {
-    let scratch = try temporaryDirectory("io")
-    defer { try? FileManager.default.removeItem(at: scratch) }
-    let out = scratch.appendingPathComponent("out"), err = scratch.appendingPathComponent("err")
-    _ = FileManager.default.createFile(atPath: out.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: err.path, contents: nil)
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    if let directory { process.currentDirectoryURL = directory }
-    var env = ProcessInfo.processInfo.environment
-    for key in ["ALLOCATION_TRACKING", "ALLOC_TRACK_PRELOAD", "ALLOC_TRACK_FOLLOW_CHILDREN", "LD_PRELOAD"] + removing {
-        env.removeValue(forKey: key)
-    }
-    for (key, value) in environment { env[key] = value }
-    process.environment = env
-    process.standardOutput = try FileHandle(forWritingTo: out)
-    process.standardError = try FileHandle(forWritingTo: err)
-    try process.run()
-    // A hang (a signal never forwarded, a child that never exits) fails the test with status 137, not the run.
-    let killer = DispatchWorkItem { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-    defer { killer.cancel() }
-    try whileRunning?(process.processIdentifier)
-    process.waitUntilExit()
-    let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-    return ToolResult(status: status, stdout: try String(contentsOf: out, encoding: .utf8),
-                      stderr: try String(contentsOf: err, encoding: .utf8))
+    let result = try runChildProcess(
+        executable, arguments, environment: environment,
+        removing: ["ALLOCATION_TRACKING", "ALLOC_TRACK_PRELOAD", "ALLOC_TRACK_FOLLOW_CHILDREN", "LD_PRELOAD"] + removing,
+        directory: directory, timeout: timeout, whileRunning: whileRunning)
+    return ToolResult(status: result.signalled ? 128 + result.status : result.status, stdout: result.text,
+                      stderr: result.error)
 }
 
 /// Compiles a C or C++ source at test time with the system compiler, with debug information (the tracker names

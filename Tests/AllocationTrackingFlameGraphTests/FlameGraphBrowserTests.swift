@@ -1,6 +1,7 @@
 import AllocationTracking
 import AllocationTrackingFlameGraph
 import Foundation
+import TrackerTestSupport
 import Testing
 
 /// The page opened in a real headless Chromium (Debian's `chromium`), driven with real mouse and key events over
@@ -208,27 +209,11 @@ enum Browser {
         var error: String
     }
 
-    /// Runs a program; its output and errors through files, so that no pipe fills up and blocks it.
+    /// Runs a program through the shared runner (output and errors through files, so that no pipe fills up and
+    /// blocks it; killed at a deadline, so that a browser that never answers fails the test, not the run).
     static func run(_ executable: URL, _ arguments: [String]) throws -> Result {
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("flamegraph-run-\(getpid())-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let (outURL, errURL) = (directory.appendingPathComponent("out"), directory.appendingPathComponent("err"))
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        let (stdout, stderr) = (try FileHandle(forWritingTo: outURL), try FileHandle(forWritingTo: errURL))
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        process.waitUntilExit()
-        try stdout.close(); try stderr.close()
-        return Result(status: process.terminationStatus, output: try Data(contentsOf: outURL),
-                      error: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+        let result = try runChildProcess(executable, arguments, timeout: 240)
+        return Result(status: result.status, output: result.output, error: result.error)
     }
 }
 

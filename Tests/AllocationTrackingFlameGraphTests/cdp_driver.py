@@ -27,13 +27,17 @@ class Browser:
                      "--hide-scrollbars", "about:blank"]
         if os.geteuid() == 0:
             arguments.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Chromium's log into a file: a pipe nobody reads fills up (64 KiB of D-Bus and GPU complaints on a fresh
+        # container) and blocks the browser.
+        self.log_path = os.path.join(self.profile, "chromium.log")
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=self.log)
         port_file = os.path.join(self.profile, "DevToolsActivePort")
         deadline = time.time() + 60
         while not os.path.exists(port_file) or os.path.getsize(port_file) == 0:
             if self.process.poll() is not None:
                 raise RuntimeError("chromium exited with status %d: %s" % (
-                    self.process.returncode, self.process.stderr.read().decode(errors="replace")[-400:]))
+                    self.process.returncode, open(self.log_path, "rb").read().decode(errors="replace")[-400:]))
             if time.time() > deadline:
                 raise RuntimeError("chromium did not open its DevTools port within 60 s")
             time.sleep(0.05)
@@ -108,6 +112,7 @@ class Browser:
         finally:
             self.process.kill()
             self.process.wait()
+            self.log.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 
 

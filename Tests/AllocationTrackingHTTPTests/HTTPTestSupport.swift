@@ -3,6 +3,7 @@ import AllocationTrackingHTTP
 import Dispatch
 import Foundation
 import Testing
+import TrackerTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -167,36 +168,16 @@ enum Tools {
         }
     }
 
+    /// The shared runner (output through files, killed at a deadline) in `directory`. go caches builds under $HOME
+    /// and pprof saves fetched profiles in $HOME/pprof: both kept off the home.
     static func runBlocking(_ executable: String, _ arguments: [String], in directory: URL, input: Data) throws -> Output {
-        let id = UUID().uuidString
-        let (inURL, outURL, errURL) = (directory.appendingPathComponent("\(id).in"), directory.appendingPathComponent("\(id).out"),
-                                       directory.appendingPathComponent("\(id).err"))
-        defer { for url in [inURL, outURL, errURL] { try? FileManager.default.removeItem(at: url) } }
-        try input.write(to: inURL)
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = directory
-        var environment = ProcessInfo.processInfo.environment
-        environment.removeValue(forKey: "ALLOCATION_TRACKING")
-        let temporary = FileManager.default.temporaryDirectory
-        // go caches builds under $HOME and pprof saves fetched profiles in $HOME/pprof: keep both off the home.
-        environment["GOCACHE"] = environment["GOCACHE"] ?? temporary.appendingPathComponent("pprof-tests-gocache").path
-        environment["PPROF_TMPDIR"] = directory.path
-        environment["HOME"] = environment["HOME"] ?? temporary.path
-        process.environment = environment
-        let (stdin, stdout, stderr) = (try FileHandle(forReadingFrom: inURL), try FileHandle(forWritingTo: outURL),
-                                       try FileHandle(forWritingTo: errURL))
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        process.waitUntilExit()
-        try stdin.close(); try stdout.close(); try stderr.close()
-        return Output(status: process.terminationStatus, output: try Data(contentsOf: outURL),
-                      error: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+        let environment = ProcessInfo.processInfo.environment, temporary = FileManager.default.temporaryDirectory
+        let result = try runChildProcess(URL(fileURLWithPath: executable), arguments, environment: [
+            "GOCACHE": environment["GOCACHE"] ?? temporary.appendingPathComponent("pprof-tests-gocache").path,
+            "PPROF_TMPDIR": directory.path,
+            "HOME": environment["HOME"] ?? temporary.path,
+        ], directory: directory, input: input)
+        return Output(status: result.status, output: result.output, error: result.error)
     }
 
     /// `go tool pprof -raw` of `profile`: exits 0 and writes nothing on stderr when the profile decodes.

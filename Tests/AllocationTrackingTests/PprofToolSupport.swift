@@ -1,5 +1,6 @@
 import AllocationTracking
 import Foundation
+import TrackerTestSupport
 import Testing
 
 /// The real tools the export tests run: `go tool pprof` (Debian's golang-go, with graphviz's `dot` for `-png`),
@@ -34,37 +35,15 @@ enum PprofTools {
         var text: String { String(decoding: output, as: UTF8.self) }
     }
 
-    /// Runs `executable` with `arguments`, `input` on its standard input; output and errors go through files (no
-    /// pipe can fill up and block the tool).
+    /// Runs `executable` with `arguments`, `input` on its standard input (the shared runner: output through files,
+    /// killed at a deadline). go caches builds under $HOME: kept off the user's home and writable.
     static func run(_ executable: URL, _ arguments: [String], input: Data = Data()) throws -> Result {
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("pprof-tool-\(getpid())-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let (inURL, outURL, errURL) = (directory.appendingPathComponent("in"), directory.appendingPathComponent("out"),
-                                       directory.appendingPathComponent("err"))
-        try input.write(to: inURL)
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let process = Process()
-        process.executableURL = executable
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment.removeValue(forKey: "ALLOCATION_TRACKING")
-        // go caches builds under $HOME; keep it off the user's home and writable.
-        environment["GOCACHE"] = environment["GOCACHE"] ?? FileManager.default.temporaryDirectory.appendingPathComponent("pprof-tests-gocache").path
-        environment["HOME"] = environment["HOME"] ?? FileManager.default.temporaryDirectory.path
-        process.environment = environment
-        let (stdin, stdout, stderr) = (try FileHandle(forReadingFrom: inURL), try FileHandle(forWritingTo: outURL),
-                                       try FileHandle(forWritingTo: errURL))
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        process.waitUntilExit()
-        try stdin.close(); try stdout.close(); try stderr.close()
-        return Result(status: process.terminationStatus, output: try Data(contentsOf: outURL),
-                      error: String(decoding: try Data(contentsOf: errURL), as: UTF8.self))
+        let environment = ProcessInfo.processInfo.environment, temporary = FileManager.default.temporaryDirectory
+        let result = try runChildProcess(executable, arguments, environment: [
+            "GOCACHE": environment["GOCACHE"] ?? temporary.appendingPathComponent("pprof-tests-gocache").path,
+            "HOME": environment["HOME"] ?? temporary.path,
+        ], input: input)
+        return Result(status: result.status, output: result.output, error: result.error)
     }
 
     /// `go tool pprof <arguments>`; records an issue unless it exits 0 with nothing on standard error (no error, no

@@ -74,22 +74,9 @@ struct ChildResult {
     var error: String
 }
 
-/// Runs `TrackerScenarios` (or another program) and collects its output.
+/// Runs `TrackerScenarios` (or another program) and collects its output (the shared runner: files, not pipes,
+/// and killed after 5 minutes so that a hang fails its test). `status` is the signal's number when a signal ended it.
 func runChild(_ executable: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> ChildResult {
-    let process = Process()
-    process.executableURL = executable
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.removeValue(forKey: "ALLOCATION_TRACKING")
-    for (key, value) in environment { env[key] = value }
-    process.environment = env
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    let errData = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return ChildResult(status: process.terminationStatus, output: String(decoding: outData, as: UTF8.self),
-                       error: String(decoding: errData, as: UTF8.self))
+    let result = try runChildProcess(executable, arguments, environment: environment)
+    return ChildResult(status: result.status, output: result.text, error: result.error)
 }

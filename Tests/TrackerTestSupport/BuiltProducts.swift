@@ -1,5 +1,4 @@
 import Foundation
-import TrackerTestSupport
 
 /// An executable or library built next to the test bundle (the same build directory): TrackerScenarios,
 /// alloc-track, the preload library. One copy for every test target.

@@ -53,3 +53,13 @@ size_t ats_allocate_until_failure(size_t blockSize, size_t warmupBlocks, void (*
 /// Returns 1 when acquired.
 int ats_tracker_try_acquire(void);
 void ats_tracker_release(void);
+
+#include <sys/types.h>
+/// Starts `path` (argv, envp NULL-terminated) in a process group of its own, standard input from the file `input`
+/// (NULL: /dev/null), output and errors onto the descriptors `output` and `errors` (the write ends of pipes), in
+/// `directory` (NULL: the current one). Returns 0 and the pid in *pid, or an errno value. The caller reaps it with
+/// waitpid.
+int ats_spawn(const char *path, char *const argv[], char *const envp[], const char *directory, const char *input,
+              int output, int errors, pid_t *pid);
+/// pipe2(fds, O_CLOEXEC) (not visible to Swift): 0, or an errno value.
+int ats_pipe_cloexec(int fds[2]);
