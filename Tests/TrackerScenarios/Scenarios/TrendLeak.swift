@@ -85,6 +85,7 @@ enum TrendLeakScenario: Scenario {
         var phaseEnd = start + 1.0
         var warmed = false
         var t1 = 0.0
+        var phase3Deadline = Double.infinity
         func usage() -> Int { 1_030_000_000 + Int(usageRate * (now() - t1)) }
         while true {
             let t = now() - start
@@ -127,7 +128,11 @@ enum TrendLeakScenario: Scenario {
                 write("memory.max", usage() - inactive + Int(usageRate))
                 phase = 3
                 phaseEnd = now() + 0.6
-            } else {
+                phase3Deadline = now() + 30
+            } else if reportIsComplete(directory) || now() > phase3Deadline {
+                // Until the report is complete (its .json comes after its .txt), not a fixed time: its names
+                // outside the warmed sites (the C library's frames) may take seconds in this debug binary, and
+                // stopping sooner would abandon it. At most 30 s.
                 break
             }
         }
@@ -145,6 +150,10 @@ enum TrendLeakScenario: Scenario {
         var time = timespec()
         clock_gettime(CLOCK_MONOTONIC, &time)
         return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+    }
+
+    static func reportIsComplete(_ directory: String) -> Bool {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).contains { $0.hasSuffix(".json") }
     }
 
     static func reports(_ directory: String) -> [String] {
