@@ -50,6 +50,8 @@
 
 #include <math.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/prctl.h>
 
 CAT_TLS int t_cat_state;
@@ -150,3 +152,22 @@ void cat_leave_emergency(void) { (void)cat_hook_try_leave(); }
 // prctl rather than pthread_setname_np: no _GNU_SOURCE needed, and it names the calling thread, which is all the
 // tracker's threads need. The kernel keeps the first 15 bytes.
 void cat_thread_set_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+
+// MARK: Thread creation
+
+// The tracker's threads start with every asynchronous signal blocked (the watchdog then unblocks the report signal
+// alone): a process-directed signal must reach the program's own threads, as it would without the library. A
+// program that waits for a signal on its main thread loses it when a library thread takes it instead — dash, for
+// one, drops a trapped signal whose handler runs on another thread while its main thread is vforked, and
+// `alloc-track run` then could not stop a shell. The faults stay unblocked: one in a tracker thread must still
+// crash the process, not hang it.
+int cat_thread_create(pthread_t *thread, void *_Nullable (*start)(void *_Nullable), void *_Nullable argument) {
+    sigset_t blocked, previous;
+    sigfillset(&blocked);
+    static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&blocked, faults[i]);
+    pthread_sigmask(SIG_SETMASK, &blocked, &previous);
+    int result = pthread_create(thread, NULL, start, argument);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return result;
+}

@@ -243,7 +243,9 @@ enum Fixture {
         let reports = object["reports"] as! [[String: Any]]
         #expect(reports.count == 2)
         let tracked = reports.compactMap { $0["trackedBytes"] as? Int }
-        #expect(tracked.count == 2 && tracked[1] - tracked[0] >= 90 * 4096, "\(tracked)")
+        // At least what this test keeps live at each report (10, then 110 blocks of 4 KiB): the process-wide
+        // figure also holds what other tests' threads allocate and free meanwhile, so their difference is noise.
+        #expect(tracked.count == 2 && tracked[0] >= 10 * 4096 && tracked[1] >= 110 * 4096, "\(tracked)")
         let growth = (object["growth"] as! [String: Any])["entries"] as! [[String: Any]]
         #expect((growth.first?["frame"] as? [String: Any])?["function"] as? String == "growTheReportedCache(_:_:)", "\(growth)")
     }

@@ -179,16 +179,21 @@ import Glibc
         // alloc-track is started by the test from a libdispatch worker thread, whose mask blocks these signals and
         // is inherited across exec: forwarding must work from such a start too (it hung before alloc-track
         // unblocked them for itself and its child).
-        for (name, number) in [("INT", SIGINT), ("TERM", SIGTERM), ("HUP", SIGHUP), ("USR1", SIGUSR1), ("USR2", SIGUSR2)] {
-            let ready = directory.appendingPathComponent("ready-\(name)").path
-            let script = "trap 'exit \(number)' \(name); touch \(ready); while :; do sleep 0.05; done"
-            let result = try runTool(["run", "-o", "\(name).json", "--", "sh", "-c", script], in: directory,
-                                     timeout: 300) { pid in
-                let deadline = Date().addingTimeInterval(120)
-                while access(ready, F_OK) != 0 && Date() < deadline { usleep(20_000) }
-                kill(pid, number)
+        // Four rounds: the shell (dash) lost a trapped signal when one of the preloaded tracker's threads took it
+        // while its main thread was vforked — about one run in twenty, so one round rarely showed it.
+        rounds: for round in 1...4 {
+            for (name, number) in [("INT", SIGINT), ("TERM", SIGTERM), ("HUP", SIGHUP), ("USR1", SIGUSR1), ("USR2", SIGUSR2)] {
+                let ready = directory.appendingPathComponent("ready-\(name)-\(round)").path
+                let script = "trap 'exit \(number)' \(name); touch \(ready); while :; do sleep 0.05; done"
+                let result = try runTool(["run", "-o", "\(name)-\(round).json", "--", "sh", "-c", script], in: directory,
+                                         timeout: 90) { pid in
+                    let deadline = Date().addingTimeInterval(60)
+                    while access(ready, F_OK) != 0 && Date() < deadline { usleep(20_000) }
+                    kill(pid, number)
+                }
+                #expect(result.status == number, "round \(round), \(name): trap ready: \(access(ready, F_OK) == 0); \(result.stderr)")
+                if result.status != number { break rounds }
             }
-            #expect(result.status == number, "\(name): trap ready: \(access(ready, F_OK) == 0); \(result.stderr)")
         }
     }
 }

@@ -92,7 +92,7 @@ enum _Watchdog {
         }
         detachLocked()  // (none should be running; never leave two)
         let context = Unmanaged.passRetained(running).toOpaque()
-        let created = pthread_create(&running.thread, nil, { context in
+        let created = cat_thread_create(&running.thread, { context in
             // Suspended before anything else: an allocation here would be traced as the program's.
             _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
             // Named, so that top -H, perf and /proc/PID/task show the tracker's own CPU apart from the program's.
@@ -108,7 +108,7 @@ enum _Watchdog {
         }
         if configuration.limits.onAllocationFailure {
             let context = Unmanaged.passRetained(running).toOpaque()
-            running.hasNamesThread = pthread_create(&running.namesThread, nil, { context in
+            running.hasNamesThread = cat_thread_create(&running.namesThread, { context in
                 _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
                 _nameTrackerThread("alloc-names")
                 let running = Unmanaged<Running>.fromOpaque(context!).takeRetainedValue()

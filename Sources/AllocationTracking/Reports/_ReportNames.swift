@@ -62,7 +62,7 @@ enum _ReportNames {
         let job = Job(addresses.filter { cached[$0] == nil }.sorted())
         var thread = pthread_t()
         let context = Unmanaged.passRetained(job).toOpaque()
-        let created = pthread_create(&thread, nil, { context in
+        let created = cat_thread_create(&thread, { context in
             _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))  // the symbolicator's allocations are not traced
             _nameTrackerThread("alloc-report")
             Unmanaged<Job>.fromOpaque(context!).takeRetainedValue().run()

@@ -251,11 +251,31 @@ private func _swift_backtrace_demangle(_ mangledName: UnsafePointer<CChar>?, _ m
 func _demangle(_ name: String) -> String? {
     guard name.hasPrefix("$s") || name.hasPrefix("_T") || name.hasPrefix("$S") || name.hasPrefix("_Z")
             || name.hasPrefix("$e") else { return nil }
-    return name.withCString { pointer -> String? in
+    guard let simplified = name.withCString({ pointer -> String? in
         guard let output = _swift_backtrace_demangle(pointer, strlen(pointer), nil, nil) else { return nil }
         defer { free(output) }
         return String(cString: output)
+    }) else { return nil }
+    // A closure in top-level code (main.swift) has the module as its context, which the simplified form leaves
+    // out: "closure #5 in ", where the full form says "closure #5 () -> () in ServiceBench". Named after its
+    // module, as the full form does.
+    if simplified.hasSuffix(" in "), let module = _moduleName(ofMangled: name) { return simplified + module }
+    return simplified
+}
+
+/// The module of a Swift mangled name: the identifier that follows the prefix (`$s12ServiceBench…` →
+/// `ServiceBench`), when it is spelled out (not a substitution such as the standard library's `s`).
+func _moduleName(ofMangled name: String) -> String? {
+    guard name.hasPrefix("$s") || name.hasPrefix("$S") || name.hasPrefix("$e") else { return nil }
+    let utf8 = Array(name.utf8.dropFirst(2))
+    var length = 0, index = 0
+    while index < utf8.count, let digit = UInt8(exactly: utf8[index]), (48...57).contains(digit) {
+        length = length * 10 + Int(digit - 48)
+        index += 1
+        if length > 1000 { return nil }
     }
+    guard index > 0, length > 0, index + length <= utf8.count else { return nil }
+    return String(decoding: utf8[index..<index + length], as: UTF8.self)
 }
 
 extension AllocationTracker {

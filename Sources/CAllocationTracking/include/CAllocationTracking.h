@@ -34,6 +34,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -276,6 +277,9 @@ int cat_thread_set_state(int state);
 /// Names the calling thread (at most 15 bytes kept), so that `top -H`, `perf` and `/proc/PID/task/*/comm` tell the
 /// tracker's own threads apart. For the tracker's threads only, at their start.
 void cat_thread_set_name(const char *name);
+/// pthread_create for the tracker's own threads: the new thread starts with every signal blocked but the faults, so
+/// that the program's threads get the signals sent to the process. Returns pthread_create's result.
+int cat_thread_create(pthread_t *thread, void *_Nullable (*start)(void *_Nullable), void *_Nullable argument);
 /// A small per-thread number in 1…63 (assigned on first use, reused round-robin), used to shard counters so
 /// threads do not contend on one cache line. Never allocates.
 uint32_t cat_thread_shard(void);
