@@ -2,7 +2,7 @@
 // header to every block and an extra call to every malloc/free): times workloads M and W with tracking off,
 // .framePointers and .libunwind (maxFrames 32), and sampled (libunwind; 64 KiB, 512 KiB, 4 MiB), with 1 and 2 threads, and prints wall and CPU time medians.
 //
-//     swift run -c release WorkloadTiming [repetitions [workload]]     (defaults: 5, both M and W)
+//     swift run -c release WorkloadTiming [repetitions [workload [mode]]]   (defaults: 5, M and W, every mode)
 //     WATCHDOG=off swift run -c release WorkloadTiming …                (tracked without the report watchdog)
 //
 // Prints a markdown table, then every sample (ms, in order) so drift across repetitions is visible.
@@ -35,6 +35,8 @@ let modes: [(String, AllocationTracker.Configuration.Unwinder?, AllocationTracke
     ("sampled4MiB", .libunwind, .poisson(meanBytes: 4 << 20)),
 ]
 let only = CommandLine.arguments.count > 2 ? CommandLine.arguments[2] : nil
+// One mode (and `off`, the ratios' base), e.g. for `perf record` of that mode alone.
+let onlyMode = CommandLine.arguments.count > 3 ? CommandLine.arguments[3] : nil
 let workloads: [(String, (Int) -> Int)] = [
     ("M", { MallocStorm.run(threads: $0) }),
     ("W", { ServiceWorkload.run(threads: $0) }),
@@ -49,7 +51,7 @@ print("|---|---:|---|---:|---:|---:|---:|---:|")
 for (name, workload) in workloads {
     for threads in [1, 2] {
         var offWall = 0.0, offCPU = 0.0
-        for (modeName, unwinder, sampling) in modes {
+        for (modeName, unwinder, sampling) in modes where onlyMode == nil || modeName == onlyMode || unwinder == nil {
             AllocationTracker.stop()
             if let unwinder { try AllocationTracker.start(.init(maxFrames: 32, unwinder: unwinder, limits: limits, sampling: sampling)) }
             _ = workload(threads)  // warm-up
