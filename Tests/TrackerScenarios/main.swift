@@ -11,7 +11,6 @@ let scenarios: [any Scenario.Type] = [
     ChainScenario.self,
     AccountingScenario.self,
     PeakScenario.self,
-    ThreadDeltasScenario.self,
     SoftLimitScenario.self,
     ContainerFakeScenario.self,
     ContainerGrowScenario.self,

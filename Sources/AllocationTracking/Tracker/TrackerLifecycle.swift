@@ -180,12 +180,8 @@ enum _TrackerLifecycle {
     static func resetPeak() {
         withAPILock {
             let state = _UnsafeTrackerState.process
-            guard state.ready.atomicLoadAcquire() == 1 else { return }
-            _withGateWriter {
-                cat_deltas_fold_all()  // `current` exact first (_UnsafeThreadDeltas)
-                state.peak.atomicStore(state.current.atomicLoad())
-                state.peakEpoch.atomicAdd(1)
-            }
+            state.peak.atomicStore(state.current.atomicLoad())
+            state.peakEpoch.atomicAdd(1)
         }
     }
 
