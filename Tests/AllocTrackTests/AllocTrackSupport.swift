@@ -17,7 +17,7 @@ func temporaryDirectory(_ label: String) throws -> URL {
     return url
 }
 
-/// Runs `executable` (by default the built `alloc-track`) through the shared runner (output in files, killed at
+/// Runs `executable` (by default the built `alloc-track`) through the shared runner (output drained while it runs, killed at
 /// the deadline: a hang — a signal never forwarded, a child that never exits — fails the test with status 137), in
 /// `directory`, without the test process's own tracker settings. `whileRunning` gets the child's pid.
 func runTool(_ arguments: [String], executable: URL = productURL("alloc-track"), in directory: URL? = nil,

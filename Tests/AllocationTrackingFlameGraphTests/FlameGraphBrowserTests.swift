@@ -209,7 +209,7 @@ enum Browser {
         var error: String
     }
 
-    /// Runs a program through the shared runner (output and errors through files, so that no pipe fills up and
+    /// Runs a program through the shared runner (output and errors drained while it runs, so that no pipe fills up and
     /// blocks it; killed at a deadline, so that a browser that never answers fails the test, not the run).
     static func run(_ executable: URL, _ arguments: [String]) throws -> Result {
         let result = try runChildProcess(executable, arguments, timeout: 240)

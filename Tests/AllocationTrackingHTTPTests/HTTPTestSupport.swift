@@ -156,7 +156,7 @@ enum Tools {
         var text: String { String(decoding: output, as: UTF8.self) }
     }
 
-    /// Runs `executable` in `directory` (output and errors through files, so no pipe fills up), off the Swift
+    /// Runs `executable` in `directory` (output and errors drained while it runs, so no pipe fills up), off the Swift
     /// concurrency pool.
     static func run(_ executable: String, _ arguments: [String], in directory: URL, input: Data = Data()) async throws -> Output {
         try await withCheckedThrowingContinuation { continuation in
@@ -168,7 +168,7 @@ enum Tools {
         }
     }
 
-    /// The shared runner (output through files, killed at a deadline) in `directory`. go caches builds under $HOME
+    /// The shared runner (output drained while it runs, killed at a deadline) in `directory`. go caches builds under $HOME
     /// and pprof saves fetched profiles in $HOME/pprof: both kept off the home.
     static func runBlocking(_ executable: String, _ arguments: [String], in directory: URL, input: Data) throws -> Output {
         let environment = ProcessInfo.processInfo.environment, temporary = FileManager.default.temporaryDirectory

@@ -35,7 +35,7 @@ enum PprofTools {
         var text: String { String(decoding: output, as: UTF8.self) }
     }
 
-    /// Runs `executable` with `arguments`, `input` on its standard input (the shared runner: output through files,
+    /// Runs `executable` with `arguments`, `input` on its standard input (the shared runner: output drained while it runs,
     /// killed at a deadline). go caches builds under $HOME: kept off the user's home and writable.
     static func run(_ executable: URL, _ arguments: [String], input: Data = Data()) throws -> Result {
         let environment = ProcessInfo.processInfo.environment, temporary = FileManager.default.temporaryDirectory
