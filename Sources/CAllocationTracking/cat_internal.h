@@ -78,6 +78,24 @@ extern CAT_PRIVATE CAT_TLS uint64_t t_cat_scope;
 /// hook exits), or the hook's own, which would be a bug (the tests assert none without signal handlers).
 extern CAT_PRIVATE uint64_t g_cat_internal_allocations;
 
+// MARK: - Per-thread counter deltas (thread_state.c holds them; interposer.c registers; design: Swift,
+// _UnsafeThreadDeltas)
+
+/// This thread's counter deltas (CAT_D_* words). Written only by this thread, inside the gate's reader side.
+extern CAT_PRIVATE CAT_TLS uint64_t t_cat_deltas[CAT_D_WORDS];
+/// This thread's registry slot + 1 (0: not registered yet; -1: none: the registry was full, or the thread is
+/// exiting and has folded its deltas).
+extern CAT_PRIVATE CAT_TLS int t_cat_delta_slot;
+/// The registry: the address of each registered thread's t_cat_deltas (0: free slot). A writer of the gate folds
+/// or discards what the addresses hold; a thread takes its own slot out at exit, inside the reader side, so a
+/// writer never reads a dead thread's TLS.
+extern CAT_PRIVATE uint64_t g_cat_delta_threads[CAT_D_THREADS];
+/// Claims a registry slot for the calling thread: its index + 1, or -1 when the registry is full. Lock-free.
+CAT_PRIVATE int cat_deltas_claim_slot(void);
+/// In the child of fork(): the other threads are gone (their deltas were folded by the prepare handler); frees
+/// their slots.
+CAT_PRIVATE void cat_deltas_reset_in_child(void);
+
 // MARK: - Sampling state (thread_state.c; design there)
 
 /// Bytes this thread may still allocate before its next sampled allocation (the countdown). Kept below zero

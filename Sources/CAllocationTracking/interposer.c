@@ -44,8 +44,15 @@ static uint64_t g_cat_active;  // 0/1, relaxed: the single branch of the disarme
 static uint32_t g_cat_max_frames = 32;
 static int g_cat_unwinder = CAT_UNWINDER_FRAME_POINTERS;
 
+#ifndef CAT_SANITIZER
+static void cat_deltas_create_key(void);
+#endif
+
 void cat_install_recorder(const cat_recorder *recorder, uint32_t maxFrames, int unwinder) {
     cat_install_recorder_ops(recorder);
+#ifndef CAT_SANITIZER
+    cat_deltas_create_key();
+#endif
     g_cat_max_frames = maxFrames < 1 ? 1 : (maxFrames > CAT_MAX_FRAMES ? CAT_MAX_FRAMES : maxFrames);
     g_cat_unwinder = unwinder;
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -228,14 +235,70 @@ static inline uint64_t cat_current_scope(uint64_t *words, int *capture) {
     return scope;
 }
 
+// MARK: - Per-thread counter deltas (design: _UnsafeThreadDeltas in Swift)
+//
+// A thread's deltas live in its initial-exec TLS (t_cat_deltas) and are registered, by address, in a static
+// registry that a holder of the gate's writer side walks to fold them (a read, fork) or discard them (stop,
+// clearTraces). A thread's exit must fold them before its TLS goes: a pthread key destructor does, inside the
+// reader side, then takes the thread out of the registry. Key destructors run while the thread's TLS is still
+// there; allocations and frees made by destructors that run after ours go straight to the shared counters
+// (t_cat_delta_slot -1). The main thread's TLS lives until the process ends, and a thread that never reaches
+// its destructors (the process exits first) has nothing anyone will read again.
+
+static pthread_key_t g_cat_delta_key;
+static uint64_t g_cat_delta_key_state;  // 0 none, 1 creating, 2 created, 3 failed
+
+static void cat_deltas_at_thread_exit(void *value);
+
+// Outside malloc (cat_install_recorder), once.
+static void cat_deltas_create_key(void) {
+    uint64_t expected = 0;
+    if (!cat_cas_acq_rel(&g_cat_delta_key_state, &expected, 1)) return;
+    cat_store_release(&g_cat_delta_key_state, pthread_key_create(&g_cat_delta_key, cat_deltas_at_thread_exit) == 0 ? 2 : 3);
+}
+
+// Inside the hook, outside the gate: the thread's first recorded event. Claims a registry slot and sets the key
+// whose destructor folds the deltas at exit; pthread_setspecific may allocate (glibc's second-level array for keys
+// past the first 32), so it runs as a rare path. Without a slot or a key the thread updates the shared counters.
+static __attribute__((noinline)) uint64_t *_Nullable cat_deltas_register(void) {
+    if (cat_load_acquire(&g_cat_delta_key_state) != 2) {
+        t_cat_delta_slot = -1;
+        return NULL;
+    }
+    int slot = cat_deltas_claim_slot();
+    if (slot < 0) {
+        t_cat_delta_slot = -1;
+        return NULL;
+    }
+    cat_enter_rare_path();
+    int failed = pthread_setspecific(g_cat_delta_key, (void *)1);
+    cat_leave_rare_path();
+    if (failed) {
+        cat_store_release(&g_cat_delta_threads[slot - 1], 0);
+        t_cat_delta_slot = -1;
+        return NULL;
+    }
+    t_cat_delta_slot = slot;
+    return t_cat_deltas;
+}
+
+// The deltas the table logic should use for this thread's event (NULL: the shared counters). One TLS load.
+static inline uint64_t *_Nullable cat_hook_deltas(void) {
+    int slot = t_cat_delta_slot;
+    if (CAT_LIKELY(slot > 0)) return t_cat_deltas;
+    return slot == 0 ? cat_deltas_register() : NULL;
+}
+
 // Inside the hook (flag set): hands a captured allocation to the table logic, with the gate's reader side held.
 static void cat_record_captured(uint64_t *words, void *ptr, size_t size, const uintptr_t *frames, uint32_t count,
                                 uint32_t total, uint64_t scope) {
     const cat_recorder *recorder = cat_current_recorder();
     uint32_t shard = cat_thread_shard_inline();
+    uint64_t *deltas = cat_hook_deltas();
     for (uint32_t attempt = 0; attempt < 2; attempt++) {
         cat_gate_enter(shard);
-        uint32_t result = recorder->recordAllocation(words, shard, ptr, size, frames, count, total, attempt == 1, scope);
+        uint32_t result = recorder->recordAllocation(words, deltas, shard, ptr, size, frames, count, total, attempt == 1,
+                                                     scope);
         cat_gate_exit(shard);
         cat_service_requests();  // rare: table memory and rebuilds, outside the gate
         if (result != CAT_RECORD_RETRY) break;
@@ -245,8 +308,9 @@ static void cat_record_captured(uint64_t *words, void *ptr, size_t size, const u
 // Inside the hook (flag set): removes a block's entry. Returns the removed table value (0 if untracked).
 static uint64_t cat_record_removal(void *ptr) {
     uint32_t shard = cat_thread_shard_inline();
+    uint64_t *deltas = cat_hook_deltas();
     cat_gate_enter(shard);
-    uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), shard, ptr);
+    uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), deltas, shard, ptr);
     cat_gate_exit(shard);
     return removed;
 }
@@ -352,6 +416,26 @@ static inline void cat_hook_leave(void) {
     if (CAT_UNLIKELY(!cat_hook_try_leave())) cat_drain_and_leave();
 }
 
+// The key's destructor, at thread exit: folds the thread's deltas into the shared counters and leaves the
+// registry, inside the reader side (a writer never sees the slot half gone). As the hook: the flag is set, so a
+// signal handler's allocation or free meanwhile is queued and recorded (without deltas) at the leave.
+static void cat_deltas_at_thread_exit(void *value) {
+    (void)value;
+    int slot = t_cat_delta_slot;
+    if (slot <= 0 || cat_in_hook()) return;
+    int savedErrno = errno;
+    cat_hook_enter();
+    uint64_t *words = cat_state_words();
+    uint32_t shard = cat_thread_shard_inline();
+    cat_gate_enter(shard);
+    if (cat_load_acquire(words + CAT_W_READY)) cat_current_recorder()->foldDeltas(words, t_cat_deltas);
+    cat_store_release(&g_cat_delta_threads[slot - 1], 0);
+    t_cat_delta_slot = -1;
+    cat_gate_exit(shard);
+    cat_hook_leave();
+    errno = savedErrno;
+}
+
 // MARK: - Sampling (design: thread_state.c)
 
 // The whole cost of an allocation that sampling skips, inlined into every member of the malloc family: the
@@ -455,8 +539,9 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
     int savedErrno = errno;
     cat_hook_enter();
     uint32_t shard = cat_thread_shard_inline();
+    uint64_t *deltas = cat_hook_deltas();
     cat_gate_enter(shard);
-    cat_current_recorder()->restore(cat_state_words(), shard, ptr, removed);
+    cat_current_recorder()->restore(cat_state_words(), deltas, shard, ptr, removed);
     cat_gate_exit(shard);
     cat_hook_leave();
     errno = savedErrno;
@@ -703,6 +788,7 @@ static void cat_on_fork_prepare(void) {
     if (g_cat_fork_held_gate) {
         g_cat_fork_saved_state = cat_thread_set_state(CAT_THREAD_INTERNAL);
         cat_gate_lock_writer();
+        cat_deltas_fold_all();  // the child keeps only this thread: the others' deltas go into the counters
     }
 }
 
@@ -721,6 +807,7 @@ static void cat_on_fork_child(void) {
         cat_thread_set_state(g_cat_fork_saved_state);
     }
     cat_api_reinit_in_child();
+    cat_deltas_reset_in_child();
     cat_emergency_reset_in_child();
     cat_sampling_reseed_in_child();
 }

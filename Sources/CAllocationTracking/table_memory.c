@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <link.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -194,6 +195,26 @@ void cat_tables_release(void) {
     }
     cat_store_relaxed(W(CAT_W_MAPPED_BYTES), mapped);
     for (size_t i = 0; i < CAT_SAMPLE_FILTER_BUCKETS; i++) cat_store_relaxed(&g_cat_sample_filter[i], 0);
+    // The threads' deltas name trace ids of the tables just released: discarded with them.
+    for (int i = 0; i < CAT_D_THREADS; i++) {
+        uint64_t *deltas = (uint64_t *)(uintptr_t)cat_load_acquire(&g_cat_delta_threads[i]);
+        if (deltas) memset(deltas, 0, CAT_D_WORDS * sizeof(uint64_t));
+    }
+}
+
+void cat_deltas_fold_all(void) {
+    if (!cat_load_acquire(W(CAT_W_READY))) return;
+    for (int i = 0; i < CAT_D_THREADS; i++) {
+        uint64_t *deltas = (uint64_t *)(uintptr_t)cat_load_acquire(&g_cat_delta_threads[i]);
+        if (deltas) g_cat_recorder.foldDeltas(g_cat_state_words, deltas);
+    }
+    // Every thread's share is in `current` now: if it is above the peak (threads' pending deltas hid it), the
+    // peak is now, and the sites' values at it are their live values (a new epoch).
+    uint64_t current = cat_load_relaxed(W(CAT_W_CURRENT));
+    if ((int64_t)current > (int64_t)cat_load_relaxed(W(CAT_W_PEAK))) {
+        cat_store_relaxed(W(CAT_W_PEAK), current);
+        cat_add_relaxed(W(CAT_W_PEAK_EPOCH), 1);
+    }
 }
 
 void cat_service_requests(void) {

@@ -65,6 +65,25 @@ uint64_t g_cat_internal_allocations;
 
 static uint64_t g_cat_next_shard;
 
+CAT_TLS uint64_t t_cat_deltas[CAT_D_WORDS];
+CAT_TLS int t_cat_delta_slot;
+uint64_t g_cat_delta_threads[CAT_D_THREADS];
+
+int cat_deltas_claim_slot(void) {
+    uint64_t mine = (uint64_t)(uintptr_t)t_cat_deltas;
+    for (int i = 0; i < CAT_D_THREADS; i++) {
+        uint64_t expected = 0;
+        if (cat_load_relaxed(&g_cat_delta_threads[i]) == 0 && cat_cas_acq_rel(&g_cat_delta_threads[i], &expected, mine))
+            return i + 1;
+    }
+    return -1;
+}
+
+void cat_deltas_reset_in_child(void) {
+    for (int i = 0; i < CAT_D_THREADS; i++)
+        if (i + 1 != t_cat_delta_slot) cat_store_relaxed(&g_cat_delta_threads[i], 0);
+}
+
 CAT_TLS int64_t t_cat_sample_left;
 CAT_TLS int t_cat_sample_valid;
 static CAT_TLS uint64_t t_cat_sample_rng;  // xorshift64* state; 0 until seeded

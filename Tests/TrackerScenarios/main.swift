@@ -11,6 +11,7 @@ let scenarios: [any Scenario.Type] = [
     ChainScenario.self,
     AccountingScenario.self,
     PeakScenario.self,
+    ThreadDeltasScenario.self,
     SoftLimitScenario.self,
     ContainerFakeScenario.self,
     ContainerGrowScenario.self,

@@ -182,7 +182,7 @@ enum _Watchdog {
             if let signal = limits.signal, case let signals = cat_signal_take(), signals > 0 {
                 report(.signal, "signal \(signal) received", mergedSignals: Int(signals) - 1)
             }
-            let tracked = state.current.atomicLoad()
+            let tracked = state.unfoldedCurrent  // no fold here: within 64 KiB per thread (_UnsafeThreadDeltas)
             if cat_trigger_check(running.triggers, tracked, now) {
                 report(.trackedLimit, "tracked live memory \(_formatSize(Int(tracked))) crossed the limit "
                        + "\(_formatSize(limits.trackedBytes ?? 0))")

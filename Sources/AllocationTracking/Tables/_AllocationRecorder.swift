@@ -19,7 +19,8 @@ import Synchronization
 // guard, saved errno and entered the gate; it passes the state words in, so nothing here reads a global.
 enum _AllocationRecorder {
     @_noLocks
-    static func recordAllocation(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32,
+    static func recordAllocation(_ words: UnsafeMutablePointer<UInt64>, _ deltas: UnsafeMutablePointer<UInt64>?,
+                                 _ shard: UInt32,
                                  _ pointer: UnsafeMutableRawPointer, _ size: Int, _ frames: UnsafePointer<UInt>,
                                  _ frameCount: UInt32, _ totalFrames: UInt32, _ lastAttempt: UInt32,
                                  _ scopeTag: UInt64) -> UInt32 {
@@ -49,8 +50,8 @@ enum _AllocationRecorder {
         let weight = _SampleWeight.of(size: bytes, mean: mean, scope: scopeTag)
         // This shard's allocation count (before this one), for an occasional load check: in sampled mode the
         // counter is in 2^-16 blocks and sampled blocks are rare, so those check every time.
-        let allocations = addLive(state, entry: entry, shard: shard, bytes: weight.bytes, blocks: weight.blocks,
-                                  isNewAllocation: true)
+        let allocations = addLive(state, entry: entry, traceID: traceID, deltas: mean == 0 ? deltas : nil, shard: shard,
+                                  bytes: weight.bytes, blocks: weight.blocks, isNewAllocation: true)
         if scopeTag != 0 { _UnsafeScopes.allocated(state, scopeTag, bytes: bytes) }
         if probes > _UnsafePointerTable.longProbe || (allocations >> weight.shift) & 255 == 0
             || weight.blocks > (1 << weight.shift),
@@ -61,12 +62,26 @@ enum _AllocationRecorder {
     }
 
     /// Adds a live block to its site and the totals, with its weight (`_SampleWeight`: the block itself in exact
-    /// mode); returns the shard's allocation count before it (0 when `isNewAllocation` is false).
+    /// mode); returns the shard's allocation count before it (0 when `isNewAllocation` is false). With `deltas`
+    /// (exact mode, a registered thread), the site's counters and `current` change in the thread's deltas
+    /// (`_UnsafeThreadDeltas`); without, in the shared words.
     @_noLocks
     @inline(__always)
     @discardableResult
-    static func addLive(_ state: _UnsafeTrackerState, entry: UnsafeMutablePointer<UInt64>, shard: Int, bytes: UInt64,
-                        blocks: UInt64, isNewAllocation: Bool) -> UInt64 {
+    static func addLive(_ state: _UnsafeTrackerState, entry: UnsafeMutablePointer<UInt64>, traceID: UInt64,
+                        deltas: UnsafeMutablePointer<UInt64>?, shard: Int, bytes: UInt64, blocks: UInt64,
+                        isNewAllocation: Bool) -> UInt64 {
+        if let deltas {
+            state.shard(shard, Int(CAT_S_LIVE_BLOCKS)).atomicAdd(blocks)
+            var allocations: UInt64 = 0
+            if isNewAllocation {
+                allocations = state.shard(shard, Int(CAT_S_TOTAL_ALLOCATIONS)).atomicAdd(blocks)
+                state.shard(shard, Int(CAT_S_TOTAL_BYTES)).atomicAdd(bytes)
+            }
+            _UnsafeThreadDeltas.added(state, deltas, traceID: traceID, bytes: bytes, blocks: blocks,
+                                      isNewAllocation: isNewAllocation)
+            return allocations
+        }
         _UnsafeTraceTable.rebasePeak(state, entry)
         _UnsafeTraceTable.liveBlocks(entry).atomicAdd(blocks)
         _UnsafeTraceTable.liveBytes(entry).atomicAdd(bytes)
@@ -81,7 +96,9 @@ enum _AllocationRecorder {
         let current = state.current.atomicAdd(bytes) &+ bytes
         let peakWord = state.peak
         var peak = peakWord.atomicLoad()
-        while current > peak {  // tracemalloc: the peak only rises when a block is added
+        // tracemalloc: the peak only rises when a block is added. Signed: with other threads' deltas pending,
+        // the shared word may be below zero for a while (_UnsafeThreadDeltas).
+        while Int64(bitPattern: current) > Int64(bitPattern: peak) {
             if peakWord.atomicCompareExchange(expected: &peak, desired: current) {
                 // This block set the peak: the peak is "now". Other sites rebase lazily to the new epoch when
                 // next touched; this one records its values at the peak directly.
@@ -96,8 +113,8 @@ enum _AllocationRecorder {
     }
 
     @_noLocks
-    static func recordFree(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32,
-                           _ pointer: UnsafeMutableRawPointer) -> UInt64 {
+    static func recordFree(_ words: UnsafeMutablePointer<UInt64>, _ deltas: UnsafeMutablePointer<UInt64>?,
+                           _ shard: UInt32, _ pointer: UnsafeMutableRawPointer) -> UInt64 {
         let state = _UnsafeTrackerState(words: words)
         guard state.ready.atomicLoadAcquire() == 1 else { return 0 }
         let value = _UnsafePointerTable.remove(state, key: UInt64(UInt(bitPattern: pointer)))
@@ -110,11 +127,16 @@ enum _AllocationRecorder {
         if mean != 0 { _SampleWeight.countOut(state, key: UInt64(UInt(bitPattern: pointer))) }
         // The same function of the same (size, T, scope) as at the allocation: subtracts exactly what it added.
         let weight = _SampleWeight.of(size: bytes, mean: mean, scope: scopeTag)
-        _UnsafeTraceTable.rebasePeak(state, entry)
-        _UnsafeTraceTable.liveBlocks(entry).atomicSubtract(weight.blocks)
-        _UnsafeTraceTable.liveBytes(entry).atomicSubtract(weight.bytes)
         state.shard(Int(shard), Int(CAT_S_LIVE_BLOCKS)).atomicSubtract(weight.blocks)
-        state.current.atomicSubtract(weight.bytes)
+        if mean == 0, let deltas {
+            _UnsafeThreadDeltas.freed(state, deltas, traceID: _UnsafePointerTable.traceID(of: value), bytes: weight.bytes,
+                                      blocks: weight.blocks)
+        } else {
+            _UnsafeTraceTable.rebasePeak(state, entry)
+            _UnsafeTraceTable.liveBlocks(entry).atomicSubtract(weight.blocks)
+            _UnsafeTraceTable.liveBytes(entry).atomicSubtract(weight.bytes)
+            state.current.atomicSubtract(weight.bytes)
+        }
         // A block allocated inside a measurement scope: account the free to it, whichever thread frees.
         if scopeTag != 0 { _UnsafeScopes.freed(state, scopeTag, bytes: bytes, count: 1) }
         return value
@@ -122,8 +144,8 @@ enum _AllocationRecorder {
 
     /// Puts back an entry removed by a realloc whose real realloc failed (the old block is still live).
     @_noLocks
-    static func restore(_ words: UnsafeMutablePointer<UInt64>, _ shard: UInt32, _ pointer: UnsafeMutableRawPointer,
-                        _ value: UInt64) {
+    static func restore(_ words: UnsafeMutablePointer<UInt64>, _ deltas: UnsafeMutablePointer<UInt64>?, _ shard: UInt32,
+                        _ pointer: UnsafeMutableRawPointer, _ value: UInt64) {
         let state = _UnsafeTrackerState(words: words)
         let traceID = _UnsafePointerTable.traceID(of: value)
         guard state.ready.atomicLoadAcquire() == 1, value != 0, traceID < state.traceCount.atomicLoad(),
@@ -135,16 +157,18 @@ enum _AllocationRecorder {
         let mean = state.sampleMean.atomicLoad()
         if mean != 0 { _SampleWeight.countIn(state, key: UInt64(UInt(bitPattern: pointer))) }
         let weight = _SampleWeight.of(size: bytes, mean: mean, scope: scopeTag)
-        addLive(state, entry: entry, shard: Int(shard), bytes: weight.bytes, blocks: weight.blocks, isNewAllocation: false)
+        addLive(state, entry: entry, traceID: traceID, deltas: mean == 0 ? deltas : nil, shard: Int(shard),
+                bytes: weight.bytes, blocks: weight.blocks, isNewAllocation: false)
         if scopeTag != 0 { _UnsafeScopes.freed(state, scopeTag, bytes: 0 &- bytes, count: 0 &- 1) }  // undo the free
     }
 
     /// The function table handed to `cat_install_recorder`.
     static var table: cat_recorder {
         cat_recorder(
-            recordAllocation: { _AllocationRecorder.recordAllocation($0, $1, $2, $3, $4, $5, $6, $7, $8) },
-            recordFree: { _AllocationRecorder.recordFree($0, $1, $2) },
-            restore: { _AllocationRecorder.restore($0, $1, $2, $3) },
+            recordAllocation: { _AllocationRecorder.recordAllocation($0, $1, $2, $3, $4, $5, $6, $7, $8, $9) },
+            recordFree: { _AllocationRecorder.recordFree($0, $1, $2, $3) },
+            restore: { _AllocationRecorder.restore($0, $1, $2, $3, $4) },
+            foldDeltas: { _UnsafeThreadDeltas.fold(_UnsafeTrackerState(words: $0), $1) },
             pointerCapacityNeeded: { _UnsafePointerTable.capacityNeeded(_UnsafeTrackerState(words: $0)) },
             rebuildPointerTable: { _UnsafePointerTable.rebuild(_UnsafeTrackerState(words: $0), into: $1, capacity: $2) },
             indexCapacityNeeded: { _UnsafeTraceTable.indexCapacityNeeded(_UnsafeTrackerState(words: $0)) },
@@ -237,6 +261,181 @@ enum _SampleWeight {
     @inline(__always)
     static func countOut(_ state: _UnsafeTrackerState, key: UInt64) {
         filterBucket(state, key)?.atomicSubtract(1)
+    }
+}
+
+// MARK: - _UnsafeThreadDeltas
+
+/// Per-thread counter deltas: how exact mode costs per thread what it costs on one thread. With every event
+/// adding to the site's counters and to `current` with a `lock`-prefixed instruction, two threads allocating from
+/// the same call sites bounce those cache lines between cores on every malloc and free (`perf`: the `lock add`s
+/// were most of the two-thread cost). So a thread with a registry slot (interposer.c: cat_hook_deltas) adds to its
+/// own words in initial-exec TLS (`CAT_D_*`) with plain loads and stores, and flushes them to the shared words:
+///
+/// - a site slot (direct-mapped by trace id, `CAT_D_SITES` of them) when it has seen `CAT_D_BOUND_EVENTS`
+///   events, when its live or total bytes delta reaches `CAT_D_BOUND_BYTES` (either sign), or when another site
+///   needs the slot;
+/// - the `current` delta when it reaches `CAT_D_BOUND_BYTES` (either sign), or when this thread sets the peak;
+/// - all of them when the thread exits (the key destructor, interposer.c), and every thread's when the counters
+///   are read (`cat_deltas_fold_all`, writer side held: `tracedMemory`, snapshots, measurements, fork).
+///
+/// What stays exact: everything that is read — `current`, the per-site counters, the totals — because a read
+/// folds every thread's deltas first; per-shard totals and dropped counts (never deferred); measurement scopes
+/// (their own records, unchanged); and the peak when one thread allocates (below). What bends, and by how much:
+///
+/// - **The peak.** Every addition compares this thread's view of `current` (the shared word plus its own pending
+///   bytes) with the peak; when it is higher, the thread flushes all its deltas, so the new peak and the sites'
+///   values at it include its whole share, and sets the peak (a new epoch: the sites' values at it are taken
+///   lazily, `rebasePeak`). Other threads' pending `current` deltas are the error: each is under
+///   `CAT_D_BOUND_BYTES` in size, so the peak differs from the true maximum of `current` by less than
+///   (number of other threads holding deltas) x 64 KiB, in either direction, and is exact when only one thread
+///   allocates. A read raises it to `current` if it is below (the fold reveals a maximum the deltas hid).
+/// - **The peak snapshot.** A site's values at the peak miss what other threads had pending for it then: less
+///   than 64 events (blocks) and 64 KiB per thread.
+/// - **Readers that cannot fold**: the watchdog's soft limit on tracked bytes and the allocation-failure report
+///   (which runs inside malloc) read the shared words, which lag by the pending deltas: less than 64 KiB of
+///   `current` per thread, and per site less than 64 blocks and 64 KiB per thread.
+///
+/// Sampled mode keeps the shared counters (sampled events are rare, so nothing contends). Nothing here
+/// allocates or locks: TLS words the caller passes in, and the same atomics on the shared words as before.
+/// RUNS INSIDE MALLOC (and in a thread's exit, and with the gate's writer side held: `fold`).
+enum _UnsafeThreadDeltas {
+    @inline(__always) static var boundBytes: Int64 { Int64(CAT_D_BOUND_BYTES) }
+    @inline(__always) static var boundEvents: UInt64 { UInt64(CAT_D_BOUND_EVENTS) }
+
+    @inline(__always)
+    static func slot(_ deltas: UnsafeMutablePointer<UInt64>, _ index: Int) -> UnsafeMutablePointer<UInt64> {
+        deltas + (Int(CAT_D_SLOTS) &+ index &* Int(CAT_DS_WORDS))
+    }
+
+    /// The slot for `traceID` (flushing the site that held it), and its index.
+    @_noLocks
+    @inline(__always)
+    static func site(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>,
+                     _ traceID: UInt64) -> (UnsafeMutablePointer<UInt64>, Int) {
+        let index = Int(truncatingIfNeeded: traceID) & (Int(CAT_D_SITES) &- 1)
+        let s = slot(deltas, index)
+        if s[Int(CAT_DS_TRACE)] != traceID &+ 1 {
+            if s[Int(CAT_DS_TRACE)] != 0 { flushSite(state, deltas, index) }
+            s[Int(CAT_DS_TRACE)] = traceID &+ 1
+            deltas[Int(CAT_D_DIRTY)] |= 1 << UInt64(index)
+        }
+        return (s, index)
+    }
+
+    /// After an event: whether the slot reached a bound and must be flushed.
+    @inline(__always)
+    static func due(_ s: UnsafeMutablePointer<UInt64>) -> Bool {
+        let live = Int64(bitPattern: s[Int(CAT_DS_LIVE_BYTES)])
+        return s[Int(CAT_DS_EVENTS)] >= boundEvents || live >= boundBytes || live <= -boundBytes
+            || s[Int(CAT_DS_TOTAL_BYTES)] >= UInt64(boundBytes)
+    }
+
+    /// A block of `bytes` (weight `blocks`) added at `traceID`: a new allocation, or a failed realloc's old block
+    /// put back (`isNewAllocation` false: no totals).
+    @_noLocks
+    @inline(__always)
+    static func added(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>, traceID: UInt64,
+                      bytes: UInt64, blocks: UInt64, isNewAllocation: Bool) {
+        let (s, index) = site(state, deltas, traceID)
+        s[Int(CAT_DS_LIVE_BLOCKS)] &+= blocks
+        s[Int(CAT_DS_LIVE_BYTES)] &+= bytes
+        if isNewAllocation {
+            s[Int(CAT_DS_TOTAL_BLOCKS)] &+= blocks
+            s[Int(CAT_DS_TOTAL_BYTES)] &+= bytes
+        }
+        s[Int(CAT_DS_EVENTS)] &+= 1
+        if due(s) { flushSite(state, deltas, index) }
+        let pending = deltas[Int(CAT_D_CURRENT)] &+ bytes
+        deltas[Int(CAT_D_CURRENT)] = pending
+        // The peak, as this thread sees `current`: two relaxed loads of words that change only at flushes and new
+        // peaks, so they stay in this core's cache.
+        if Int64(bitPattern: state.current.atomicLoad() &+ pending) > Int64(bitPattern: state.peak.atomicLoad()) {
+            setPeak(state, deltas)
+        } else if Int64(bitPattern: pending) >= boundBytes {
+            flushCurrent(state, deltas)
+        }
+    }
+
+    /// A block of `bytes` (weight `blocks`) freed from `traceID`.
+    @_noLocks
+    @inline(__always)
+    static func freed(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>, traceID: UInt64,
+                      bytes: UInt64, blocks: UInt64) {
+        let (s, index) = site(state, deltas, traceID)
+        s[Int(CAT_DS_LIVE_BLOCKS)] &-= blocks
+        s[Int(CAT_DS_LIVE_BYTES)] &-= bytes
+        s[Int(CAT_DS_EVENTS)] &+= 1
+        if due(s) { flushSite(state, deltas, index) }
+        let pending = deltas[Int(CAT_D_CURRENT)] &- bytes
+        deltas[Int(CAT_D_CURRENT)] = pending
+        if Int64(bitPattern: pending) <= -boundBytes { flushCurrent(state, deltas) }
+    }
+
+    /// Adds slot `index` to its site's shared counters (values at the peak first: `rebasePeak`) and frees it.
+    @_noLocks
+    static func flushSite(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>, _ index: Int) {
+        let s = slot(deltas, index)
+        let tag = s[Int(CAT_DS_TRACE)]
+        if tag != 0, let entry = _UnsafeTraceTable.entry(state, tag &- 1) {
+            _UnsafeTraceTable.rebasePeak(state, entry)
+            @inline(__always) func add(_ word: UnsafeMutablePointer<UInt64>, _ value: UInt64) {
+                if value != 0 { word.atomicAdd(value) }
+            }
+            add(_UnsafeTraceTable.liveBlocks(entry), s[Int(CAT_DS_LIVE_BLOCKS)])
+            add(_UnsafeTraceTable.liveBytes(entry), s[Int(CAT_DS_LIVE_BYTES)])
+            add(_UnsafeTraceTable.totalBlocks(entry), s[Int(CAT_DS_TOTAL_BLOCKS)])
+            add(_UnsafeTraceTable.totalBytes(entry), s[Int(CAT_DS_TOTAL_BYTES)])
+        }
+        var word = 0
+        while word < Int(CAT_DS_WORDS) {
+            s[word] = 0
+            word &+= 1
+        }
+        deltas[Int(CAT_D_DIRTY)] &= ~(1 << UInt64(index))
+    }
+
+    /// Adds the pending `current` delta to the shared word; returns the shared word after it.
+    @_noLocks
+    @inline(__always)
+    @discardableResult
+    static func flushCurrent(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>) -> UInt64 {
+        let pending = deltas[Int(CAT_D_CURRENT)]
+        deltas[Int(CAT_D_CURRENT)] = 0
+        if pending == 0 { return state.current.atomicLoad() }
+        return state.current.atomicAdd(pending) &+ pending
+    }
+
+    /// This thread's view of `current` is above the peak: puts its whole share into the shared counters, then
+    /// raises the peak to the shared `current` (a new epoch).
+    @_noLocks
+    static func setPeak(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>) {
+        foldSites(state, deltas)
+        let current = flushCurrent(state, deltas)
+        var peak = state.peak.atomicLoad()
+        while Int64(bitPattern: current) > Int64(bitPattern: peak) {
+            if state.peak.atomicCompareExchange(expected: &peak, desired: current) {
+                state.peakEpoch.atomicAdd(1)
+                break
+            }
+        }
+    }
+
+    @_noLocks
+    @inline(__always)
+    static func foldSites(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>) {
+        var dirty = deltas[Int(CAT_D_DIRTY)]
+        while dirty != 0 {
+            flushSite(state, deltas, dirty.trailingZeroBitCount)
+            dirty &= dirty &- 1
+        }
+    }
+
+    /// Everything the thread has pending, into the shared counters (the peak is the caller's: cat_deltas_fold_all).
+    @_noLocks
+    static func fold(_ state: _UnsafeTrackerState, _ deltas: UnsafeMutablePointer<UInt64>) {
+        foldSites(state, deltas)
+        flushCurrent(state, deltas)
     }
 }
 

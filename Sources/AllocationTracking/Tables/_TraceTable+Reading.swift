@@ -67,6 +67,7 @@ extension _UnsafeTraceTable {
         var memory = TracedMemory()
         while true {
             let complete = _withGateWriter { () -> Bool in
+                cat_deltas_fold_all()  // every thread's pending counter deltas (_UnsafeThreadDeltas): exact counters
                 copied = copyEntries(state, selection, scope: scope, into: buffer, capacity: capacity)
                 memory = state.tracedMemory
                 return copied <= capacity
@@ -176,7 +177,27 @@ extension _UnsafeTraceTable {
 }
 
 extension _UnsafeTrackerState {
-    /// The process-wide counters (all zero while stopped).
+    /// The process-wide counters, exact: every thread's pending deltas folded in first (`_UnsafeThreadDeltas`).
+    /// API lock held.
+    static var foldedTracedMemory: TracedMemory {
+        let state = _UnsafeTrackerState.process
+        guard state.ready.atomicLoadAcquire() == 1 else { return state.tracedMemory }
+        return _withGateWriter {
+            cat_deltas_fold_all()
+            return state.tracedMemory
+        }
+    }
+
+    /// Tracked live bytes without folding the threads' deltas, for a reader that cannot take the gate (the
+    /// watchdog's soft limit): behind or ahead of `current` by less than 64 KiB per thread holding deltas, and
+    /// never below zero (the shared word alone may be, while frees are pending elsewhere).
+    var unfoldedCurrent: UInt64 {
+        let value = current.atomicLoad()
+        return Int64(bitPattern: value) < 0 ? 0 : value
+    }
+
+    /// The process-wide counters as the shared words hold them (all zero while stopped); exact after
+    /// `cat_deltas_fold_all` (`foldedTracedMemory`).
     /// In sampled mode, estimates (`isEstimate`), block counts converted from their 2^-16 units.
     var tracedMemory: TracedMemory {
         let mean = sampleMean.atomicLoad()

@@ -62,7 +62,9 @@ public enum AllocationTracker {
     public static func resetPeak() { _TrackerLifecycle.resetPeak() }
 
     /// The traced memory counters; all zero while stopped.
-    public static var tracedMemory: TracedMemory { _UnsafeTrackerState.process.tracedMemory }
+    public static var tracedMemory: TracedMemory {
+        _TrackerLifecycle.withAPILock { _UnsafeTrackerState.foldedTracedMemory }
+    }
 
     /// Bytes of memory the tracker's own tables use right now (tracemalloc's `get_tracemalloc_memory`).
     public static var trackerMemory: Int {

@@ -168,7 +168,7 @@ extension AllocationTracker {
         }
         return _ScopeToken(tag: tag, scope: scope, previous: previous, captureStacks: captureStacks,
                            tablesEpoch: _TrackerSession.tablesEpoch, implicitGeneration: implicitGeneration,
-                           droppedAtStart: tracedMemory.droppedAllocations)
+                           droppedAtStart: _UnsafeTrackerState.process.tracedMemory.droppedAllocations)
     }
 
     /// Ends a scope: uninstalls it first, so the end's own work is never counted.
@@ -208,7 +208,7 @@ extension AllocationTracker {
         let names = _FrameNames(_Symbolicator.shared.frames(for: addresses))
         let traces = raw.map { $0.trace(frames: names.frames(of: $0.addresses)) }
         // Wrapping: the counter restarts from 0 after a stop (the measurement is then interrupted anyway).
-        let dropped = interrupted ? 0 : tracedMemory.droppedAllocations &- token.droppedAtStart
+        let dropped = interrupted ? 0 : _UnsafeTrackerState.process.tracedMemory.droppedAllocations &- token.droppedAtStart
         return AllocationMeasurement(
             allocations: counters.allocations, allocatedBytes: counters.allocatedBytes, frees: counters.frees,
             freedBytes: counters.freedBytes, peakBytes: counters.peakBytes,

@@ -180,8 +180,12 @@ enum _TrackerLifecycle {
     static func resetPeak() {
         withAPILock {
             let state = _UnsafeTrackerState.process
-            state.peak.atomicStore(state.current.atomicLoad())
-            state.peakEpoch.atomicAdd(1)
+            guard state.ready.atomicLoadAcquire() == 1 else { return }
+            _withGateWriter {
+                cat_deltas_fold_all()  // `current` exact first (_UnsafeThreadDeltas)
+                state.peak.atomicStore(state.current.atomicLoad())
+                state.peakEpoch.atomicAdd(1)
+            }
         }
     }
 

@@ -142,6 +142,26 @@ enum {
     CAT_SAMPLE_FILTER_BITS = 14,
     CAT_SAMPLE_FILTER_BUCKETS = 1 << 14,
 
+    // Per-thread counter deltas (exact mode; design and the bounds they keep: _UnsafeThreadDeltas in Swift). Each
+    // thread that records allocations has CAT_D_WORDS words of initial-exec TLS: a header, then CAT_D_SITES
+    // slots of CAT_DS_WORDS words, direct-mapped by trace id. Only the owning thread writes them, inside the
+    // gate's reader side; a holder of the writer side (a read, fork, clear) folds or discards them.
+    CAT_D_CURRENT = 0,         // bytes added to `current` and not yet flushed to CAT_W_CURRENT (wrapping: signed)
+    CAT_D_DIRTY = 1,           // bit i set: slot i holds a delta
+    CAT_D_SLOTS = 2,           // the first slot's first word
+    CAT_D_SITES = 64,
+    CAT_DS_WORDS = 6,
+    CAT_DS_TRACE = 0,          // trace id + 1 (0: free slot)
+    CAT_DS_LIVE_BLOCKS = 1,    // wrapping deltas of the site's CAT_E_* counters
+    CAT_DS_LIVE_BYTES = 2,
+    CAT_DS_TOTAL_BLOCKS = 3,
+    CAT_DS_TOTAL_BYTES = 4,
+    CAT_DS_EVENTS = 5,         // allocations and frees since the slot was last flushed
+    CAT_D_WORDS = 2 + 64 * 6,
+    CAT_D_BOUND_BYTES = 65536, // a delta reaching this many bytes (either sign) is flushed at once
+    CAT_D_BOUND_EVENTS = 64,   // a site slot is flushed after this many events
+    CAT_D_THREADS = 1024,      // threads with deltas at once (cat_deltas_*); the rest update the shared words
+
     CAT_TRACE_ENTRIES_PER_CHUNK = 4096,
     CAT_TRACE_ENTRY_WORDS = 16,  // two 64-byte lines; the words below (used by _UnsafeTraceTable and the report)
     // First line: every word an allocation or a free reads or writes, so that an operation on a site touches one
@@ -183,12 +203,18 @@ uint64_t *_Nonnull cat_state_words(void);
 /// cat_gate_enter/cat_gate_exit; the rest run with the gate's writer side held.
 typedef struct {
     /// `scopeTag`: the measurement scope the allocating thread is in (0: none), part of the trace's identity.
-    uint32_t (*recordAllocation)(uint64_t *words, uint32_t shard, void *ptr, size_t size, const uintptr_t *frames,
-                                 uint32_t frameCount, uint32_t totalFrames, uint32_t lastAttempt, uint64_t scopeTag);
+    /// `deltas`: the calling thread's counter deltas (CAT_D_*), or NULL to update the shared counters directly
+    /// (a thread without a registry slot, or exiting).
+    uint32_t (*recordAllocation)(uint64_t *words, uint64_t *_Nullable deltas, uint32_t shard, void *ptr, size_t size,
+                                 const uintptr_t *frames, uint32_t frameCount, uint32_t totalFrames,
+                                 uint32_t lastAttempt, uint64_t scopeTag);
     /// Before the real free. Returns the removed packed value (0 when the block was not tracked).
-    uint64_t (*recordFree)(uint64_t *words, uint32_t shard, void *ptr);
+    uint64_t (*recordFree)(uint64_t *words, uint64_t *_Nullable deltas, uint32_t shard, void *ptr);
     /// Puts back an entry removed by a realloc whose real realloc failed.
-    void (*restore)(uint64_t *words, uint32_t shard, void *ptr, uint64_t value);
+    void (*restore)(uint64_t *words, uint64_t *_Nullable deltas, uint32_t shard, void *ptr, uint64_t value);
+    /// Adds a thread's counter deltas to the shared counters and zeroes them. With the gate's writer side held
+    /// (a read, fork), or the reader side by the owning thread (its exit). Does not move the peak.
+    void (*foldDeltas)(uint64_t *words, uint64_t *deltas);
     /// Slots the pointer table should have after a rebuild (2 x live, at least the minimum).
     uint64_t (*pointerCapacityNeeded)(uint64_t *words);
     /// Rehashes the live entries into `slots` (zeroed, capacity x 16 bytes) and installs it.
@@ -218,8 +244,11 @@ void cat_gate_unlock_writer(void);
 
 /// Maps the initial tables (writer side held). Returns 0, or -1 when memory cannot be mapped.
 int cat_tables_create(uint64_t maxTraces);
-/// Unmaps every table and zeroes the counters (writer side held).
+/// Unmaps every table and zeroes the counters, and every thread's deltas (writer side held).
 void cat_tables_release(void);
+/// Folds every thread's counter deltas into the shared counters and raises the peak to `current` if it is
+/// above it (writer side held, tables ready): after it, the shared counters are exact. Never allocates.
+void cat_deltas_fold_all(void);
 /// Services CAT_W_REQUESTS: maps the next chunks, rebuilds tables (takes the writer side). Outside the gate.
 void cat_service_requests(void);
 

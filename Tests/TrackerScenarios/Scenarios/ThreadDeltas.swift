@@ -1,0 +1,104 @@
+import AllocationTracking
+import AllocationTrackingTestSupport
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Exact mode keeps per-thread counter deltas (`_UnsafeThreadDeltas`): a thread's exit folds them, a read is
+/// exact, and the peak is off by less than 64 KiB per other thread holding deltas. In a child where only these
+/// threads allocate.
+enum ThreadDeltasScenario: Scenario {
+    static let name = "threadDeltas"
+    static let bound = 64 << 10  // CAT_D_BOUND_BYTES
+
+    /// A thread that runs `steps` one at a time, each when `go` is posted, posting `done` after each: it stays
+    /// alive (its deltas pending) between steps and after the last, until `join`.
+    final class Stepper: @unchecked Sendable {
+        var go = sem_t(), done = sem_t()
+        var thread = pthread_t()
+        let steps: [() -> Void]
+        init(_ steps: [() -> Void]) {
+            self.steps = steps
+            sem_init(&go, 0, 0)
+            sem_init(&done, 0, 0)
+            let box = Unmanaged.passRetained(self).toOpaque()
+            pthread_create(&thread, nil, { raw in
+                let me = Unmanaged<Stepper>.fromOpaque(raw!).takeRetainedValue()
+                for step in me.steps {
+                    sem_wait(&me.go)
+                    step()
+                    sem_post(&me.done)
+                }
+                sem_wait(&me.go)  // join: exit now
+                return nil
+            }, box)
+        }
+        func step() {
+            sem_post(&go)
+            sem_wait(&done)
+        }
+        func join() {
+            sem_post(&go)
+            pthread_join(thread, nil)
+        }
+    }
+
+    static func run(_ arguments: ArraySlice<String>) {
+        func helperSites(_ snapshot: Snapshot) -> (bytes: Int, blocks: Int) {
+            let range = ats_alloc_text_start()..<ats_alloc_text_end()
+            let sites = snapshot.traces.filter { $0.traceback.frames.contains { range.contains($0.address) } }
+            return (sites.reduce(0) { $0 + $1.size }, sites.reduce(0) { $0 + $1.count })
+        }
+        var checks = 0
+        func check(_ ok: Bool, _ what: @autoclosure () -> String) {
+            if !ok { fail(what()) }
+            checks += 1
+        }
+        let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 128)
+        blocks.initialize(repeating: nil, count: 128)
+        let big = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 1)
+        big.initialize(to: nil)
+        do { try AllocationTracker.start(.init(maxFrames: 16, unwinder: .framePointers, limits: quiet)) } catch { fail("\(error)") }
+
+        // 1. A thread's exit folds its deltas. The peak is set high first, so that the thread's ten small blocks
+        //    (below every flush bound) stay pending in its deltas until it exits.
+        _ = ats_allocate("malloc", 1, 1 << 20, big)
+        ats_free_all(big, 1)
+        let exiting = Stepper([{ _ = ats_allocate("malloc", 10, 100, blocks) }])
+        exiting.step()
+        exiting.join()  // the blocks are still pending in its deltas until here
+        let afterExit = helperSites(try! AllocationTracker.takeSnapshot())
+        check(afterExit.bytes == 1000 && afterExit.blocks == 10, "after the thread's exit: \(afterExit)")
+        ats_free_all(blocks, 10)
+
+        // 2. The peak's bound. Y allocates 40 KiB (each block a new peak: flushed); X frees 30 KiB of it, which
+        //    stays pending in X's deltas; Y allocates 30 KiB more. True current and peak: 40 KiB above the base.
+        //    Y's view of current misses X's pending frees, so the peak reads up to 30 KiB high: within the bound
+        //    of 64 KiB for the one other thread holding deltas. A read is exact.
+        AllocationTracker.clearTraces()
+        let y = Stepper([{ _ = ats_allocate("malloc", 40, 1024, blocks) },
+                         { _ = ats_allocate("malloc", 30, 1024, blocks + 40) }])
+        let x = Stepper([{ ats_free_all(blocks, 30) }])
+        y.step()
+        x.step()
+        y.step()
+        // What is live now is the most that ever was since clearTraces (the threads' 40 KiB, the steppers' own
+        // few blocks): the true peak is `current`.
+        let now = try! AllocationTracker.takeSnapshot()
+        let memory = now.tracedMemory!
+        check(helperSites(now).bytes == 40 * 1024 && helperSites(now).blocks == 40, "sites now \(helperSites(now))")
+        check(now.totalSize == memory.current, "current \(memory.current) vs the sites' sum \(now.totalSize)")
+        check(abs(memory.peak - memory.current) < bound, "peak \(memory.peak) vs true \(memory.current): beyond the bound")
+        let atPeak = try! AllocationTracker.takeSnapshot(at: .peak)
+        check(abs(helperSites(atPeak).bytes - 40 * 1024) < bound, "sites at the peak \(helperSites(atPeak))")
+        x.join()
+        y.join()
+        print("peak error \(memory.peak - memory.current) B")
+        ats_free_all(blocks + 30, 40)
+        let freed = try! AllocationTracker.takeSnapshot()
+        check(helperSites(freed).blocks == 0 && freed.totalSize == freed.tracedMemory!.current, "after the frees \(freed.tracedMemory!)")
+        AllocationTracker.stop()
+        print("threadDeltas ok checks=\(checks)")
+    }
+}
