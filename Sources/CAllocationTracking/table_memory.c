@@ -99,6 +99,25 @@ void cat_gate_lock_writer(void) {
 
 void cat_gate_unlock_writer(void) { cat_store_seq_cst(W(CAT_W_GATE_WRITER), 0); }
 
+// For a reader that must not wait (the watchdog, before its reports): gives up when another writer holds the gate
+// or the readers have not drained after `maxYields` yields. Readers that arrive meanwhile wait as for any writer,
+// for at most that long.
+int cat_gate_try_lock_writer(uint32_t maxYields) {
+    uint64_t expected = 0;
+    if (!cat_cas_seq_cst(W(CAT_W_GATE_WRITER), &expected, 1)) return 0;
+    uint32_t yields = 0;
+    for (uint32_t shard = 0; shard < CAT_SHARDS; shard++) {
+        while (cat_load_seq_cst(SHARD(shard, CAT_S_READERS)) != 0) {
+            if (yields++ == maxYields) {
+                cat_gate_unlock_writer();
+                return 0;
+            }
+            sched_yield();
+        }
+    }
+    return 1;
+}
+
 // Fork child: the other threads are gone; whatever they were doing at the gate is void.
 void cat_gate_reset_in_child(void) {
     for (uint32_t shard = 0; shard < CAT_SHARDS; shard++) cat_store_relaxed(SHARD(shard, CAT_S_READERS), 0);
@@ -215,6 +234,13 @@ void cat_deltas_fold_all(void) {
         cat_store_relaxed(W(CAT_W_PEAK), current);
         cat_add_relaxed(W(CAT_W_PEAK_EPOCH), 1);
     }
+}
+
+int cat_deltas_try_fold_all(uint32_t maxYields) {
+    if (!cat_gate_try_lock_writer(maxYields)) return 0;
+    cat_deltas_fold_all();
+    cat_gate_unlock_writer();
+    return 1;
 }
 
 void cat_service_requests(void) {

@@ -147,6 +147,8 @@ package enum _EmergencyNames {
         let capacity = sitesPerRefresh
         if topBuffer == nil { topBuffer = UnsafeMutablePointer<UInt64>.allocate(capacity: 3 * capacity) }
         var work: [(id: UInt64, frames: [UInt])] = []
+        // The same top sites the report would print: with the threads' pending deltas folded in, as a snapshot.
+        _withGateWriter { cat_deltas_fold_all() }
         _UnsafeTraceTable.forEachTopSite(capacity: capacity, scratch: topBuffer!) { id in
             var text: UnsafePointer<CChar>? = nil
             guard cat_names_get(id, &text) == 0 else { return }

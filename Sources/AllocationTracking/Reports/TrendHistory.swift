@@ -46,13 +46,15 @@ final class _TrendHistory: @unchecked Sendable {
 
     // MARK: Writing (the watchdog; no allocation)
 
-    /// Reads the top sites into `building` (API lock taken briefly: the tables cannot be unmapped meanwhile).
+    /// Reads the top sites into `building` (API lock taken briefly: the tables cannot be unmapped meanwhile), with
+    /// the threads' deltas folded in unless the gate is busy (then within 64 blocks and 64 KiB per thread).
     func readSites() {
         cat_api_lock()
         var found = 0
         var epoch: UInt64 = 0
         if AllocationTracker.isTracing {
             epoch = _TrackerSession.tablesEpoch
+            _ = cat_deltas_try_fold_all(_Watchdog.foldYields)  // the sites' exact live bytes, if the gate is free
             found = _UnsafeTraceTable.topSites(.process, ids: scratch, bytes: scratch + sites,
                                                blocks: scratch + 2 * sites, capacity: sites)
         }

@@ -156,6 +156,10 @@ enum _Watchdog {
         cat_signal_uninstall()
     }
 
+    /// How long the watchdog may wait for the gate's readers to drain before it reads without folding the
+    /// threads' deltas: a reader holds the gate for a table operation (about a microsecond), unless preempted.
+    static let foldYields: UInt32 = 64
+
     static func run(_ running: Running) {
         _ = cat_thread_set_state(Int32(CAT_THREAD_SUSPENDED))
         let limits = running.configuration.limits
@@ -182,7 +186,10 @@ enum _Watchdog {
             if let signal = limits.signal, case let signals = cat_signal_take(), signals > 0 {
                 report(.signal, "signal \(signal) received", mergedSignals: Int(signals) - 1)
             }
-            let tracked = state.unfoldedCurrent  // no fold here: within 64 KiB per thread (_UnsafeThreadDeltas)
+            // The threads' pending counter deltas first (_UnsafeThreadDeltas), unless the gate is busy: the
+            // watchdog must not wait before a report. Then `current` is exact; otherwise within 64 KiB per thread.
+            _ = cat_deltas_try_fold_all(_Watchdog.foldYields)
+            let tracked = state.unfoldedCurrent
             if cat_trigger_check(running.triggers, tracked, now) {
                 report(.trackedLimit, "tracked live memory \(_formatSize(Int(tracked))) crossed the limit "
                        + "\(_formatSize(limits.trackedBytes ?? 0))")

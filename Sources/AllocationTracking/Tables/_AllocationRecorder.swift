@@ -292,9 +292,11 @@ enum _SampleWeight {
 ///   allocates. A read raises it to `current` if it is below (the fold reveals a maximum the deltas hid).
 /// - **The peak snapshot.** A site's values at the peak miss what other threads had pending for it then: less
 ///   than 64 events (blocks) and 64 KiB per thread.
-/// - **Readers that cannot fold**: the watchdog's soft limit on tracked bytes and the allocation-failure report
-///   (which runs inside malloc) read the shared words, which lag by the pending deltas: less than 64 KiB of
-///   `current` per thread, and per site less than 64 blocks and 64 KiB per thread.
+/// - **Readers that must not wait**: the watchdog (its soft limit on tracked bytes and its trend samples) folds
+///   only when the gate's readers drain within a few yields (`cat_deltas_try_fold_all`), and the
+///   allocation-failure report (inside malloc) folds only its own thread's deltas. Otherwise they read the shared
+///   words, which lag by the pending deltas: less than 64 KiB of `current` per thread, and per site less than 64
+///   blocks and 64 KiB per thread.
 ///
 /// Sampled mode keeps the shared counters (sampled events are rare, so nothing contends). Nothing here
 /// allocates or locks: TLS words the caller passes in, and the same atomics on the shared words as before.

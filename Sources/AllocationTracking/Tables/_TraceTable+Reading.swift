@@ -188,8 +188,9 @@ extension _UnsafeTrackerState {
         }
     }
 
-    /// Tracked live bytes without folding the threads' deltas, for a reader that cannot take the gate (the
-    /// watchdog's soft limit): behind or ahead of `current` by less than 64 KiB per thread holding deltas, and
+    /// Tracked live bytes as the shared word holds them, for a reader that cannot wait for the gate (the watchdog,
+    /// after `cat_deltas_try_fold_all`): exact after a fold, otherwise behind or ahead of `current` by less than
+    /// 64 KiB per thread holding deltas, and
     /// never below zero (the shared word alone may be, while frees are pending elsewhere).
     var unfoldedCurrent: UInt64 {
         let value = current.atomicLoad()

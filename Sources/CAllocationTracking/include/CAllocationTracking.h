@@ -241,6 +241,9 @@ void cat_gate_exit(uint32_t shard);
 /// allocations would otherwise wait for itself).
 void cat_gate_lock_writer(void);
 void cat_gate_unlock_writer(void);
+/// The writer side if it can be had without waiting long: 1 (held), or 0 when another writer holds it or the
+/// readers have not drained after `maxYields` sched_yield()s (nothing held).
+int cat_gate_try_lock_writer(uint32_t maxYields);
 
 /// Maps the initial tables (writer side held). Returns 0, or -1 when memory cannot be mapped.
 int cat_tables_create(uint64_t maxTraces);
@@ -249,6 +252,10 @@ void cat_tables_release(void);
 /// Folds every thread's counter deltas into the shared counters and raises the peak to `current` if it is
 /// above it (writer side held, tables ready): after it, the shared counters are exact. Never allocates.
 void cat_deltas_fold_all(void);
+/// cat_deltas_fold_all for a thread that must not wait (the watchdog): takes the writer side with
+/// cat_gate_try_lock_writer, outside it. 1: folded; 0: the gate was busy (the shared counters lag by the pending
+/// deltas, the bounds in _UnsafeThreadDeltas). The caller is not recorded (a tracker thread, suspended).
+int cat_deltas_try_fold_all(uint32_t maxYields);
 /// Services CAT_W_REQUESTS: maps the next chunks, rebuilds tables (takes the writer side). Outside the gate.
 void cat_service_requests(void);
 

@@ -99,6 +99,27 @@ enum ThreadDeltasScenario: Scenario {
         let freed = try! AllocationTracker.takeSnapshot()
         check(helperSites(freed).blocks == 0 && freed.totalSize == freed.tracedMemory!.current, "after the frees \(freed.tracedMemory!)")
         AllocationTracker.stop()
+
+        // 3. The watchdog's trend samples fold the threads' deltas (cat_deltas_try_fold_all; the gate is free
+        //    here): a thread's ten small blocks, pending in its deltas, are in the newest sample's tracked bytes.
+        //    Nothing the tracker records happens between that sample and the read (sleeping, the semaphores and
+        //    trend(over:), which is not recorded, allocate nothing traced).
+        let sampled = AllocationTracker.Configuration(
+            maxFrames: 16, unwinder: .framePointers,
+            limits: .init(containerFraction: nil, onAllocationFailure: false, pollInterval: 0.02),
+            trend: .init(interval: .milliseconds(50)))
+        do { try AllocationTracker.start(sampled) } catch { fail("\(error)") }
+        _ = ats_allocate("malloc", 1, 1 << 20, big)  // the peak high, so that the thread's blocks stay pending
+        ats_free_all(big, 1)
+        let holder = Stepper([{ _ = ats_allocate("malloc", 10, 100, blocks) }])
+        holder.step()
+        usleep(400_000)
+        let latest = (try? AllocationTracker.trend(over: .seconds(60)))?.tracked?.latest
+        let exact = AllocationTracker.tracedMemory.current
+        check(latest == exact, "the newest trend sample's tracked bytes \(latest.map(String.init) ?? "none") vs \(exact)")
+        holder.join()
+        ats_free_all(blocks, 10)
+        AllocationTracker.stop()
         print("threadDeltas ok checks=\(checks)")
     }
 }
