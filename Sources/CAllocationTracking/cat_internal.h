@@ -9,9 +9,11 @@
 // Dependency order: each file calls only into the files listed above it (and into the Swift table logic through
 // the installed cat_recorder), so there is no circle between C files.
 //
+//   tracker_heap.c      the private heap of the tracker's own threads, so that their memory is counted.
+//                       Depends on nothing.
 //   thread_state.c      per-thread state, initial-exec TLS: the reentrancy guard and the queue of events a
 //                       signal handler made inside the hook, the thread's shard and measurement scope, the
-//                       rare-path and emergency markers. Depends on nothing.
+//                       rare-path and emergency markers, the tracker's threads' creation (-> tracker_heap).
 //   limit_trigger.c     the clocks and the once-per-crossing decision for a soft limit.
 //   report_writer.c     the fixed-buffer text writer, number and UTC date formatting, the report file.
 //   process_memory.c    process RSS, OOM score, cgroup memory usage and limit.
@@ -69,6 +71,11 @@ extern CAT_PRIVATE CAT_TLS uint64_t t_cat_hook;
 /// 1 during a documented rare path inside the hook that may allocate (cat_enter_rare_path): its allocations
 /// pass through like any inside the hook but are not counted as the hook's own.
 extern CAT_PRIVATE CAT_TLS int t_cat_rare_path;
+/// Where this thread's allocations go instead of the real allocator (0: nowhere else; checked by one test at the
+/// top of every member of the malloc family): CAT_SPECIAL_RESOLVING while it resolves the real allocator with
+/// dlsym (the bootstrap buffer), CAT_SPECIAL_HEAP on the tracker's own threads (tracker_heap.c).
+extern CAT_PRIVATE CAT_TLS int t_cat_special;
+enum { CAT_SPECIAL_RESOLVING = 1, CAT_SPECIAL_HEAP = 2 };
 /// The thread's shard, 1…63; 0 until assigned (cat_thread_shard_inline).
 extern CAT_PRIVATE CAT_TLS uint32_t t_cat_shard;
 /// The thread's innermost measurement scope tag (0: none); cat_thread_scope / cat_thread_set_scope.
@@ -81,20 +88,56 @@ extern CAT_PRIVATE uint64_t g_cat_internal_allocations;
 // MARK: - Per-thread counter deltas (thread_state.c holds them; interposer.c registers; design: Swift,
 // _UnsafeThreadDeltas)
 
-/// This thread's counter deltas (CAT_D_* words). Written only by this thread, inside the gate's reader side.
-extern CAT_PRIVATE CAT_TLS uint64_t t_cat_deltas[CAT_D_WORDS];
+/// Each registered thread's counter deltas (CAT_D_* words, a 64-byte-aligned stride each). Static memory, not
+/// TLS: a fold may meet the slot of a thread that exited without folding (it registered after its key
+/// destructors ran), and must find memory there, not a freed thread's TLS. Written only by the owning thread,
+/// inside the gate's reader side.
+#define CAT_D_STRIDE ((CAT_D_WORDS + 7) / 8 * 8)
+extern CAT_PRIVATE uint64_t g_cat_delta_slots[CAT_D_THREADS][CAT_D_STRIDE];
 /// This thread's registry slot + 1 (0: not registered yet; -1: none: the registry was full, or the thread is
 /// exiting and has folded its deltas).
 extern CAT_PRIVATE CAT_TLS int t_cat_delta_slot;
-/// The registry: the address of each registered thread's t_cat_deltas (0: free slot). A writer of the gate folds
-/// or discards what the addresses hold; a thread takes its own slot out at exit, inside the reader side, so a
-/// writer never reads a dead thread's TLS.
+/// The registry: the address of each claimed slot's words in g_cat_delta_slots (0: free slot). A writer of the
+/// gate folds or discards what the addresses hold; a thread releases its slot at exit, inside the reader side.
 extern CAT_PRIVATE uint64_t g_cat_delta_threads[CAT_D_THREADS];
+/// The calling thread's deltas; only while t_cat_delta_slot > 0.
+static inline uint64_t *cat_my_deltas(void) { return g_cat_delta_slots[t_cat_delta_slot - 1]; }
 /// Claims a registry slot for the calling thread: its index + 1, or -1 when the registry is full. Lock-free.
 CAT_PRIVATE int cat_deltas_claim_slot(void);
 /// In the child of fork(): the other threads are gone (their deltas were folded by the prepare handler); frees
 /// their slots.
 CAT_PRIVATE void cat_deltas_reset_in_child(void);
+
+// MARK: - The tracker threads' private heap (tracker_heap.c; design there)
+//
+// Inside malloc: cat_heap_malloc, cat_heap_aligned (tracker threads, under the heap's spin lock), cat_heap_free,
+// cat_heap_usable_size (any thread; free never waits). The rest outside.
+
+extern CAT_PRIVATE uint64_t g_cat_heap_base;
+extern CAT_PRIVATE uint64_t g_cat_heap_limit;
+/// Whether `ptr` is a block of the heap: two relaxed loads (0 and 0 while there is no heap), one compare.
+static inline bool cat_heap_contains(const void *_Nullable ptr) {
+    uint64_t base = __atomic_load_n(&g_cat_heap_base, __ATOMIC_RELAXED);
+    return (uint64_t)(uintptr_t)ptr - base < __atomic_load_n(&g_cat_heap_limit, __ATOMIC_RELAXED) - base;
+}
+/// Maps the heap once (outside malloc). 0, or -1 when it cannot be mapped (the threads use the real allocator).
+CAT_PRIVATE int cat_heap_create(void);
+/// A block of at least `size` bytes (16-byte aligned), or NULL when the heap has no room.
+CAT_PRIVATE void *_Nullable cat_heap_malloc(size_t size);
+/// A block aligned to `alignment` (a power of two), or NULL when the heap has no room.
+CAT_PRIVATE void *_Nullable cat_heap_aligned(size_t alignment, size_t size);
+CAT_PRIVATE void cat_heap_free(void *ptr);
+CAT_PRIVATE size_t cat_heap_usable_size(void *ptr);
+/// The heap's resident bytes (mincore over what it has used), and its live blocks' usable bytes and count.
+CAT_PRIVATE void cat_heap_statistics(uint64_t *resident, uint64_t *live, uint64_t *blocks);
+/// Bytes of [start, start + length) resident in memory (mincore); pages not mapped end the count.
+CAT_PRIVATE uint64_t cat_resident_bytes(void *start, size_t length);
+/// Around fork(): the heap's lock held across it, released in both processes.
+CAT_PRIVATE void cat_heap_fork_prepare(void);
+CAT_PRIVATE void cat_heap_fork_parent(void);
+CAT_PRIVATE void cat_heap_fork_child(void);
+/// In the child of fork(): the tracker's threads are gone; forgets their stacks (thread_state.c).
+CAT_PRIVATE void cat_tracker_threads_reset_in_child(void);
 
 // MARK: - Sampling state (thread_state.c; design there)
 

@@ -329,7 +329,7 @@ static void cat_em_take_sample(const char *function, size_t size) {
     if (t_cat_delta_slot > 0 && recorder->foldDeltas) {
         uint32_t shard = cat_thread_shard_inline();
         cat_gate_enter(shard);
-        if (cat_load_acquire(words + CAT_W_READY)) recorder->foldDeltas(words, t_cat_deltas);
+        if (cat_load_acquire(words + CAT_W_READY)) recorder->foldDeltas(words, cat_my_deltas());
         cat_gate_exit(shard);
     }
     uint64_t current = cat_load_relaxed(words + CAT_W_CURRENT);

@@ -158,27 +158,21 @@ static cat_allocator g_cat_next = {
 };
 
 static uint64_t g_cat_resolve_state;  // 0 unresolved, 1 resolving, 2 resolved
-static CAT_TLS int t_cat_resolving;
 
 // While resolving, this thread's allocations come from the bootstrap buffer.
 static void *cat_resolving_malloc(size_t n) { return cat_bootstrap_alloc(n, 16); }
-static void *cat_resolving_calloc(size_t n, size_t m) {
-    size_t total;
-    if (__builtin_mul_overflow(n, m, &total)) { errno = ENOMEM; return NULL; }
-    return cat_bootstrap_alloc(total, 16);
-}
 
 #define CAT_NEXT(name) ((__typeof__(g_cat_next.name))dlsym(RTLD_NEXT, #name))
 
 static void cat_resolve(void) {
     uint64_t expected = 0;
     if (cat_load_acquire(&g_cat_resolve_state) == 2) return;
-    if (t_cat_resolving) return;  // re-entered from dlsym: callers below use the bootstrap buffer
+    if (t_cat_special == CAT_SPECIAL_RESOLVING) return;  // re-entered from dlsym: callers below use the bootstrap buffer
     if (!cat_cas_acq_rel(&g_cat_resolve_state, &expected, 1)) {
         while (cat_load_acquire(&g_cat_resolve_state) != 2) cat_cpu_relax();
         return;
     }
-    t_cat_resolving = 1;
+    t_cat_special = CAT_SPECIAL_RESOLVING;
     cat_allocator next;
     next.malloc = CAT_NEXT(malloc);
     next.free = CAT_NEXT(free);
@@ -190,7 +184,7 @@ static void cat_resolve(void) {
     next.valloc = CAT_NEXT(valloc);
     next.pvalloc = CAT_NEXT(pvalloc);
     next.malloc_usable_size = CAT_NEXT(malloc_usable_size);
-    t_cat_resolving = 0;
+    t_cat_special = 0;
     if (!next.malloc || !next.free || !next.calloc || !next.realloc || !next.posix_memalign || !next.memalign ||
         !next.malloc_usable_size) {
         static const char message[] = "swift-allocation-tracking: cannot resolve the next malloc with dlsym(RTLD_NEXT)\n";
@@ -201,8 +195,33 @@ static void cat_resolve(void) {
     cat_store_release(&g_cat_resolve_state, 2);
 }
 
-// Dispatch that tolerates being called while this very thread is resolving (dlsym allocating).
-#define CAT_RESOLVING() CAT_UNLIKELY(t_cat_resolving)
+// One TLS test at the top of every member of the malloc family sends two kinds of thread elsewhere: the thread
+// resolving the real allocator (dlsym allocating: the bootstrap buffer), and the tracker's own threads (their
+// private heap, tracker_heap.c).
+#define CAT_SPECIAL() CAT_UNLIKELY(t_cat_special)
+
+// A tracker thread's allocation: its private heap, or the real allocator when the heap has no room (or none could
+// be mapped). Never recorded: the tracker's threads are suspended (CAT_THREAD_SUSPENDED).
+static __attribute__((noinline)) void *cat_special_aligned(size_t alignment, size_t size) {
+    if (t_cat_special == CAT_SPECIAL_RESOLVING) return cat_bootstrap_alloc(size, alignment < 16 ? 16 : alignment);
+    void *ptr = cat_heap_aligned(alignment, size);
+    if (ptr) return ptr;
+    if (alignment <= 16) return g_cat_next.malloc(size);
+    void *fallback = NULL;
+    return g_cat_next.posix_memalign(&fallback, alignment, size) == 0 ? fallback : NULL;
+}
+
+static inline void *cat_special_malloc(size_t size) { return cat_special_aligned(16, size); }
+
+static __attribute__((noinline)) void *cat_special_calloc(size_t count, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(count, size, &total)) { errno = ENOMEM; return NULL; }
+    if (t_cat_special == CAT_SPECIAL_RESOLVING) return cat_bootstrap_alloc(total, 16);
+    void *ptr = cat_heap_malloc(total);
+    if (!ptr) return g_cat_next.calloc(count, size);
+    memset(ptr, 0, total);
+    return ptr;
+}
 
 // MARK: - The hook (runs inside malloc)
 
@@ -237,13 +256,16 @@ static inline uint64_t cat_current_scope(uint64_t *words, int *capture) {
 
 // MARK: - Per-thread counter deltas (design: _UnsafeThreadDeltas in Swift)
 //
-// A thread's deltas live in its initial-exec TLS (t_cat_deltas) and are registered, by address, in a static
-// registry that a holder of the gate's writer side walks to fold them (a read, fork) or discard them (stop,
-// clearTraces). A thread's exit must fold them before its TLS goes: a pthread key destructor does, inside the
-// reader side, then takes the thread out of the registry. Key destructors run while the thread's TLS is still
-// there; allocations and frees made by destructors that run after ours go straight to the shared counters
-// (t_cat_delta_slot -1). The main thread's TLS lives until the process ends, and a thread that never reaches
-// its destructors (the process exits first) has nothing anyone will read again.
+// A thread's deltas live in a slot of a static array (g_cat_delta_slots; its index in the thread's initial-exec
+// TLS), claimed in a registry that a holder of the gate's writer side walks to fold them (a read, fork) or
+// discard them (stop, clearTraces). A thread's exit folds them and releases the slot: a pthread key destructor
+// does, inside the reader side. Allocations made by destructors that run after ours go straight to the shared
+// counters (t_cat_delta_slot -1). A thread whose first allocation comes after the key destructors have run (in
+// the last round of glibc's destructors, or in the thread's final clean-up) keeps its slot after it exits: the
+// slot is static memory, so folds keep folding it safely (its last deltas included), and the registry has one
+// slot fewer. Only allocations register a thread (a free alone uses the shared counters), so threads that only
+// free at exit take none. The static slots were TLS at first, and the release suite crashed in a fold that read
+// a dead thread's TLS.
 
 static pthread_key_t g_cat_delta_key;
 static uint64_t g_cat_delta_key_state;  // 0 none, 1 creating, 2 created, 3 failed
@@ -279,14 +301,15 @@ static __attribute__((noinline)) uint64_t *_Nullable cat_deltas_register(void) {
         return NULL;
     }
     t_cat_delta_slot = slot;
-    return t_cat_deltas;
+    return cat_my_deltas();
 }
 
 // The deltas the table logic should use for this thread's event (NULL: the shared counters). One TLS load.
-static inline uint64_t *_Nullable cat_hook_deltas(void) {
+// `mayRegister`: an allocation registers the thread on its first event; a free does not (see above).
+static inline uint64_t *_Nullable cat_hook_deltas(bool mayRegister) {
     int slot = t_cat_delta_slot;
-    if (CAT_LIKELY(slot > 0)) return t_cat_deltas;
-    return slot == 0 ? cat_deltas_register() : NULL;
+    if (CAT_LIKELY(slot > 0)) return g_cat_delta_slots[slot - 1];
+    return slot == 0 && mayRegister ? cat_deltas_register() : NULL;
 }
 
 // Inside the hook (flag set): hands a captured allocation to the table logic, with the gate's reader side held.
@@ -294,7 +317,7 @@ static void cat_record_captured(uint64_t *words, void *ptr, size_t size, const u
                                 uint32_t total, uint64_t scope) {
     const cat_recorder *recorder = cat_current_recorder();
     uint32_t shard = cat_thread_shard_inline();
-    uint64_t *deltas = cat_hook_deltas();
+    uint64_t *deltas = cat_hook_deltas(true);
     for (uint32_t attempt = 0; attempt < 2; attempt++) {
         cat_gate_enter(shard);
         uint32_t result = recorder->recordAllocation(words, deltas, shard, ptr, size, frames, count, total, attempt == 1,
@@ -308,7 +331,7 @@ static void cat_record_captured(uint64_t *words, void *ptr, size_t size, const u
 // Inside the hook (flag set): removes a block's entry. Returns the removed table value (0 if untracked).
 static uint64_t cat_record_removal(void *ptr) {
     uint32_t shard = cat_thread_shard_inline();
-    uint64_t *deltas = cat_hook_deltas();
+    uint64_t *deltas = cat_hook_deltas(false);
     cat_gate_enter(shard);
     uint64_t removed = cat_current_recorder()->recordFree(cat_state_words(), deltas, shard, ptr);
     cat_gate_exit(shard);
@@ -428,7 +451,7 @@ static void cat_deltas_at_thread_exit(void *value) {
     uint64_t *words = cat_state_words();
     uint32_t shard = cat_thread_shard_inline();
     cat_gate_enter(shard);
-    if (cat_load_acquire(words + CAT_W_READY)) cat_current_recorder()->foldDeltas(words, t_cat_deltas);
+    if (cat_load_acquire(words + CAT_W_READY)) cat_current_recorder()->foldDeltas(words, cat_my_deltas());
     cat_store_release(&g_cat_delta_threads[slot - 1], 0);
     t_cat_delta_slot = -1;
     cat_gate_exit(shard);
@@ -539,7 +562,7 @@ static __attribute__((noinline)) void cat_restore(void *ptr, uint64_t removed) {
     int savedErrno = errno;
     cat_hook_enter();
     uint32_t shard = cat_thread_shard_inline();
-    uint64_t *deltas = cat_hook_deltas();
+    uint64_t *deltas = cat_hook_deltas(true);
     cat_gate_enter(shard);
     cat_current_recorder()->restore(cat_state_words(), deltas, shard, ptr, removed);
     cat_gate_exit(shard);
@@ -566,7 +589,7 @@ static __attribute__((noinline)) void cat_allocation_failed(const char *function
 // MARK: - The malloc family
 
 void *malloc(size_t size) {
-    if (CAT_RESOLVING()) return cat_resolving_malloc(size);
+    if (CAT_SPECIAL()) return cat_special_malloc(size);
     void *ptr = g_cat_next.malloc(size);
     if (CAT_ARMED()) {
         if (ptr == NULL && size != 0) cat_allocation_failed("malloc", size);
@@ -576,6 +599,10 @@ void *malloc(size_t size) {
 }
 
 void free(void *ptr) {
+    if (cat_heap_contains(ptr)) {  // a block of the tracker's threads' heap, freed by any thread: never tracked
+        cat_heap_free(ptr);
+        return;
+    }
     if (CAT_ARMED() && ptr) {
         // Inside the hook, a free comes from a signal handler that interrupted it: queued, and freed at the
         // hook's exit after it is recorded (thread_state.c). Bootstrap blocks are never tracked nor freed.
@@ -585,12 +612,12 @@ void free(void *ptr) {
             cat_record_free(ptr);
         }
     }
-    if (cat_is_bootstrap(ptr) || CAT_RESOLVING()) return;
+    if (cat_is_bootstrap(ptr) || CAT_UNLIKELY(t_cat_special == CAT_SPECIAL_RESOLVING)) return;
     g_cat_next.free(ptr);
 }
 
 void *calloc(size_t count, size_t size) {
-    if (CAT_RESOLVING()) return cat_resolving_calloc(count, size);
+    if (CAT_SPECIAL()) return cat_special_calloc(count, size);
     void *ptr = g_cat_next.calloc(count, size);
     if (CAT_ARMED()) {
         size_t total = 0;
@@ -636,11 +663,32 @@ static __attribute__((noinline)) void *cat_realloc_nested(void *ptr, size_t size
     return moved;
 }
 
+// realloc of a block of the tracker's heap, or by a tracker thread: a new block (from wherever this thread
+// allocates, recorded if it is the program's), the contents copied, the old block freed. Size 0 frees the block
+// and returns NULL, as glibc's realloc does.
+static __attribute__((noinline)) void *cat_realloc_moving(void *ptr, size_t size) {
+    if (!ptr) return malloc(size);
+    if (size == 0) {
+        free(ptr);
+        return NULL;
+    }
+    void *moved = malloc(size);
+    if (moved == NULL) return NULL;
+    size_t old = malloc_usable_size(ptr);
+    memcpy(moved, ptr, old < size ? old : size);
+    free(ptr);
+    return moved;
+}
+
 // realloc and reallocarray share this body; each passes its own frame so the stack starts at its caller.
 static inline __attribute__((always_inline)) void *cat_realloc(void *ptr, size_t size, void *frameAddress,
                                                                void *returnAddress, const char *name) {
-    if (CAT_RESOLVING()) return cat_resolving_malloc(size);
+    if (CAT_SPECIAL()) {
+        if (t_cat_special == CAT_SPECIAL_RESOLVING) return cat_resolving_malloc(size);
+        return cat_realloc_moving(ptr, size);
+    }
     if (ptr && cat_is_bootstrap(ptr)) return cat_realloc_bootstrap(ptr, size);
+    if (cat_heap_contains(ptr)) return cat_realloc_moving(ptr, size);
     if (!CAT_ARMED()) return g_cat_next.realloc(ptr, size);
     if (CAT_UNLIKELY(ptr && cat_in_hook())) return cat_realloc_nested(ptr, size, frameAddress, returnAddress);
     // Remove the old entry first (the real realloc may free it and the address be reused at once), restore it
@@ -672,9 +720,9 @@ void *reallocarray(void *ptr, size_t count, size_t size) {
 }
 
 int posix_memalign(void **out, size_t alignment, size_t size) {
-    if (CAT_RESOLVING()) {
+    if (CAT_SPECIAL()) {
         if (alignment < sizeof(void *) || (alignment & (alignment - 1))) return EINVAL;
-        *out = cat_bootstrap_alloc(size, alignment);
+        *out = cat_special_aligned(alignment, size);
         return *out ? 0 : ENOMEM;
     }
     int result = g_cat_next.posix_memalign(out, alignment, size);
@@ -701,7 +749,7 @@ static inline int cat_errno_settle(int saved) {
 }
 
 void *aligned_alloc(size_t alignment, size_t size) {
-    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
+    if (CAT_SPECIAL()) return cat_special_aligned(alignment, size);
     int saved = cat_errno_clear();
     void *ptr = g_cat_next.aligned_alloc ? g_cat_next.aligned_alloc(alignment, size)
                                          : g_cat_next.memalign(alignment, size);
@@ -714,7 +762,7 @@ void *aligned_alloc(size_t alignment, size_t size) {
 }
 
 void *memalign(size_t alignment, size_t size) {
-    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, alignment);
+    if (CAT_SPECIAL()) return cat_special_aligned(alignment, size);
     int saved = cat_errno_clear();
     void *ptr = g_cat_next.memalign(alignment, size);
     int failure = cat_errno_settle(saved);
@@ -726,7 +774,7 @@ void *memalign(size_t alignment, size_t size) {
 }
 
 void *valloc(size_t size) {
-    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
+    if (CAT_SPECIAL()) return cat_special_aligned(4096, size);
     int saved = cat_errno_clear();
     void *ptr = g_cat_next.valloc ? g_cat_next.valloc(size) : g_cat_next.memalign((size_t)getpagesize(), size);
     int failure = cat_errno_settle(saved);
@@ -738,7 +786,7 @@ void *valloc(size_t size) {
 }
 
 void *pvalloc(size_t size) {
-    if (CAT_RESOLVING()) return cat_bootstrap_alloc(size, 4096);
+    if (CAT_SPECIAL()) return cat_special_aligned(4096, (size + 4095) & ~(size_t)4095);
     void *ptr;
     int saved = cat_errno_clear();
     if (g_cat_next.pvalloc) {
@@ -760,7 +808,8 @@ void *pvalloc(size_t size) {
 
 size_t malloc_usable_size(void *ptr) {
     if (ptr && cat_is_bootstrap(ptr)) return cat_bootstrap_size(ptr);
-    if (CAT_RESOLVING()) return 0;
+    if (cat_heap_contains(ptr)) return cat_heap_usable_size(ptr);
+    if (CAT_UNLIKELY(t_cat_special == CAT_SPECIAL_RESOLVING)) return 0;
     return g_cat_next.malloc_usable_size(ptr);
 }
 
@@ -790,9 +839,11 @@ static void cat_on_fork_prepare(void) {
         cat_gate_lock_writer();
         cat_deltas_fold_all();  // the child keeps only this thread: the others' deltas go into the counters
     }
+    cat_heap_fork_prepare();  // last: the heap's lock is a leaf
 }
 
 static void cat_on_fork_parent(void) {
+    cat_heap_fork_parent();
     if (g_cat_fork_held_gate) {
         cat_gate_unlock_writer();
         cat_thread_set_state(g_cat_fork_saved_state);
@@ -802,6 +853,8 @@ static void cat_on_fork_parent(void) {
 
 static void cat_on_fork_child(void) {
     // Only the forking thread exists in the child: other threads' reader counts are void.
+    cat_heap_fork_child();
+    cat_tracker_threads_reset_in_child();
     if (g_cat_fork_held_gate) {
         cat_gate_reset_in_child();
         cat_thread_set_state(g_cat_fork_saved_state);

@@ -46,9 +46,12 @@
 // per-block weights 1/p (Swift: _SampleWeight) unbiased. Per thread, with its own generator (xorshift64*,
 // seeded from a process seed and a per-thread number): no lock and no shared cache line on the allocation path.
 // The unsampled path is in interposer.c (cat_sample_skip): one relaxed load, one TLS subtract, one branch.
+#define _GNU_SOURCE  // pthread_getattr_np
 #include "cat_internal.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <unistd.h>
 #include <pthread.h>
 #include <signal.h>
@@ -59,20 +62,20 @@ CAT_TLS uint64_t t_cat_hook;
 CAT_TLS cat_deferred_event t_cat_deferred[CAT_DEFERRED_EVENTS];
 CAT_TLS uintptr_t t_cat_deferred_frames[CAT_DEFERRED_FRAME_WORDS];
 CAT_TLS int t_cat_rare_path;
+CAT_TLS int t_cat_special;
 CAT_TLS uint32_t t_cat_shard;
 CAT_TLS uint64_t t_cat_scope;
 uint64_t g_cat_internal_allocations;
 
 static uint64_t g_cat_next_shard;
 
-CAT_TLS uint64_t t_cat_deltas[CAT_D_WORDS];
+uint64_t g_cat_delta_slots[CAT_D_THREADS][CAT_D_STRIDE] __attribute__((aligned(64)));
 CAT_TLS int t_cat_delta_slot;
 uint64_t g_cat_delta_threads[CAT_D_THREADS];
 
 int cat_deltas_claim_slot(void) {
-    uint64_t mine = (uint64_t)(uintptr_t)t_cat_deltas;
     for (int i = 0; i < CAT_D_THREADS; i++) {
-        uint64_t expected = 0;
+        uint64_t expected = 0, mine = (uint64_t)(uintptr_t)g_cat_delta_slots[i];
         if (cat_load_relaxed(&g_cat_delta_threads[i]) == 0 && cat_cas_acq_rel(&g_cat_delta_threads[i], &expected, mine))
             return i + 1;
     }
@@ -180,13 +183,87 @@ void cat_thread_set_name(const char *name) { prctl(PR_SET_NAME, (unsigned long)n
 // one, drops a trapped signal whose handler runs on another thread while its main thread is vforked, and
 // `alloc-track run` then could not stop a shell. The faults stay unblocked: one in a tracker thread must still
 // crash the process, not hang it.
+//
+// They also allocate from a private heap (tracker_heap.c), so that their memory is counted, and each records its
+// stack's range while it runs, so that the stack's resident pages are counted too (cat_tracker_threads_memory).
+
+enum { CAT_TRACKER_STACKS = 8 };
+static uint64_t g_cat_tracker_stacks[CAT_TRACKER_STACKS][2];  // [start, length]; start 0: free slot
+
+typedef struct {
+    void *_Nullable (*start)(void *_Nullable);
+    void *_Nullable argument;
+} cat_thread_start;
+
+static void *_Nullable cat_thread_trampoline(void *_Nullable raw) {
+    cat_thread_set_state(CAT_THREAD_SUSPENDED);  // before anything here allocates (pthread_getattr_np does)
+    cat_thread_start begin = *(cat_thread_start *)raw;
+    free(raw);
+#ifndef CAT_SANITIZER
+    if (cat_load_acquire(&g_cat_heap_base)) t_cat_special = CAT_SPECIAL_HEAP;
+#endif
+    int slot = -1;
+    pthread_attr_t attributes;
+    if (pthread_getattr_np(pthread_self(), &attributes) == 0) {
+        void *stack = NULL;
+        size_t length = 0;
+        if (pthread_attr_getstack(&attributes, &stack, &length) == 0 && stack) {
+            for (int i = 0; i < CAT_TRACKER_STACKS && slot < 0; i++) {
+                uint64_t expected = 0;
+                if (cat_cas_acq_rel(&g_cat_tracker_stacks[i][0], &expected, (uint64_t)(uintptr_t)stack)) {
+                    cat_store_release(&g_cat_tracker_stacks[i][1], length);
+                    slot = i;
+                }
+            }
+        }
+        pthread_attr_destroy(&attributes);
+    }
+    void *result = begin.start(begin.argument);
+    if (slot >= 0) {
+        cat_store_release(&g_cat_tracker_stacks[slot][1], 0);
+        cat_store_release(&g_cat_tracker_stacks[slot][0], 0);
+    }
+    t_cat_special = 0;
+    return result;
+}
+
+int cat_thread_uses_private_heap(void) { return t_cat_special == CAT_SPECIAL_HEAP; }
+
+void cat_tracker_threads_memory(uint64_t *heapResident, uint64_t *heapLive, uint64_t *heapBlocks,
+                                uint64_t *stacksResident) {
+    cat_heap_statistics(heapResident, heapLive, heapBlocks);
+    *stacksResident = 0;
+    for (int i = 0; i < CAT_TRACKER_STACKS; i++) {
+        uint64_t start = cat_load_acquire(&g_cat_tracker_stacks[i][0]);
+        uint64_t length = cat_load_acquire(&g_cat_tracker_stacks[i][1]);
+        if (start && length) *stacksResident += cat_resident_bytes((void *)(uintptr_t)start, (size_t)length);
+    }
+}
+
+void cat_tracker_threads_reset_in_child(void) {
+    for (int i = 0; i < CAT_TRACKER_STACKS; i++) {
+        cat_store_relaxed(&g_cat_tracker_stacks[i][0], 0);
+        cat_store_relaxed(&g_cat_tracker_stacks[i][1], 0);
+    }
+}
+
 int cat_thread_create(pthread_t *thread, void *_Nullable (*start)(void *_Nullable), void *_Nullable argument) {
+#ifndef CAT_SANITIZER
+    cat_heap_create();  // once; on failure the threads use the real allocator
+#endif
+    int state = cat_thread_set_state(CAT_THREAD_SUSPENDED);  // the tracker's allocation, not the program's
+    cat_thread_start *begin = malloc(sizeof *begin);
+    cat_thread_set_state(state);
+    if (!begin) return ENOMEM;
+    begin->start = start;
+    begin->argument = argument;
     sigset_t blocked, previous;
     sigfillset(&blocked);
     static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
     for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&blocked, faults[i]);
     pthread_sigmask(SIG_SETMASK, &blocked, &previous);
-    int result = pthread_create(thread, NULL, start, argument);
+    int result = pthread_create(thread, NULL, cat_thread_trampoline, begin);
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (result != 0) free(begin);
     return result;
 }

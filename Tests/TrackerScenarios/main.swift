@@ -12,6 +12,7 @@ let scenarios: [any Scenario.Type] = [
     AccountingScenario.self,
     PeakScenario.self,
     ThreadDeltasScenario.self,
+    TrackerHeapScenario.self,
     SoftLimitScenario.self,
     ContainerFakeScenario.self,
     ContainerGrowScenario.self,

@@ -229,6 +229,7 @@ enum _Watchdog {
                 history.append(time: now, tracked: tracked, rss: rss, usage: usage, workingSet: workingSet, limit: limit)
                 if let horizon = limits.predictedExhaustion { checkPrediction(running, history, horizon, now) }
             }
+            cat_heap_trim()  // the tracker threads' freed large blocks go back to the system (tracker_heap.c)
             cat_signal_wait_ns(pollNs)
         }
     }

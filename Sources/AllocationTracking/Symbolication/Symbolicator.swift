@@ -32,6 +32,10 @@ final class _Symbolicator: Sendable {
         var cache: [UInt: [Frame]] = [:]
         /// Estimated heap bytes of `cache` (see `footprint`).
         var cachedBytes = 0 { didSet { _Symbolicator.cachedBytesNow.store(cachedBytes, ordering: .relaxed) } }
+        /// The part of `cachedBytes` resolved on the tracker's own threads, whose heap is counted apart.
+        var cachedBytesInTrackerThreads = 0 {
+            didSet { _Symbolicator.cachedBytesInTrackerThreadsNow.store(cachedBytesInTrackerThreads, ordering: .relaxed) }
+        }
         /// The loaded images, sorted by code start, and the loader's (loads, unloads) counts when captured.
         var images: [Snapshot.Image] = []
         var loaderCounts: (UInt64, UInt64)? = nil
@@ -42,7 +46,8 @@ final class _Symbolicator: Sendable {
     /// Resolved frames for each address (inlined frames first, when there are any); every address of `addresses`
     /// is a key of the result.
     func frames(for addresses: Set<UInt>) -> [UInt: [Frame]] {
-        state.withLock { state in
+        let onTrackerThread = cat_thread_uses_private_heap() != 0  // what it resolves is in the threads' heap
+        return state.withLock { state in
             Self.refreshImages(&state)
             var result: [UInt: [Frame]] = [:]
             result.reserveCapacity(addresses.count)
@@ -59,7 +64,9 @@ final class _Symbolicator: Sendable {
             for (index, group) in byImage {
                 for (address, frames) in Self.resolve(group, in: state.images[index]) {
                     state.cache[address] = frames
-                    state.cachedBytes += Self.footprint(frames)
+                    let footprint = Self.footprint(frames)
+                    state.cachedBytes += footprint
+                    if onTrackerThread { state.cachedBytesInTrackerThreads += footprint }
                     result[address] = frames
                 }
             }
@@ -76,6 +83,7 @@ final class _Symbolicator: Sendable {
         if let previous = state.loaderCounts, previous.1 != unloads {
             state.cache.removeAll()
             state.cachedBytes = 0
+            state.cachedBytesInTrackerThreads = 0
         }
         state.images = _LoadedImages.captureAll().sorted { $0.start < $1.start }
         state.loaderCounts = (loads, unloads)
@@ -116,6 +124,8 @@ final class _Symbolicator: Sendable {
     /// caller's batch, which can hold the lock for as long as reading a large image's line table takes.
     var cachedBytes: Int { Self.cachedBytesNow.load(ordering: .relaxed) }
     private static let cachedBytesNow = Atomic<Int>(0)
+    var cachedBytesInTrackerThreads: Int { Self.cachedBytesInTrackerThreadsNow.load(ordering: .relaxed) }
+    private static let cachedBytesInTrackerThreadsNow = Atomic<Int>(0)
 
     /// The addresses of `addresses` not resolved yet.
     /// The frames already resolved for `addresses` (the others are not keys), or nil when a batch holds the
@@ -137,6 +147,7 @@ final class _Symbolicator: Sendable {
         state.withLock {
             $0.cache.removeAll()
             $0.cachedBytes = 0
+            $0.cachedBytesInTrackerThreads = 0
         }
     }
 

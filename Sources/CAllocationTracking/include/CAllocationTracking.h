@@ -314,8 +314,22 @@ int cat_thread_set_state(int state);
 /// tracker's own threads apart. For the tracker's threads only, at their start.
 void cat_thread_set_name(const char *name);
 /// pthread_create for the tracker's own threads: the new thread starts with every signal blocked but the faults, so
-/// that the program's threads get the signals sent to the process. Returns pthread_create's result.
-int cat_thread_create(pthread_t *thread, void *_Nullable (*start)(void *_Nullable), void *_Nullable argument);
+/// that the program's threads get the signals sent to the process, and allocates from the tracker's private heap
+/// (tracker_heap.c). Returns pthread_create's result.
+int cat_thread_create(pthread_t *_Nonnull thread, void *_Nullable (*_Nonnull start)(void *_Nullable),
+                      void *_Nullable argument);
+/// The private heap's address range [base, limit) (both 0 before it exists): for tests and benchmarks that find its
+/// mapping in /proc/PID/smaps where the kernel cannot name it.
+void cat_tracker_heap_range(uint64_t *_Nonnull base, uint64_t *_Nonnull limit);
+/// Gives back the pages of the private heap's large blocks freed since its last allocation (they are otherwise given
+/// back at the next one). Cheap when nothing was freed; the watchdog calls it on every poll. Outside malloc.
+void cat_heap_trim(void);
+/// 1 on a tracker thread that allocates from the private heap (cat_thread_create), else 0. Never allocates.
+int cat_thread_uses_private_heap(void);
+/// The memory of the tracker's own threads: their private heap's resident bytes (mincore), its live blocks' usable
+/// bytes and count, and the resident bytes of the running tracker threads' stacks. Outside malloc.
+void cat_tracker_threads_memory(uint64_t *_Nonnull heapResident, uint64_t *_Nonnull heapLive, uint64_t *_Nonnull heapBlocks,
+                                uint64_t *_Nonnull stacksResident);
 /// A small per-thread number in 1…63 (assigned on first use, reused round-robin), used to shard counters so
 /// threads do not contend on one cache line. Never allocates.
 uint32_t cat_thread_shard(void);

@@ -11,6 +11,12 @@ import Glibc
 enum ThreadDeltasScenario: Scenario {
     static let name = "threadDeltas"
     static let bound = 64 << 10  // CAT_D_BOUND_BYTES
+    nonisolated(unsafe) static var lateKey = pthread_key_t()
+    nonisolated(unsafe) static let lateBlocks: UnsafeMutablePointer<UnsafeMutableRawPointer?> = {
+        let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 10)
+        blocks.initialize(repeating: nil, count: 10)
+        return blocks
+    }()
 
     /// A thread that runs `steps` one at a time, each when `go` is posted, posting `done` after each: it stays
     /// alive (its deltas pending) between steps and after the last, until `join`.
@@ -98,9 +104,36 @@ enum ThreadDeltasScenario: Scenario {
         ats_free_all(blocks + 30, 40)
         let freed = try! AllocationTracker.takeSnapshot()
         check(helperSites(freed).blocks == 0 && freed.totalSize == freed.tracedMemory!.current, "after the frees \(freed.tracedMemory!)")
+        // 3. A thread whose first allocation comes after its key destructors have run (in the last of glibc's four
+        //    rounds) exits with its deltas registered and unfolded. They are in static memory, so a read folds them
+        //    exactly, even after another thread reused the exited thread's stack (and TLS). With the deltas in TLS,
+        //    this read a dead thread's memory (the release suite crashed there).
+        var late = pthread_t()
+        pthread_create(&late, nil, { _ in
+            var key = pthread_key_t()
+            pthread_key_create(&key) { value in
+                // Re-armed for rounds 1-3 (glibc runs at most 4); the allocation only in round 4.
+                let round = Int(bitPattern: value)
+                if round < 4 {
+                    pthread_setspecific(ThreadDeltasScenario.lateKey, UnsafeRawPointer(bitPattern: round + 1))
+                } else {
+                    _ = ats_allocate("malloc", 10, 100, ThreadDeltasScenario.lateBlocks)
+                }
+            }
+            ThreadDeltasScenario.lateKey = key
+            pthread_setspecific(key, UnsafeRawPointer(bitPattern: 1))
+            return nil
+        }, nil)
+        pthread_join(late, nil)
+        var reuse = pthread_t()
+        pthread_create(&reuse, nil, { _ in nil }, nil)  // glibc reuses the cached stack, its TLS initialised again
+        pthread_join(reuse, nil)
+        let afterLate = helperSites(try! AllocationTracker.takeSnapshot())
+        check(afterLate.bytes == 1000 && afterLate.blocks == 10, "a thread that registered after its destructors: \(afterLate)")
+        ats_free_all(lateBlocks, 10)
         AllocationTracker.stop()
 
-        // 3. The watchdog's trend samples fold the threads' deltas (cat_deltas_try_fold_all; the gate is free
+        // 4. The watchdog's trend samples fold the threads' deltas (cat_deltas_try_fold_all; the gate is free
         //    here): a thread's ten small blocks, pending in its deltas, are in the newest sample's tracked bytes.
         //    Nothing the tracker records happens between that sample and the read (sleeping, the semaphores and
         //    trend(over:), which is not recorded, allocate nothing traced).
