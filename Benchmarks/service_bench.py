@@ -172,14 +172,17 @@ def summarize(results):
     eq = results["equal_load"]
     base = eq["untracked"]
     out += ["", f"After equal load ({results['args']['leaks']} /leak, {results['args']['leaks'] // 3} /json, 50 /large per mode):", "",
-            "| mode | RSS | minus untracked (what /proc shows it adds) | tracker memory reported (tables / symbol cache / names / history) | reported ÷ added | load |",
-            "| --- | ---: | ---: | --- | ---: | --- |"]
+            "| mode | RSS | minus untracked (what /proc shows it adds) | of which anonymous | tracker memory reported (tables / symbol cache / names / history / threads) | reported ÷ added, ÷ anonymous added | load |",
+            "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
     for name, m in eq.items():
         t = m["tracker_memory"]
         added = m["rss"] - base["rss"]
-        ratio = f"{t['total'] / added:.2f}" if name != "untracked" and added > 0 else "–"
-        out.append(f"| {name} | {m['rss'] / MiB:.1f} MiB | {added / MiB:+.1f} MiB | {t['total'] / MiB:.2f} MiB "
-                   f"({t['tables'] / MiB:.2f} / {t['symbolCache'] / MiB:.2f} / {t['names'] / 1024:.1f} KiB / {t['history'] / 1024:.0f} KiB) | {ratio} | {' '.join(m['load'])} |")
+        anonymous = sum(m.get("smaps", {}).get(k, 0) - base.get("smaps", {}).get(k, 0) for k in ("heap", "anonymous", "stack"))
+        ratio = (f"{t['total'] / added:.2f}, " + (f"{t['total'] / anonymous:.2f}" if anonymous > 0 else "–")) \
+            if name != "untracked" and added > 0 else "–"
+        out.append(f"| {name} | {m['rss'] / MiB:.1f} MiB | {added / MiB:+.1f} MiB | {anonymous / MiB:+.1f} MiB | {t['total'] / MiB:.2f} MiB "
+                   f"({t['tables'] / MiB:.2f} / {t['symbolCache'] / MiB:.2f} / {t['names'] / 1024:.1f} KiB / {t['history'] / 1024:.0f} KiB / "
+                   f"{t.get('threads', 0) / MiB:.2f}) | {ratio} | {' '.join(m['load'])} |")
     if "smaps" in base:
         out += ["", "Resident memory by kind of mapping, minus untracked's (MiB; at idle → after equal load):", "",
                 "| mode | executable | libraries | [heap] | other anonymous | stacks |", "| --- | ---: | ---: | ---: | ---: | ---: |"]

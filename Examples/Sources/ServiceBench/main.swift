@@ -98,7 +98,8 @@ router.get("/large") { _, _ -> Response in
 router.get("/tracker/memory") { _, _ -> Response in
     let m = AllocationTracker.trackerMemoryBreakdown
     return json(["tracking": AllocationTracker.isTracing, "total": m.total, "tables": m.tables,
-                 "symbolCache": m.symbolCache, "names": m.names, "history": m.history, "rss": residentBytes()])
+                 "symbolCache": m.symbolCache, "names": m.names, "history": m.history, "threads": m.threads,
+                 "rss": residentBytes()])
 }
 router.get("/tracker/symbolicate") { request, _ -> Response in
     // N distinct addresses spread evenly over this executable's code: a cold batch (symbol cache emptied first)

@@ -270,7 +270,8 @@ enum _SampleWeight {
 /// adding to the site's counters and to `current` with a `lock`-prefixed instruction, two threads allocating from
 /// the same call sites bounce those cache lines between cores on every malloc and free (`perf`: the `lock add`s
 /// were most of the two-thread cost). So a thread with a registry slot (interposer.c: cat_hook_deltas) adds to its
-/// own words in initial-exec TLS (`CAT_D_*`) with plain loads and stores, and flushes them to the shared words:
+/// slot's words (`CAT_D_*`, static memory: g_cat_delta_slots) with plain loads and stores, and flushes them to the
+/// shared words:
 ///
 /// - a site slot (direct-mapped by trace id, `CAT_D_SITES` of them) when it has seen `CAT_D_BOUND_EVENTS`
 ///   events, when its live or total bytes delta reaches `CAT_D_BOUND_BYTES` (either sign), or when another site

@@ -143,9 +143,9 @@ enum {
     CAT_SAMPLE_FILTER_BUCKETS = 1 << 14,
 
     // Per-thread counter deltas (exact mode; design and the bounds they keep: _UnsafeThreadDeltas in Swift). Each
-    // thread that records allocations has CAT_D_WORDS words of initial-exec TLS: a header, then CAT_D_SITES
-    // slots of CAT_DS_WORDS words, direct-mapped by trace id. Only the owning thread writes them, inside the
-    // gate's reader side; a holder of the writer side (a read, fork, clear) folds or discards them.
+    // thread that records allocations has a slot of CAT_D_WORDS words (static memory, cat_internal.h): a header,
+    // then CAT_D_SITES site slots of CAT_DS_WORDS words, direct-mapped by trace id. Only the owning thread writes
+    // them, inside the gate's reader side; a holder of the writer side (a read, fork, clear) folds or discards them.
     CAT_D_CURRENT = 0,         // bytes added to `current` and not yet flushed to CAT_W_CURRENT (wrapping: signed)
     CAT_D_DIRTY = 1,           // bit i set: slot i holds a delta
     CAT_D_SLOTS = 2,           // the first slot's first word
