@@ -145,7 +145,9 @@ enum TrackerHeapScenario: Scenario {
                                               limits: .init(containerFraction: nil, onAllocationFailure: false, signal: SIGUSR2)))
         } catch { fail("\(error)") }
         let held = (0..<50).map { _ in malloc(1000) }
-        raise(SIGUSR2)
+        // To the process, not this thread (raise): a test runner's child may start with SIGUSR2 blocked on its main
+        // thread (a libdispatch thread's mask); the watchdog takes a process-directed one.
+        kill(getpid(), SIGUSR2)
         check(reported.wait(timeout: .now() + 30) == .success, "no report within 30 s")
         let after = heap()
         let breakdown = AllocationTracker.trackerMemoryBreakdown
