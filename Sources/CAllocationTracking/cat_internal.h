@@ -113,12 +113,14 @@ CAT_PRIVATE void cat_deltas_reset_in_child(void);
 // Inside malloc: cat_heap_malloc, cat_heap_aligned (tracker threads, under the heap's spin lock), cat_heap_free,
 // cat_heap_usable_size (any thread; free never waits). The rest outside.
 
+/// The heap's address space (pages exist once touched).
+#define CAT_HEAP_RESERVE ((uint64_t)1 << 30)
 extern CAT_PRIVATE uint64_t g_cat_heap_base;
-extern CAT_PRIVATE uint64_t g_cat_heap_limit;
-/// Whether `ptr` is a block of the heap: two relaxed loads (0 and 0 while there is no heap), one compare.
+/// Whether `ptr` is a block of the heap: one relaxed load of the base (0 while there is no heap; a block's address
+/// can only reach here after the base was published) and one compare against the constant size.
 static inline bool cat_heap_contains(const void *_Nullable ptr) {
     uint64_t base = __atomic_load_n(&g_cat_heap_base, __ATOMIC_RELAXED);
-    return (uint64_t)(uintptr_t)ptr - base < __atomic_load_n(&g_cat_heap_limit, __ATOMIC_RELAXED) - base;
+    return base != 0 && (uint64_t)(uintptr_t)ptr - base < CAT_HEAP_RESERVE;
 }
 /// Maps the heap once (outside malloc). 0, or -1 when it cannot be mapped (the threads use the real allocator).
 CAT_PRIVATE int cat_heap_create(void);

@@ -335,6 +335,7 @@ static void cat_em_take_sample(const char *function, size_t size) {
     uint64_t current = cat_load_relaxed(words + CAT_W_CURRENT);
     s->current = (int64_t)current < 0 ? 0 : current;  // the shared word alone dips below 0 while frees are pending
     s->peak = cat_load_relaxed(words + CAT_W_PEAK);
+    if (s->peak < s->current) s->peak = s->current;  // the fold above does not move the peak: it is at least now
     s->dropped = 0;
     s->liveBlocks = 0;
     for (int shard = 0; shard < CAT_SHARDS; shard++) {

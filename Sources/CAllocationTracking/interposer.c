@@ -786,7 +786,11 @@ void *valloc(size_t size) {
 }
 
 void *pvalloc(size_t size) {
-    if (CAT_SPECIAL()) return cat_special_aligned(4096, (size + 4095) & ~(size_t)4095);
+    if (CAT_SPECIAL()) {
+        size_t rounded;
+        if (__builtin_add_overflow(size, (size_t)4095, &rounded)) { errno = ENOMEM; return NULL; }
+        return cat_special_aligned(4096, rounded & ~(size_t)4095);
+    }
     void *ptr;
     int saved = cat_errno_clear();
     if (g_cat_next.pvalloc) {

@@ -45,13 +45,12 @@ enum {
     CAT_HEAP_PAGE = 4096,
     CAT_HEAP_SPANS = 4096,
 };
-#define CAT_HEAP_RESERVE ((uint64_t)1 << 30)
 #define CAT_HEAP_LARGEST_SMALL ((size_t)16 << (CAT_HEAP_CLASSES - 1))
 #define CAT_HEAP_ALIAS ((uint64_t)1 << 63)
 #define CAT_HEAP_LARGE_CLASS 0xffffffffu
 
 uint64_t g_cat_heap_base;   // 0: no heap
-uint64_t g_cat_heap_limit;  // base + reserve
+static uint64_t g_cat_heap_limit;  // base + reserve
 static uint64_t g_cat_heap_state;  // 0 none, 1 creating, 2 created, 3 failed
 static uint64_t g_cat_heap_lock;
 static uint64_t g_cat_heap_bump;   // next unused byte (lock held)
@@ -260,14 +259,23 @@ void cat_tracker_heap_range(uint64_t *base, uint64_t *limit) {
     *limit = *base ? cat_load_relaxed(&g_cat_heap_limit) : 0;
 }
 
+// Whether the prepare handler took the lock: the heap may be created between prepare and parent (by a thread
+// other than the forking one), and only a lock this thread took may be released.
+static int g_cat_heap_fork_locked;
+
 void cat_heap_fork_prepare(void) {
-    if (cat_load_acquire(&g_cat_heap_base)) cat_heap_lock();
+    g_cat_heap_fork_locked = cat_load_acquire(&g_cat_heap_base) != 0;
+    if (g_cat_heap_fork_locked) cat_heap_lock();
 }
 
 void cat_heap_fork_parent(void) {
-    if (cat_load_acquire(&g_cat_heap_base)) cat_heap_unlock();
+    if (g_cat_heap_fork_locked) cat_heap_unlock();
 }
 
 void cat_heap_fork_child(void) {
-    if (cat_load_acquire(&g_cat_heap_base)) cat_heap_unlock();
+    if (g_cat_heap_fork_locked) cat_heap_unlock();
+    // A creation under way in a thread that the child does not have: the child creates its own when it needs one
+    // (the half-made mapping, if any, is only address space).
+    uint64_t creating = 1;
+    cat_cas_acq_rel(&g_cat_heap_state, &creating, 0);
 }

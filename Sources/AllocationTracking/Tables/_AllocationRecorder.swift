@@ -771,13 +771,21 @@ enum _UnsafeTraceTable {
         }
     }
 
-    /// The site's (bytes, blocks) at the last peak. Writer side held.
+    /// A live counter as a reader that may not have folded every thread's deltas sees it: the shared word alone
+    /// can be below zero (wrapped) while another thread's additions are pending and this thread's frees are not
+    /// (`_UnsafeThreadDeltas`), and such a site has nothing to show.
+    @_noLocks
+    @inline(__always)
+    static func nonNegative(_ value: UInt64) -> UInt64 { Int64(bitPattern: value) < 0 ? 0 : value }
+
+    /// The site's (bytes, blocks) at the last peak. Writer side held. Never below zero: values taken at a peak
+    /// that other threads' pending deltas hid may be (the peak's bound in `_UnsafeThreadDeltas`).
     @_noLocks
     static func valuesAtPeak(_ state: _UnsafeTrackerState, _ entry: UnsafeMutablePointer<UInt64>) -> (UInt64, UInt64) {
         if peakEpoch(entry).atomicLoad() == state.peakEpoch.atomicLoad() {
-            return (peakBytes(entry).atomicLoad(), peakBlocks(entry).atomicLoad())
+            return (nonNegative(peakBytes(entry).atomicLoad()), nonNegative(peakBlocks(entry).atomicLoad()))
         }
-        return (liveBytes(entry).atomicLoad(), liveBlocks(entry).atomicLoad())
+        return (nonNegative(liveBytes(entry).atomicLoad()), nonNegative(liveBlocks(entry).atomicLoad()))
     }
 
     /// The stack's hash (for the index; equality is decided by the frames). Four independent lanes, so the
@@ -938,9 +946,10 @@ enum _UnsafeTraceTable {
         while id < count {
             // Live counters first (first cache line): most sites have nothing live, and skip the second line.
             if let e = entry(state, id), liveBlocks(e).atomicLoad() != 0, published(e).atomicLoadAcquire() == 1 {
-                let live = liveBytes(e).atomicLoad()
-                let liveCount = liveBlocks(e).atomicLoad()
-                if liveCount != 0, selected < capacity || live > bytes[selected &- 1] {
+                // Unfolded readers (the allocation-failure report, a busy watchdog) may see a wrapped counter.
+                let live = nonNegative(liveBytes(e).atomicLoad())
+                let liveCount = nonNegative(liveBlocks(e).atomicLoad())
+                if liveCount != 0, live != 0, selected < capacity || live > bytes[selected &- 1] {
                     var position = selected < capacity ? selected : selected &- 1
                     while position > 0, bytes[position &- 1] < live {
                         ids[position] = ids[position &- 1]
