@@ -178,7 +178,7 @@ extension TrackerTests.Processes {
     @Test func threadDeltasFoldAtExitAndKeepThePeakWithinTheBound() throws {
         let result = try runChild(productURL("TrackerScenarios"), ["threadDeltas"])
         #expect(result.status == 0, "\(result.output)\(result.error)")
-        #expect(result.output.contains("threadDeltas ok checks=8"), "\(result.output)")
+        #expect(result.output.contains("threadDeltas ok checks=10"), "\(result.output)")
     }
 }
 

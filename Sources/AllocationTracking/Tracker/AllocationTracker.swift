@@ -126,6 +126,20 @@ public enum AllocationTracker {
         return (Int(w.bytes), Int(w.blocks))
     }
 
+    /// The top sites' live (bytes, blocks) as the allocation-failure report reads them: without folding the
+    /// threads' counter deltas (for the tests of what such a reader may see). Empty while stopped.
+    @_spi(Testing) public static func _unfoldedTopSites(_ capacity: Int) -> [(bytes: Int, blocks: Int)] {
+        _TrackerLifecycle.withAPILock {
+            guard isTracing, capacity > 0 else { return [] }
+            let scratch = UnsafeMutablePointer<UInt64>.allocate(capacity: 3 * capacity)
+            defer { scratch.deallocate() }
+            let found = _UnsafeTraceTable.topSites(.process, ids: scratch, bytes: scratch + capacity,
+                                                   blocks: scratch + 2 * capacity, capacity: capacity)
+            return (0..<found).map { (Int(truncatingIfNeeded: scratch[capacity + $0]),
+                                      Int(truncatingIfNeeded: scratch[2 * capacity + $0])) }
+        }
+    }
+
     /// Addresses in the symbol cache (for tests and benchmarks).
     @_spi(Testing) public static var _symbolCacheCount: Int { _Symbolicator.shared.cachedAddressCount }
     /// Empties the symbol cache (for benchmarks of the cold path).

@@ -1,4 +1,4 @@
-import AllocationTracking
+@_spi(Testing) import AllocationTracking
 import AllocationTrackingTestSupport
 import Foundation
 #if canImport(Glibc)
@@ -12,6 +12,7 @@ enum ThreadDeltasScenario: Scenario {
     static let name = "threadDeltas"
     static let bound = 64 << 10  // CAT_D_BOUND_BYTES
     nonisolated(unsafe) static var lateKey = pthread_key_t()
+    nonisolated(unsafe) static let sharedBlocks = UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutableRawPointer?>>.allocate(capacity: 1)
     nonisolated(unsafe) static let lateBlocks: UnsafeMutablePointer<UnsafeMutableRawPointer?> = {
         let blocks = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: 10)
         blocks.initialize(repeating: nil, count: 10)
@@ -131,6 +132,26 @@ enum ThreadDeltasScenario: Scenario {
         let afterLate = helperSites(try! AllocationTracker.takeSnapshot())
         check(afterLate.bytes == 1000 && afterLate.blocks == 10, "a thread that registered after its destructors: \(afterLate)")
         ats_free_all(lateBlocks, 10)
+
+        // 4. A thread that has not registered (its first event is a free: frees do not register) frees blocks still
+        //    pending in another thread's deltas: the site's shared counters go below zero until a fold. A reader
+        //    that does not fold (the allocation-failure report's top sites) shows no such site, not one of 16 EiB;
+        //    a snapshot folds and is exact.
+        let pending = Stepper([{ _ = ats_allocate("malloc", 10, 100, blocks) }])
+        pending.step()
+        sharedBlocks.pointee = blocks
+        var freer = pthread_t()
+        pthread_create(&freer, nil, { _ in
+            ats_free_all(ThreadDeltasScenario.sharedBlocks.pointee, 10)  // nothing allocated before: unregistered
+            return nil
+        }, nil)
+        pthread_join(freer, nil)
+        let unfolded = AllocationTracker._unfoldedTopSites(20)
+        check(unfolded.allSatisfy { $0.bytes >= 0 && $0.bytes < 1 << 40 && $0.blocks >= 0 && $0.blocks < 1 << 40 },
+              "an unfolded reader saw a wrapped site: \(unfolded)")
+        let afterFreer = helperSites(try! AllocationTracker.takeSnapshot())
+        check(afterFreer.bytes == 0 && afterFreer.blocks == 0, "after another thread's frees: \(afterFreer)")
+        pending.join()
         AllocationTracker.stop()
 
         // 4. The watchdog's trend samples fold the threads' deltas (cat_deltas_try_fold_all; the gate is free
