@@ -203,6 +203,8 @@ enum Fixture {
 @inline(never) func growTheReportedCache(_ blocks: Int, _ keep: inout [UnsafeMutableRawPointer]) {
     for _ in 0..<blocks { keep.append(UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)) }
 }
+/// The line above that allocates (the report's growth names it).
+let growTheReportedCacheLine = #line - 3
 
 @Suite(.trackerExclusive) struct ReportsCommand {
     @Test func timelineAndGrowth() throws {
@@ -236,9 +238,8 @@ enum Fixture {
         // The growing line is the one in growTheReportedCache: 100 more blocks of 4 KiB (and the array holding
         // them, appended to on the same line: its larger buffer, 1 KiB more). The line's absolute count depends on
         // what the compiler inlined into it (the array's own allocations), not its growth.
-        let entries = (result.stdout.components(separatedBy: "[ Top 20 differences ]\n").last ?? "")
-            .components(separatedBy: "\n#").map { "#" + $0.drop { $0 == "#" } }
-        let grown = entries.first { $0.split(separator: "\n").dropFirst(2).first?.hasSuffix(" in growTheReportedCache(_:_:)") == true }
+        let site = "Tests/AllocTrackTests/AllocTrackTests.swift:\(growTheReportedCacheLine): "
+        let grown = result.stdout.split(separator: "\n").first { $0.contains(": " + site) }
         #expect(grown?.contains(" (+401 KiB), count=") == true && grown?.contains(" (+100), ") == true, "\(result.stdout)")
 
         let json = try runTool(["reports", directory.path, "--format", "json", "--limit", "20"])
