@@ -11,8 +11,8 @@ extension AllocationTracker {
     /// share frames); `names` at most 8 B per trace id up to the highest one named plus one line (≤ 1 KiB) per
     /// site the allocation-failure report printed (8 MiB reserved, touched as written); `history` fixed by the
     /// configuration (`Configuration.Trend.memoryBytes`, 231 KB by default); `threads` what the tracker's threads
-    /// touched of their heap (it keeps freed blocks for reuse, as an allocator does) and their stacks, typically a
-    /// few hundred KiB, more after a report resolved many names. No symbol data (symbol tables,
+    /// hold resident of their heap (freed small blocks wait in their 64 KiB run for reuse; an empty run and a freed
+    /// large block give their pages back) and of their stacks, typically under 1 MiB. No symbol data (symbol tables,
     /// DWARF) is kept between symbolications: image files are mapped for a batch and unmapped after it.
     public struct TrackerMemory: Sendable, Equatable, CustomStringConvertible {
         /// The allocation tables and their pointer and stack storage (`trackerMemory`; 0 while stopped).
@@ -26,7 +26,8 @@ extension AllocationTracker {
         public var history: Int
         /// The tracker's own threads (the watchdog, the names thread, a report's names thread): the resident pages
         /// of the private heap they allocate from — everything they resolve, format and keep — and of their
-        /// stacks, measured (mincore). `/proc/PID/smaps` shows the heap as `[anon:alloc-tracking heap]`.
+        /// stacks, measured (mincore). `/proc/PID/smaps` shows the heap as `[anon:alloc-tracking heap]` where the kernel
+        /// names mappings (`CONFIG_ANON_VMA_NAME`), otherwise as an unnamed mapping between two guard pages.
         public var threads: Int
         /// The part of `symbolCache` those threads resolved, which is in `threads` too (`total` counts it once).
         public var symbolCacheInThreads: Int
